@@ -1,0 +1,23 @@
+"""zoo.kernels: layer 0, functional ops for sparse and low-bit LLMs.
+
+Each op is a sub-package: ``reference.py`` (pure PyTorch, differentiable: the spec, the CPU path
+and the test oracle), optional ``_triton.py`` (kernels; the only files that import triton),
+``function.py`` (autograd wrappers) and ``__init__.py`` (the public, dispatching function).
+
+This package imports nothing above it (no Lightning, no YAML, no ``zoo.models``).
+"""
+from zoo.kernels.pack import pack_ternary, unpack_ternary
+from zoo.kernels.quant import int8_quantize, int8_quantize_raw, ternary_quantize, ternary_quantize_raw
+from zoo.kernels.topk import block_topk_sparsify, topk_int8_quantize, topk_sparsify
+
+__all__ = [
+    "block_topk_sparsify",
+    "int8_quantize",
+    "int8_quantize_raw",
+    "pack_ternary",
+    "ternary_quantize",
+    "ternary_quantize_raw",
+    "topk_int8_quantize",
+    "topk_sparsify",
+    "unpack_ternary",
+]

@@ -1,0 +1,39 @@
+"""2-bit packing of BitNet b1.58 ternary weights (arXiv 2402.17764), laid out for sparse inputs.
+
+A weight ``W[N_out, K_in]`` with values in {-1, 0, 1} is stored as codes ``w + 1`` in {0, 1, 2},
+four per byte. Unlike bitnet.cpp's I2_S (which packs along the input dimension), we pack along
+the **output** dimension and store one row of bytes per input channel: ``packed[k, j]`` holds
+outputs ``4j..4j+3`` of input channel ``k`` in bits ``2(n % 4)``. A GEMV whose input has zeros
+(Q-Sparse) then reads only the contiguous byte rows of the kept channels.
+"""
+from __future__ import annotations
+
+import torch
+
+_SHIFTS = torch.tensor([0, 2, 4, 6], dtype=torch.uint8)
+
+
+def pack_ternary(values: torch.Tensor) -> torch.Tensor:
+    """``[N, K]`` ternary (any integer or float dtype) → ``[K, ceil(N/4)]`` uint8."""
+    if values.dim() != 2:
+        raise ValueError(f"pack_ternary: expected a 2-D [out, in] weight, got shape {tuple(values.shape)}")
+    if not bool(((values == -1) | (values == 0) | (values == 1)).all()):
+        raise ValueError("pack_ternary: values must all be in {-1, 0, 1}")
+    n_out, k_in = values.shape
+    padded_out = -(-n_out // 4) * 4
+    codes = torch.ones(padded_out, k_in, dtype=torch.uint8, device=values.device)
+    codes[:n_out] = (values + 1).to(torch.uint8)
+    # [K, N/4, 4]: the four outputs sharing a byte sit on the last axis.
+    quads = codes.t().reshape(k_in, padded_out // 4, 4)
+    return (quads << _SHIFTS.to(values.device)).sum(dim=-1, dtype=torch.uint8)
+
+
+def unpack_ternary(packed: torch.Tensor, n_out: int) -> torch.Tensor:
+    """Inverse of :func:`pack_ternary`: ``[K, ceil(N/4)]`` uint8 → ``[n_out, K]`` int8."""
+    if packed.dtype != torch.uint8 or packed.dim() != 2:
+        raise ValueError(f"unpack_ternary: expected a 2-D uint8 tensor, got {packed.dtype} {tuple(packed.shape)}")
+    k_in, n_bytes = packed.shape
+    if not (n_bytes - 1) * 4 < n_out <= n_bytes * 4:
+        raise ValueError(f"unpack_ternary: n_out={n_out} does not fit {n_bytes} bytes per input channel")
+    codes = (packed.unsqueeze(-1) >> _SHIFTS.to(packed.device)) & 3
+    return (codes.reshape(k_in, n_bytes * 4)[:, :n_out].t().to(torch.int8) - 1).contiguous()

@@ -1,0 +1,164 @@
+"""One configuration for every zoo architecture: a Llama-style decoder whose projections may be
+sparse (Q-Sparse, arXiv 2407.10969), ternary (BitNet b1.58, arXiv 2402.17764) and whose FFN may be
+a dropless mixture of experts (MegaBlocks, Gale et al. 2022).
+
+Every field is validated in ``__post_init__``; an invalid value raises ``ValueError`` naming the
+field and what is allowed, so a typo in a YAML file fails before any weight is allocated.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+WEIGHT_QUANTS = ("none", "ternary")
+ACT_QUANTS = ("none", "int8")
+SPARSITIES = ("none", "topk", "block")
+FFN_ACTS = ("swiglu", "relu2")
+KERNELS = ("auto", "torch", "triton")
+MOE_IMPLS = ("auto", "reference", "grouped_mm", "megablocks", "triton")
+
+
+def kept_channels(k_ratio: float, width: int) -> int:
+    """Q-Sparse's K for a site of ``width`` inputs: floor(k_ratio · width)."""
+    # The tiny epsilon keeps e.g. 0.7 * 10 from flooring to 6 through binary rounding.
+    return int(math.floor(k_ratio * width + 1e-9))
+
+
+def _fail(field: str, allowed: str, value: Any) -> None:
+    raise ValueError(f"ModelConfig.{field} must be {allowed}, got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of the zoo decoder. Sizes count channels; ratios are kept fractions."""
+
+    vocab_size: int = 256
+    dim: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: Optional[int] = None  # None: same as n_heads (plain multi-head attention)
+    ffn_dim: int = 768  # hidden width of the gated FFN (and of each expert unless expert_ffn_dim)
+    max_seq_len: int = 256
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+
+    # Projections: which of BitNet's and Q-Sparse's choices every non-embedding linear applies.
+    weight_quant: str = "none"  # none | ternary (absmean, STE)
+    act_quant: str = "none"  # none | int8 (per-token absmax, STE)
+    sparsity: str = "none"  # none | topk (per token) | block (N:M)
+    k_ratio: float = 1.0  # kept fraction of input channels, in (0, 1]
+    block_size: int = 32  # M of N:M block sparsity; N = floor(k_ratio * M)
+    ffn_act: str = "swiglu"  # swiglu | relu2 (squared-ReLU GLU, Q-Sparse's choice from scratch)
+    sub_norm: Optional[bool] = None  # BitNet sub-norms before o_proj and down_proj; None: on iff ternary
+    kernel: str = "auto"  # auto | torch | triton; never changes parameters or state-dict keys
+
+    # Mixture of experts: n_experts = 0 keeps a dense FFN.
+    n_experts: int = 0
+    top_k: int = 2
+    n_shared_experts: int = 0
+    expert_ffn_dim: Optional[int] = None
+    renormalize_router: bool = True
+    moe_impl: str = "auto"
+    aux_loss_coef: float = 0.01
+    z_loss_coef: float = 0.001
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len", "block_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                _fail(name, "a positive integer", value)
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if not isinstance(self.n_kv_heads, int) or self.n_kv_heads < 1:
+            _fail("n_kv_heads", "a positive integer", self.n_kv_heads)
+        if self.dim % self.n_heads:
+            _fail("dim", f"divisible by n_heads={self.n_heads}", self.dim)
+        if self.n_heads % self.n_kv_heads:
+            _fail("n_kv_heads", f"a divisor of n_heads={self.n_heads}", self.n_kv_heads)
+        if (self.dim // self.n_heads) % 2:
+            _fail("dim", "such that dim/n_heads is even (RoPE rotates channel pairs)", self.dim)
+        for name in ("rope_theta", "norm_eps", "init_std"):
+            if not getattr(self, name) > 0:
+                _fail(name, "> 0", getattr(self, name))
+        for name, allowed in (
+            ("weight_quant", WEIGHT_QUANTS),
+            ("act_quant", ACT_QUANTS),
+            ("sparsity", SPARSITIES),
+            ("ffn_act", FFN_ACTS),
+            ("kernel", KERNELS),
+            ("moe_impl", MOE_IMPLS),
+        ):
+            if getattr(self, name) not in allowed:
+                _fail(name, f"one of {allowed}", getattr(self, name))
+        if not isinstance(self.k_ratio, (int, float)) or not 0.0 < self.k_ratio <= 1.0:
+            _fail("k_ratio", "in (0, 1]", self.k_ratio)
+        if self.sub_norm is None:
+            self.sub_norm = self.weight_quant == "ternary"
+        self._validate_moe()
+        self._validate_sparsity()
+
+    def _validate_moe(self) -> None:
+        if not isinstance(self.n_experts, int) or self.n_experts < 0:
+            _fail("n_experts", "an integer >= 0 (0 means a dense FFN)", self.n_experts)
+        if self.n_experts:
+            if not isinstance(self.top_k, int) or not 1 <= self.top_k <= self.n_experts:
+                _fail("top_k", f"an integer in [1, n_experts={self.n_experts}]", self.top_k)
+            if self.expert_ffn_dim is not None and (not isinstance(self.expert_ffn_dim, int) or self.expert_ffn_dim < 1):
+                _fail("expert_ffn_dim", "a positive integer or null", self.expert_ffn_dim)
+        if not isinstance(self.n_shared_experts, int) or self.n_shared_experts < 0:
+            _fail("n_shared_experts", "an integer >= 0", self.n_shared_experts)
+        if self.n_shared_experts and not self.n_experts:
+            _fail("n_shared_experts", "0 when n_experts is 0", self.n_shared_experts)
+        for name in ("aux_loss_coef", "z_loss_coef"):
+            if getattr(self, name) < 0:
+                _fail(name, ">= 0", getattr(self, name))
+
+    def _validate_sparsity(self) -> None:
+        if self.sparsity == "block":
+            if self.n_kept(self.block_size) < 1:
+                _fail("k_ratio", f"at least 1/block_size={self.block_size} for block sparsity", self.k_ratio)
+            for name in ("dim", "ffn_dim", "expert_ffn_dim"):
+                width = getattr(self, name)
+                if width is not None and width % self.block_size:
+                    _fail(name, f"divisible by block_size={self.block_size} for block sparsity", width)
+        elif self.sparsity == "topk":
+            narrowest = min(self.dim, self.hidden_dim)
+            if self.n_kept(narrowest) < 1:
+                _fail("k_ratio", f"large enough to keep one of {narrowest} channels", self.k_ratio)
+
+    # Derived sizes -----------------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        """Width of the FFN hidden layer that feeds the down projection (per expert for MoE)."""
+        return (self.expert_ffn_dim or self.ffn_dim) if self.n_experts else self.ffn_dim
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 0
+
+    def n_kept(self, width: int) -> int:
+        """Channels a top-K site of ``width`` inputs keeps: floor(k_ratio · width)."""
+        return kept_channels(self.k_ratio, width)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "ModelConfig":
+        """Strict construction: an unknown key raises ``ValueError`` naming it and ``source``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown ModelConfig field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return ModelConfig.from_dict({**self.to_dict(), **changes}, source="overrides")

@@ -1,0 +1,113 @@
+"""The one linear layer of the zoo: BitNet b1.58 weights (arXiv 2402.17764) and Q-Sparse top-K
+inputs (arXiv 2407.10969) as independent switches on ``y = x·Wᵀ``.
+
+Forward: the input is sparsified (top-K per token, or N:M block), optionally quantised to int8
+per token (fused with the mask when both are on), then multiplied by the weight, ternarised
+with absmean when requested. All three steps train with straight-through gradients, so the
+latent weights stay full precision and ``dX`` stays dense.
+
+Every layer can record how many of its inputs were zero, which is what Q-Sparse's activated
+parameter count (§3.6) is measured from.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo import kernels
+from zoo.models.config import ModelConfig, kept_channels
+
+
+class ZooLinear(nn.Module):
+    """``y = Q_w(W) · S(Q_x(x))`` with the choices of a :class:`ModelConfig`; no bias (Llama, BitNet)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        weight_quant: str = "none",
+        act_quant: str = "none",
+        sparsity: str = "none",
+        k_ratio: float = 1.0,
+        block_size: int = 32,
+        kernel: str = "auto",
+        site: str = "",
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.weight_quant, self.act_quant, self.sparsity = weight_quant, act_quant, sparsity
+        self.kernel = kernel
+        self.site = site  # which Q-Sparse site this projection is: attn_in, attn_out, ffn_in, ffn_down
+        self.n_keep = self._kept_channels(k_ratio, block_size)
+        self.block_size = block_size
+        self.record_input_zeros = False
+        self.input_zeros = 0
+        self.input_numel = 0
+        nn.init.normal_(self.weight, std=0.02)
+
+    def _kept_channels(self, k_ratio: float, block_size: int) -> int:
+        width = block_size if self.sparsity == "block" else self.in_features
+        kept = kept_channels(k_ratio, width) if self.sparsity != "none" else width
+        if not 1 <= kept <= width:
+            raise ValueError(f"ZooLinear: k_ratio={k_ratio} keeps {kept} of {width} channels; need at least 1")
+        return kept
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, in_features: int, out_features: int, site: str) -> "ZooLinear":
+        return cls(
+            in_features,
+            out_features,
+            weight_quant=config.weight_quant,
+            act_quant=config.act_quant,
+            sparsity=config.sparsity,
+            k_ratio=config.k_ratio,
+            block_size=config.block_size,
+            kernel=config.kernel,
+            site=site,
+        )
+
+    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Sparsify then quantise the input: the ``S(Q_x(x))`` of the forward."""
+        impl = self.kernel
+        if self.sparsity == "topk" and self.act_quant == "int8":
+            # One pass: the row max is always kept, so mask and scale come from the same row.
+            return kernels.topk_int8_quantize(x, self.n_keep, impl=impl)
+        if self.sparsity == "topk":
+            x = kernels.topk_sparsify(x, self.n_keep, impl=impl)
+        elif self.sparsity == "block":
+            x = kernels.block_topk_sparsify(x, self.n_keep, self.block_size, impl=impl)
+        if self.act_quant == "int8":
+            x = kernels.int8_quantize(x, impl=impl)
+        return x
+
+    def effective_weight(self) -> torch.Tensor:
+        if self.weight_quant == "ternary":
+            return kernels.ternary_quantize(self.weight, impl=self.kernel)
+        return self.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.transform_input(x)
+        if self.record_input_zeros:
+            self.input_zeros += int((x == 0).sum())
+            self.input_numel += x.numel()
+        return F.linear(x, self.effective_weight())
+
+    @property
+    def input_sparsity(self) -> float | None:
+        """Measured fraction of zero inputs since recording started (None if nothing recorded)."""
+        return self.input_zeros / self.input_numel if self.input_numel else None
+
+    def extra_repr(self) -> str:
+        parts = [f"in={self.in_features}", f"out={self.out_features}", f"site={self.site}"]
+        if self.weight_quant != "none":
+            parts.append(f"weights={self.weight_quant}")
+        if self.act_quant != "none":
+            parts.append(f"acts={self.act_quant}")
+        if self.sparsity == "topk":
+            parts.append(f"topk={self.n_keep}/{self.in_features}")
+        elif self.sparsity == "block":
+            parts.append(f"block={self.n_keep}:{self.block_size}")
+        return ", ".join(parts)
