@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import kernels
+import zoo.kernels as kernels
 from zoo.models.config import ModelConfig, kept_channels
 
 
@@ -94,6 +94,19 @@ class ZooLinear(nn.Module):
             self.input_zeros += int((x == 0).sum())
             self.input_numel += x.numel()
         return F.linear(x, self.effective_weight())
+
+    def accounting_entry(self):
+        from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
+
+        if self.weight_quant == "ternary":
+            return LinearAccount(self.weight.numel(), self.site, TERNARY_PACKED_BITS, SCALE_BYTES)
+        return LinearAccount(self.weight.numel(), self.site, BF16_BITS)
+
+    @property
+    def nominal_input_sparsity(self) -> float:
+        """Zero fraction the top-K rule alone guarantees: 1 − K/D (natural zeros come on top)."""
+        width = self.block_size if self.sparsity == "block" else self.in_features
+        return 1.0 - self.n_keep / width
 
     @property
     def input_sparsity(self) -> float | None:

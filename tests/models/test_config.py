@@ -1,0 +1,50 @@
+"""Every invalid ModelConfig value fails with a ValueError naming the field."""
+import pytest
+
+from zoo.models import ModelConfig
+
+BAD = [
+    ({"k_ratio": 0.0}, "k_ratio"),
+    ({"k_ratio": 1.5}, "k_ratio"),
+    ({"k_ratio": -0.2}, "k_ratio"),
+    ({"dim": 100, "n_heads": 3}, "dim"),
+    ({"n_heads": 4, "n_kv_heads": 3}, "n_kv_heads"),
+    ({"ffn_act": "gelu"}, "ffn_act"),
+    ({"weight_quant": "binary"}, "weight_quant"),
+    ({"act_quant": "int4"}, "act_quant"),
+    ({"sparsity": "random"}, "sparsity"),
+    ({"kernel": "cuda"}, "kernel"),
+    ({"moe_impl": "tutel"}, "moe_impl"),
+    ({"dim": 0}, "dim"),
+    ({"n_layers": -1}, "n_layers"),
+    ({"vocab_size": 2.5}, "vocab_size"),
+    ({"sparsity": "block", "block_size": 48}, "dim"),
+    ({"sparsity": "block", "block_size": 32, "k_ratio": 0.01}, "k_ratio"),
+    ({"sparsity": "topk", "k_ratio": 0.001}, "k_ratio"),
+    ({"n_experts": -1}, "n_experts"),
+    ({"n_experts": 4, "top_k": 5}, "top_k"),
+    ({"n_experts": 4, "top_k": 0}, "top_k"),
+    ({"n_shared_experts": 1}, "n_shared_experts"),
+    ({"aux_loss_coef": -1.0}, "aux_loss_coef"),
+    ({"dim": 96, "n_heads": 32}, "dim"),  # odd head_dim cannot take RoPE
+    ({"norm_eps": 0.0}, "norm_eps"),
+]
+
+
+@pytest.mark.parametrize("changes,field", BAD, ids=[f"{f}-{i}" for i, (_, f) in enumerate(BAD)])
+def test_invalid_values_name_the_field(changes, field):
+    with pytest.raises(ValueError, match=rf"ModelConfig\.{field} must be"):
+        ModelConfig(**changes)
+
+
+def test_unknown_field_is_named():
+    with pytest.raises(ValueError, match=r"unknown ModelConfig field\(s\) \['k_ration'\]"):
+        ModelConfig.from_dict({"k_ration": 0.5}, source="my.yaml")
+
+
+def test_defaults_resolve():
+    config = ModelConfig(n_heads=8, weight_quant="ternary")
+    assert config.n_kv_heads == 8 and config.sub_norm is True
+    assert ModelConfig().sub_norm is False
+    assert ModelConfig(k_ratio=0.7).n_kept(10) == 7  # floor without binary-rounding surprises
+    assert ModelConfig(n_experts=4, top_k=2, expert_ffn_dim=64).hidden_dim == 64

@@ -1,0 +1,98 @@
+"""Shared plumbing of the benchmarks: timing, the environment of a run, and JSON-lines output.
+
+Every record names the device, the torch/triton versions, the git commit and the date, and holds
+the baseline's time measured in the same run, so a speedup is never compared across machines.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+LEADERBOARD_DIR = Path(__file__).resolve().parents[2] / "leaderboard"
+
+
+def device_name(device: str | torch.device = "cpu") -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=LEADERBOARD_DIR.parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "commit": git_commit(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def median_time(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 15, device: str | torch.device = "cpu") -> float:
+    """Median wall time of ``fn()`` in seconds (CUDA-synchronised on GPUs)."""
+    cuda = torch.device(device).type == "cuda"
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def record(op: str, *, time_s: float, baseline_s: float, baseline: str, device: str | torch.device = "cpu", **fields: Any) -> dict[str, Any]:
+    """One measurement: ``speedup = baseline_s / time_s`` plus the environment."""
+    return {
+        "op": op,
+        **fields,
+        "time_s": time_s,
+        "baseline": baseline,
+        "baseline_time_s": baseline_s,
+        "speedup": baseline_s / time_s if time_s > 0 else float("inf"),
+        **environment(device),
+    }
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> Path:
+    """Appends records to a JSON-lines file and returns its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        for item in records:
+            handle.write(json.dumps(item, sort_keys=True) + "\n")
+    return path

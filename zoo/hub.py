@@ -1,0 +1,648 @@
+"""Zoo checkpoints: the manifest, publishing into a store, and verified downloads from a hub.
+
+A released checkpoint is a directory of plain files (``model.safetensors``, ``config.yaml``,
+``tokenizer.json``, ``metrics.json``, ``README.md``). A *hub* is a URL root under which each
+checkpoint lives at ``<hub>/<name>/<file>`` and the hub's ``manifest.json`` sits at
+``<hub>/manifest.json``. The *shipped store* is the folder ``zoo/store/`` inside the package;
+it is the default hub (as a ``file://`` URL). ``ZOO_HUB`` or ``hub=`` overrides it with any
+``file://``, ``http(s)://`` or fsspec URL (``hf://user/repo`` through huggingface_hub).
+
+Manifest schema (``version`` 1)::
+
+    {"version": 1,
+     "checkpoints": {
+        NAME: {"files": {RELPATH: {"sha256": "<64 lowercase hex>", "size": <int bytes>}},
+               "source": "free text: how the checkpoint was produced",
+               ...any other keys are kept but ignored}}}
+
+Which manifest a download trusts: the hub's own ``manifest.json``; when the hub has none
+(a bytes-only mirror), the shipped one. Every online download keeps a copy of the manifest it
+used in the cache, so offline mode can verify what is cached without touching the hub.
+
+Cache layout, under ``zoo.paths.cache_dir("checkpoints")`` (``$ZOO_HOME/checkpoints``)::
+
+    <name>/<file>                 verified files only (what ``download`` returns)
+    <name>/.<file>.part           bytes received so far; resumed with an HTTP Range request
+    <name>/.<file>.lock           filelock serialising processes that fetch the same file
+    <name>/.<file>.verified       size, mtime and sha256 of the verified file (skips re-hashing)
+    .hubs/<hash of hub URL>.json  the manifest last used for that hub (for offline mode)
+
+This module only moves and hashes bytes: nothing is ever unpickled or imported from a hub.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Iterator
+
+__all__ = [
+    "DownloadError",
+    "NotCachedError",
+    "UnknownCheckpointError",
+    "default_hub",
+    "download",
+    "file_sha256",
+    "load_manifest",
+    "publish",
+    "shipped_store",
+]
+
+MANIFEST_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+DEFAULT_TIMEOUT = 60.0  # seconds without a byte before a download is declared stalled
+_CHUNK = 1 << 20
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class DownloadError(RuntimeError):
+    """A checkpoint file could not be fetched or did not verify; the message says which and why."""
+
+    def __init__(self, name: str, filename: str | None, cause: str):
+        self.name, self.filename, self.cause = name, filename, cause
+        what = f"{name}/{filename}" if filename else name
+        super().__init__(f"cannot get zoo checkpoint file {what!r}: {cause}")
+
+
+class NotCachedError(DownloadError):
+    """Offline mode was asked for something that is not in the cache."""
+
+
+class UnknownCheckpointError(KeyError):
+    """The manifest has no checkpoint of that name."""
+
+    def __init__(self, name: str, known: list[str], origin: str):
+        self.name, self.known = name, known
+        listed = ", ".join(sorted(known)) if known else "(none)"
+        self.message = f"unknown zoo checkpoint {name!r} in manifest {origin}; known checkpoints: {listed}"
+        super().__init__(self.message)
+
+    # KeyError.__str__ would repr() the message and wrap it in quotes.
+    def __str__(self) -> str:
+        return self.message
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def shipped_store() -> Path:
+    """The store folder shipped inside the package (source tree and wheel)."""
+    import zoo
+
+    return Path(zoo.__file__).resolve().parent / "store"
+
+
+def default_hub() -> str:
+    """``$ZOO_HUB`` if set, else the shipped store as a ``file://`` URL."""
+    return os.environ.get("ZOO_HUB") or shipped_store().as_uri()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_name(name: Any) -> str:
+    # A checkpoint name becomes one directory of the cache and one URL segment, so it must
+    # be a single harmless path component.
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        raise ValueError(
+            f"invalid zoo checkpoint name {name!r}: use letters, digits, '.', '_', '+', '-' "
+            "(starting with a letter or digit, no '..')"
+        )
+    return name
+
+
+def _check_relpath(filename: Any) -> PurePosixPath:
+    """Refuse manifest file names that could land outside the checkpoint's directory."""
+    if not isinstance(filename, str) or not filename:
+        raise ValueError(f"file name {filename!r} is not a non-empty string")
+    if "\\" in filename or "\x00" in filename or ":" in filename:
+        # Backslashes and drive colons are path syntax on Windows; refuse them everywhere so
+        # a manifest means the same on every platform.
+        raise ValueError(f"file name {filename!r} contains a backslash, ':' or NUL")
+    if filename.startswith("/") or filename.startswith("~"):
+        raise ValueError(f"file name {filename!r} is absolute")
+    rel = PurePosixPath(filename)
+    for part in filename.split("/"):
+        if part in ("", ".", ".."):
+            raise ValueError(f"file name {filename!r} has an empty, '.' or '..' component")
+        if part.startswith("."):
+            # Dot-names are reserved for the cache's own .part/.lock/.verified files.
+            raise ValueError(f"file name {filename!r} has a hidden (dot) component")
+    return rel
+
+
+def _validate_manifest(data: Any, origin: str) -> dict:
+    def bad(msg: str) -> ValueError:
+        return ValueError(f"invalid zoo manifest {origin}: {msg}")
+
+    if not isinstance(data, dict):
+        raise bad("top level must be a JSON object")
+    if data.get("version") != MANIFEST_VERSION:
+        raise bad(f"'version' must be {MANIFEST_VERSION}, got {data.get('version')!r}")
+    checkpoints = data.get("checkpoints")
+    if not isinstance(checkpoints, dict):
+        raise bad("'checkpoints' must be an object mapping names to entries")
+    for name, entry in checkpoints.items():
+        try:
+            _check_name(name)
+        except ValueError as e:
+            raise bad(f"checkpoint {name!r}: {e}") from None
+        if not isinstance(entry, dict):
+            raise bad(f"checkpoint {name!r}: entry must be an object")
+        files = entry.get("files")
+        if not isinstance(files, dict) or not files:
+            raise bad(f"checkpoint {name!r}: 'files' must be a non-empty object")
+        if "source" in entry and not isinstance(entry["source"], str):
+            raise bad(f"checkpoint {name!r}: 'source' must be a string")
+        for filename, spec in files.items():
+            try:
+                _check_relpath(filename)
+            except ValueError as e:
+                raise bad(f"checkpoint {name!r}: {e}") from None
+            where = f"checkpoint {name!r} file {filename!r}"
+            if not isinstance(spec, dict):
+                raise bad(f"{where}: must be an object with 'sha256' and 'size'")
+            sha = spec.get("sha256")
+            if not isinstance(sha, str) or not _SHA_RE.match(sha):
+                raise bad(f"{where}: 'sha256' must be 64 lowercase hex digits, got {sha!r}")
+            size = spec.get("size")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise bad(f"{where}: 'size' must be a non-negative integer, got {size!r}")
+    return data
+
+
+def load_manifest(path: str | os.PathLike | None = None) -> dict:
+    """Read and validate a manifest file (default: the shipped store's ``manifest.json``).
+
+    Raises ``ValueError`` naming the file and the offending entry/field when it is malformed.
+    """
+    path = Path(path) if path is not None else shipped_store() / MANIFEST_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"zoo manifest not found: {path}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"invalid zoo manifest {path}: not JSON ({e})") from None
+    return _validate_manifest(data, str(path))
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    # A unique temp name in the same directory: concurrent writers never share a temp file,
+    # and os.replace stays atomic because it does not cross file systems.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _dump_manifest(data: dict) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _lock(path: Path):
+    from filelock import FileLock
+
+    return FileLock(str(path))
+
+
+# ----------------------------------------------------------------------------- publish
+
+
+def publish(
+    release_dir: str | os.PathLike,
+    name: str,
+    *,
+    store: str | os.PathLike | None = None,
+    source: str = "",
+) -> dict:
+    """Copy a release directory into a store folder and record it in the store's manifest.
+
+    ``store`` defaults to the shipped store. Files are copied to ``<store>/<name>/`` (the old
+    copy, if any, is replaced as a whole); hidden (dot) files are skipped. Their sha256 and
+    size go into the manifest entry ``{"files": ..., "source": source}``, which is written
+    atomically under a lock. Returns the entry.
+    """
+    _check_name(name)
+    release = Path(release_dir)
+    if not release.is_dir():
+        raise NotADirectoryError(f"release directory not found: {release}")
+    store_dir = Path(store) if store is not None else shipped_store()
+    store_dir.mkdir(parents=True, exist_ok=True)
+
+    sources: list[tuple[str, Path]] = []
+    for p in sorted(release.rglob("*")):
+        rel = p.relative_to(release).as_posix()
+        if any(part.startswith(".") for part in rel.split("/")) or not p.is_file():
+            continue
+        _check_relpath(rel)
+        sources.append((rel, p))
+    if not sources:
+        raise ValueError(f"release directory {release} has no files to publish")
+
+    files: dict[str, dict] = {}
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=store_dir))
+    try:
+        for rel, src in sources:
+            dst = staging / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            h, size = hashlib.sha256(), 0
+            # Hash the bytes as they are copied, so the manifest describes exactly the copy.
+            with open(src, "rb") as fin, open(dst, "wb") as fout:
+                for block in iter(lambda: fin.read(_CHUNK), b""):
+                    h.update(block)
+                    size += len(block)
+                    fout.write(block)
+            files[rel] = {"sha256": h.hexdigest(), "size": size}
+        entry = {"files": files, "source": str(source)}
+
+        manifest_path = store_dir / MANIFEST_NAME
+        with _lock(store_dir / f".{MANIFEST_NAME}.lock"):
+            if manifest_path.exists():
+                manifest = load_manifest(manifest_path)
+            else:
+                manifest = {"version": MANIFEST_VERSION, "checkpoints": {}}
+            target = store_dir / name
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=store_dir))
+                os.replace(target, old / name)
+                os.replace(staging, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+            manifest["checkpoints"][name] = entry
+            _validate_manifest(manifest, str(manifest_path))
+            _atomic_write_bytes(manifest_path, _dump_manifest(manifest))
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return entry
+
+
+# ----------------------------------------------------------------------------- hub access
+
+
+class _NotFound(Exception):
+    """The hub has no such file (HTTP 404/410, missing local or fsspec path)."""
+
+
+class _RangeNotSatisfiable(Exception):
+    """HTTP 416: the partial file is not a prefix the server can continue from."""
+
+
+def _hub_kind(hub: str) -> str:
+    scheme = urllib.parse.urlsplit(hub).scheme.lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and sys.platform == "win32"):
+        return "file"
+    if scheme in ("http", "https"):
+        return "http"
+    return "fsspec"
+
+
+def _local_root(hub: str) -> Path:
+    parts = urllib.parse.urlsplit(hub)
+    if parts.scheme.lower() == "file":
+        return Path(urllib.request.url2pathname(parts.path))
+    return Path(hub).expanduser()
+
+
+def _hub_url(hub: str, relpath: str) -> str:
+    base = hub.rstrip("/")
+    if _hub_kind(hub) == "http":
+        return f"{base}/{urllib.parse.quote(relpath)}"
+    return f"{base}/{relpath}"
+
+
+@contextmanager
+def _open_remote(hub: str, relpath: str, offset: int, timeout: float) -> Iterator[tuple[IO[bytes], int]]:
+    """Open ``<hub>/<relpath>`` for reading from byte ``offset``.
+
+    Yields ``(stream, start)`` where ``start`` is where the stream really begins: ``offset``
+    when the hub honoured the range, ``0`` when it sent the whole file instead.
+    """
+    kind = _hub_kind(hub)
+    if kind == "file":
+        path = _local_root(hub).joinpath(*relpath.split("/"))
+        try:
+            f = open(path, "rb")
+        except (FileNotFoundError, NotADirectoryError):
+            raise _NotFound(str(path)) from None
+        with f:
+            f.seek(offset)
+            yield f, offset
+        return
+
+    if kind == "http":
+        url = _hub_url(hub, relpath)
+        headers = {"User-Agent": "moezoo-hub", "Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        try:
+            resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        except urllib.error.HTTPError as e:
+            e.close()
+            if e.code in (404, 410):
+                raise _NotFound(f"HTTP {e.code} for {url}") from None
+            if e.code == 416:
+                raise _RangeNotSatisfiable(url) from None
+            raise OSError(f"HTTP {e.code} {e.reason} for {url}") from None
+        with resp:
+            start = 0
+            if offset and resp.status == 206:
+                # Only trust a 206 whose Content-Range starts where the partial file ends.
+                m = re.match(r"bytes\s+(\d+)-", resp.headers.get("Content-Range", ""))
+                if not m or int(m.group(1)) != offset:
+                    raise _RangeNotSatisfiable(url)
+                start = offset
+            yield resp, start
+        return
+
+    import fsspec
+
+    url = _hub_url(hub, relpath)
+    try:
+        f = fsspec.open(url, "rb").open()
+    except FileNotFoundError:
+        raise _NotFound(url) from None
+    with f:
+        # fsspec file objects turn a seek into ranged reads (HTTP Range, hf:// too).
+        f.seek(offset)
+        yield f, offset
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"timed out (no data for {timeout:g} s)"
+    if isinstance(exc, urllib.error.URLError):
+        reason = exc.reason
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            return f"timed out (no data for {timeout:g} s)"
+        return f"connection failed: {reason}"
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"connection dropped after {len(exc.partial)} more bytes"
+    return f"{type(exc).__name__}: {exc}"
+
+
+_NET_ERRORS = (OSError, http.client.HTTPException)
+
+
+def _fetch_hub_manifest(hub: str, name: str, timeout: float) -> tuple[dict, str] | None:
+    """The hub's own manifest, or ``None`` when the hub has none (a bytes-only mirror)."""
+    origin = _hub_url(hub, MANIFEST_NAME)
+    if _hub_kind(hub) == "file" and not _local_root(hub).is_dir():
+        raise DownloadError(name, MANIFEST_NAME, f"the hub directory {_local_root(hub)} does not exist")
+    try:
+        with _open_remote(hub, MANIFEST_NAME, 0, timeout) as (stream, _):
+            raw = stream.read()
+    except _NotFound:
+        return None
+    except _NET_ERRORS as e:
+        raise DownloadError(name, MANIFEST_NAME, f"cannot read the hub's manifest {origin}: {_describe(e, timeout)}") from e
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"invalid zoo manifest {origin}: not JSON ({e})") from None
+    return _validate_manifest(data, origin), origin
+
+
+def _resolve_manifest(hub: str, name: str, root: Path, offline: bool, timeout: float) -> tuple[dict, str]:
+    saved = root / ".hubs" / (hashlib.sha256(hub.encode("utf-8")).hexdigest()[:16] + ".json")
+    if offline:
+        # Reading a local hub's manifest is not network access, and it is fresher than a copy.
+        if _hub_kind(hub) == "file" and (_local_root(hub) / MANIFEST_NAME).exists():
+            return load_manifest(_local_root(hub) / MANIFEST_NAME), str(_local_root(hub) / MANIFEST_NAME)
+        if saved.exists():
+            return load_manifest(saved), f"{saved} (cached copy of {hub})"
+        shipped = shipped_store() / MANIFEST_NAME
+        return load_manifest(shipped), str(shipped)
+    try:
+        found = _fetch_hub_manifest(hub, name, timeout)
+    except DownloadError:
+        # Hub unreachable: what is already cached can still be verified against the copy
+        # kept from the last successful contact; anything missing fails on its own.
+        if not saved.exists():
+            raise
+        return load_manifest(saved), f"{saved} (cached copy of unreachable {hub})"
+    if found is None:
+        shipped = shipped_store() / MANIFEST_NAME
+        found = load_manifest(shipped), f"{shipped} (hub {hub} has no {MANIFEST_NAME})"
+    _atomic_write_bytes(saved, _dump_manifest(found[0]))
+    return found
+
+
+# ----------------------------------------------------------------------------- download
+
+
+def _stamp_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.verified")
+
+
+def _is_verified(final: Path, spec: dict) -> bool:
+    """True when ``final`` holds exactly the manifest's bytes (hashing only when needed)."""
+    try:
+        st = final.stat()
+    except FileNotFoundError:
+        return False
+    if st.st_size != spec["size"]:
+        return False
+    stamp = _stamp_path(final)
+    try:
+        seen = json.loads(stamp.read_text())
+        if seen == {"sha256": spec["sha256"], "size": st.st_size, "mtime_ns": st.st_mtime_ns}:
+            return True
+    except (OSError, ValueError):
+        pass
+    if file_sha256(final) != spec["sha256"]:
+        return False
+    _write_stamp(final, spec["sha256"])
+    return True
+
+
+def _write_stamp(final: Path, sha: str) -> None:
+    st = final.stat()
+    record = {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    _atomic_write_bytes(_stamp_path(final), json.dumps(record).encode())
+
+
+def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+        disable=not enabled, leave=False, file=sys.stderr,
+    )
+
+
+def _transfer(hub: str, name: str, relpath: str, spec: dict, part: Path, progress: bool, timeout: float) -> bool:
+    """Bring ``part`` up to the manifest's size from the hub; return True if it resumed."""
+    size = spec["size"]
+    remote = f"{name}/{relpath}"
+    offset = part.stat().st_size if part.exists() else 0
+    if offset > size:
+        # Longer than the real file: it cannot be a prefix of it.
+        part.unlink()
+        offset = 0
+    if offset == size and part.exists():
+        return offset > 0  # already complete from an earlier attempt; only verification left
+    try:
+        opened = _open_remote(hub, remote, offset, timeout)
+        with opened as (stream, start):
+            resumed = start == offset and offset > 0
+            with open(part, "ab" if resumed else "wb") as out, _progress_bar(
+                size, start, f"{name}/{relpath}", progress
+            ) as bar:
+                got = start
+                try:
+                    while True:
+                        block = stream.read(_CHUNK)
+                        if not block:
+                            break
+                        got += len(block)
+                        if got > size:
+                            raise DownloadError(
+                                name, relpath, f"size mismatch: the hub sent more than the manifest's {size} bytes"
+                            )
+                        out.write(block)
+                        bar.update(len(block))
+                finally:
+                    # Keep what arrived (for resume) even when the connection broke.
+                    out.flush()
+                    os.fsync(out.fileno())
+    except _NotFound as e:
+        raise DownloadError(name, relpath, f"not found on the hub ({e})") from None
+    except _RangeNotSatisfiable:
+        # The server will not continue this partial file: start over once, from byte 0.
+        part.unlink(missing_ok=True)
+        return _transfer(hub, name, relpath, spec, part, progress, timeout)
+    except DownloadError:
+        part.unlink(missing_ok=True)
+        raise
+    except _NET_ERRORS as e:
+        raise DownloadError(
+            name, relpath, f"{_describe(e, timeout)} from {_hub_url(hub, remote)}; partial file kept for resume"
+        ) from e
+    return resumed
+
+
+def _fetch_file(
+    hub: str, name: str, relpath: str, spec: dict, final: Path, *, offline: bool, progress: bool, timeout: float
+) -> None:
+    if _is_verified(final, spec):
+        return
+    if offline:
+        what = "a corrupt copy is" if final.exists() else "it is not"
+        raise NotCachedError(name, relpath, f"offline mode and {what} cached at {final} (unset ZOO_OFFLINE to download)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part = final.with_name(f".{final.name}.part")
+    with _lock(final.with_name(f".{final.name}.lock")):
+        # Another process may have finished this file while we waited for the lock.
+        if _is_verified(final, spec):
+            return
+        # A wrong file must never be readable under the final name, not even briefly later.
+        final.unlink(missing_ok=True)
+        _stamp_path(final).unlink(missing_ok=True)
+        for attempt in (0, 1):
+            resumed = _transfer(hub, name, relpath, spec, part, progress, timeout)
+            got = part.stat().st_size
+            if got < spec["size"]:
+                raise DownloadError(
+                    name, relpath,
+                    f"truncated: received {got} of {spec['size']} bytes from {_hub_url(hub, f'{name}/{relpath}')}; "
+                    "partial file kept, run again to resume",
+                )
+            sha = file_sha256(part)
+            if sha == spec["sha256"]:
+                break
+            part.unlink()
+            if resumed and attempt == 0:
+                # The kept prefix may be stale (the hub's file changed since): retry from 0.
+                continue
+            raise DownloadError(
+                name, relpath, f"checksum mismatch: sha256 {sha} but the manifest says {spec['sha256']}; file deleted"
+            )
+        os.replace(part, final)
+        _write_stamp(final, spec["sha256"])
+
+
+def download(
+    name: str,
+    *,
+    hub: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    offline: bool | None = None,
+    progress: bool = True,
+    timeout: float | None = None,
+) -> Path:
+    """Fetch (or find in the cache) every file of zoo checkpoint ``name``; return its directory.
+
+    ``hub``: URL root (default ``$ZOO_HUB``, else the shipped store). ``cache_dir``: root of
+    the checkpoint cache (default ``$ZOO_HOME/checkpoints``). ``offline`` (default
+    ``$ZOO_OFFLINE``): never contact the hub; fail with :class:`NotCachedError` if a file is
+    missing. ``timeout``: seconds without data before giving up (default ``$ZOO_HUB_TIMEOUT``
+    or 60). Raises :class:`UnknownCheckpointError` (a ``KeyError``) for unknown names,
+    ``ValueError`` for unsafe names or file names, :class:`DownloadError` for anything that
+    goes wrong on the way (404, timeout, truncation, size or checksum mismatch).
+    """
+    _check_name(name)
+    hub = hub or default_hub()
+    if offline is None:
+        offline = os.environ.get("ZOO_OFFLINE", "").strip().lower() in _TRUE
+    if timeout is None:
+        timeout = float(os.environ.get("ZOO_HUB_TIMEOUT") or DEFAULT_TIMEOUT)
+    if cache_dir is not None:
+        root = Path(cache_dir).expanduser()
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        from zoo import paths
+
+        root = paths.cache_dir("checkpoints")
+
+    manifest, origin = _resolve_manifest(hub, name, root, offline, timeout)
+    entry = manifest["checkpoints"].get(name)
+    if entry is None:
+        if offline:
+            raise NotCachedError(
+                name, None, f"offline mode and the checkpoint is not cached (not in manifest {origin})"
+            )
+        raise UnknownCheckpointError(name, list(manifest["checkpoints"]), origin)
+
+    dest = root / name
+    targets: list[tuple[str, dict, Path]] = []
+    dest_real = dest.resolve()
+    for relpath, spec in entry["files"].items():
+        _check_relpath(relpath)  # already validated with the manifest; kept as a last guard
+        final = dest.joinpath(*relpath.split("/"))
+        if not final.resolve().is_relative_to(dest_real):
+            raise ValueError(f"zoo checkpoint {name!r}: file {relpath!r} would land outside {dest}")
+        targets.append((relpath, spec, final))
+
+    for relpath, spec, final in targets:
+        _fetch_file(hub, name, relpath, spec, final, offline=offline, progress=progress, timeout=timeout)
+    return dest
