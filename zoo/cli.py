@@ -62,6 +62,71 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from zoo.models.generate import generate
+    from zoo.release import load_model_source
+
+    model, tokenizer, _ = load_model_source(args.source, hub=args.hub)
+    ids = torch.tensor([tokenizer.encode(args.prompt)])
+    new = generate(model, ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    print(args.prompt + tokenizer.decode(new[0].tolist()))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from zoo.release import load_model_source, save_release
+
+    model, tokenizer, metrics = load_model_source(args.checkpoint)
+    out = save_release(model, tokenizer, args.out_dir, metrics, name=args.name or args.out_dir.rstrip("/").split("/")[-1])
+    print(f"release written to {out}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from zoo.hub import download
+
+    print(download(args.name, hub=args.hub, offline=args.offline or None))
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from zoo.hub import publish
+
+    entry = publish(args.release_dir, args.name, store=args.store, source=args.source)
+    print(json.dumps({args.name: entry}, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from zoo.evaluate import evaluate_source
+
+    result = evaluate_source(args.source, corpus=args.corpus, split=args.split, hub=args.hub, max_batches=args.max_batches, batch_size=args.batch_size)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    from zoo.bench.common import LEADERBOARD_DIR, write_jsonl
+
+    module = importlib.import_module(f"zoo.bench.{args.what}")
+    options = {"device": args.device}
+    if args.quick:
+        options["quick"] = True
+    if args.config:
+        options["configs"] = args.config
+    records = module.run(**options)
+    for item in records:
+        print(json.dumps(item, sort_keys=True))
+    if not args.no_save:
+        out = write_jsonl(records, args.out or LEADERBOARD_DIR / f"bench_{args.what}.jsonl")
+        print(f"{len(records)} results appended to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo",
@@ -72,22 +137,76 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list the registered zoo models with parameter counts")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("generate", help="sample text from a zoo name, a release directory or a .ckpt")
+    p.add_argument("source", help="zoo model name (downloaded), release directory, or Lightning checkpoint")
+    p.add_argument("--prompt", default="ROMEO:")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hub", default=None, help="hub URL for zoo names (default: $ZOO_HUB or the shipped store)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export", help="write a release directory (safetensors, config, tokenizer, metrics) from a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("out_dir")
+    p.add_argument("--name", default=None, help="model name for the model card")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("download", help="download and verify a zoo checkpoint into the cache; prints its directory")
+    p.add_argument("name")
+    p.add_argument("--hub", default=None)
+    p.add_argument("--offline", action="store_true", help="use the cache only (same as ZOO_OFFLINE=1)")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("publish", help="copy a release directory into a hub store and update its manifest")
+    p.add_argument("release_dir")
+    p.add_argument("name")
+    p.add_argument("--store", default=None, help="store folder (default: the store shipped in the package)")
+    p.add_argument("--source", default="", help="how the checkpoint was produced (free text)")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("eval", help="bits per byte and perplexity of a model on a corpus split")
+    p.add_argument("source", help="zoo model name, release directory or Lightning checkpoint")
+    p.add_argument("--corpus", default="shakespeare")
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-batches", type=int, default=None)
+    p.add_argument("--hub", default=None)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="benchmarks; results appended as JSON lines under leaderboard/")
+    p.add_argument("what", choices=("kernels", "moe", "train", "decode"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true", help="fewer shapes, for a smoke run")
+    p.add_argument("--config", action="append", help="(train/decode) config files to compare; default: every tiny entry")
+    p.add_argument("--out", default=None)
+    p.add_argument("--no-save", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} (zoo {name} --help for its options)", add_help=False)
     return parser
 
 
-def run_lightning(argv: Sequence[str]) -> int:
-    from zoo.lit import run_lightning_cli
+def run_lightning(argv: Sequence[str] | None) -> int:
+    from zoo.lit import NonFiniteLossError, run_lightning_cli
 
-    run_lightning_cli(list(argv))
+    try:
+        run_lightning_cli(None if argv is None else list(argv))
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        return run_lightning(argv)
+        # LightningCLI reads sys.argv itself; handing it the same list again only earns a warning.
+        return run_lightning(None if from_command_line else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

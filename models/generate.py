@@ -1,0 +1,72 @@
+"""Autoregressive sampling with the decoder's KV cache: greedy, temperature, top-k and nucleus
+(top-p, Holtzman et al. 2019) sampling, reproducible from a seed."""
+from __future__ import annotations
+
+import torch
+
+from zoo.models.decoder import Decoder
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, generator) -> torch.Tensor:
+    """One token id per row of ``logits [B, V]``; ``temperature == 0`` is greedy."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        # Drop a token once the mass before it already reaches top_p; the first token always stays.
+        drop = (cumulative - sorted_logits.softmax(-1)) >= top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model: Decoder,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """Continues ``prompt [B, T]`` by ``max_new_tokens`` tokens; returns only the new ones ``[B, N]``.
+
+    When the context would pass ``max_seq_len`` the cache is rebuilt from the most recent half
+    window, so generation can run longer than the model's context.
+    """
+    if prompt.dim() != 2 or prompt.shape[1] < 1:
+        raise ValueError(f"prompt must be [batch, tokens] with at least one token, got {tuple(prompt.shape)}")
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=prompt.device)
+    generator.manual_seed(seed if seed is not None else torch.seed())
+    window = model.config.max_seq_len
+    context = prompt[:, -window:]
+    caches = model.new_cache(prompt.shape[0])
+    logits = model(context, caches)[:, -1]
+    new_tokens = []
+    for _ in range(max_new_tokens):
+        token = sample_next(logits, temperature, top_k, top_p, generator)
+        new_tokens.append(token)
+        context = torch.cat([context, token[:, None]], dim=1)
+        if caches[0].length >= window:
+            context = context[:, -(window // 2) :]
+            caches = model.new_cache(prompt.shape[0])
+            logits = model(context, caches)[:, -1]
+        else:
+            logits = model(token[:, None], caches)[:, -1]
+    model.train(was_training)
+    return torch.stack(new_tokens, dim=1) if new_tokens else prompt.new_zeros(prompt.shape[0], 0)
