@@ -59,7 +59,7 @@ class Attention(nn.Module):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
         qkv_out = (config.n_heads + 2 * config.n_kv_heads) * config.head_dim
-        self.wqkv = ZooLinear.from_config(config, config.dim, qkv_out, site="attn_in")
+        self.wqkv = ZooLinear.from_config(config, config.dim, qkv_out, site="attn_in", bias=config.qkv_bias)
         self.sub_norm = RMSNorm(config.dim, config.norm_eps) if config.sub_norm else nn.Identity()
         self.wo = ZooLinear.from_config(config, config.dim, config.dim, site="attn_out")
 

@@ -44,6 +44,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
+    qkv_bias: bool = False  # biases on q, k, v (Qwen2); every other projection has none
     init_std: float = 0.02
 
     # Projections: which of BitNet's and Q-Sparse's choices every non-embedding linear applies.

@@ -20,7 +20,7 @@ from zoo.models.config import ModelConfig, kept_channels
 
 
 class ZooLinear(nn.Module):
-    """``y = Q_w(W) · S(Q_x(x))`` with the choices of a :class:`ModelConfig`; no bias (Llama, BitNet)."""
+    """``y = Q_w(W) · S(Q_x(x)) (+ b)`` with the choices of a :class:`ModelConfig`; bias only where asked (Qwen2's q/k/v)."""
 
     def __init__(
         self,
@@ -34,10 +34,13 @@ class ZooLinear(nn.Module):
         block_size: int = 32,
         kernel: str = "auto",
         site: str = "",
+        bias: bool = False,
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        # Biases stay full precision (BitNet quantises weights only) and are not counted as activated.
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.weight_quant, self.act_quant, self.sparsity = weight_quant, act_quant, sparsity
         self.kernel = kernel
         self.site = site  # which Q-Sparse site this projection is: attn_in, attn_out, ffn_in, ffn_down
@@ -56,7 +59,7 @@ class ZooLinear(nn.Module):
         return kept
 
     @classmethod
-    def from_config(cls, config: ModelConfig, in_features: int, out_features: int, site: str) -> "ZooLinear":
+    def from_config(cls, config: ModelConfig, in_features: int, out_features: int, site: str, bias: bool = False) -> "ZooLinear":
         return cls(
             in_features,
             out_features,
@@ -67,6 +70,7 @@ class ZooLinear(nn.Module):
             block_size=config.block_size,
             kernel=config.kernel,
             site=site,
+            bias=bias,
         )
 
     def transform_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,7 +97,7 @@ class ZooLinear(nn.Module):
         if self.record_input_zeros:
             self.input_zeros += int((x == 0).sum())
             self.input_numel += x.numel()
-        return F.linear(x, self.effective_weight())
+        return F.linear(x, self.effective_weight(), self.bias)
 
     def accounting_entry(self):
         from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount

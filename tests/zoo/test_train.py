@@ -186,3 +186,17 @@ def test_ddp_two_processes_match_one_with_the_same_global_batch(tmp_path):
         # Same samples per step; only the order of the gradient sum differs (all-reduce vs one batch).
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
     assert not torch.equal(one["layers.0.attn.wqkv.weight"], run_lightning_cli(fit_args(tmp_path / "fresh", "qsparse-tiny", 0, "--model.sample_prompt", "")).model.model.state_dict()["layers.0.attn.wqkv.weight"])
+
+
+def test_continue_training_and_fine_tuning_configs_merge(tmp_path):
+    dense = tmp_path / "dense"
+    run_lightning_cli(fit_args(dense, "dense-tiny", 2))
+    args = fit_args(tmp_path / "cont", "dense-tiny", 2)
+    config_at = args.index("--config") + 2
+    merged = args[:config_at] + ["--config", str(configs_dir() / "continue-qsparse.yaml")] + args[config_at:]
+    cont = run_lightning_cli(merged + ["--model.init_from", str(dense / "release"), "--trainer.default_root_dir", str(tmp_path / "cont")])
+    assert cont.model.arch.sparsity == "topk" and cont.model.arch.k_ratio == 0.6 and cont.model.arch.dim == 32
+    finetune = fit_args(tmp_path / "ft", "dense-tiny", 2)
+    finetune = finetune[:config_at] + ["--config", str(configs_dir() / "finetune-ptb.yaml")] + finetune[config_at:]
+    ft = run_lightning_cli(finetune + ["--model.init_from", str(tmp_path / "cont" / "release"), "--trainer.default_root_dir", str(tmp_path / "ft")])
+    assert ft.datamodule.source.name == "ptb" and logged(tmp_path / "ft", "val/bpb")
