@@ -22,12 +22,13 @@ from safetensors.torch import load_file, save_file
 
 from zoo.models.config import ModelConfig
 from zoo.models.decoder import Decoder
+from zoo.models.packing import pack_state_dict, unpack_state_dict
 
 RELEASE_FILES = ("model.safetensors", "config.yaml", "tokenizer.json", "metrics.json", "README.md")
 
 
-def _state_for_saving(model: Decoder) -> dict[str, torch.Tensor]:
-    state = model.state_dict()
+def _state_for_saving(model: Decoder, pack: bool) -> dict[str, torch.Tensor]:
+    state = pack_state_dict(model) if pack else model.state_dict()
     if model.config.tie_embeddings:
         state.pop("lm_head.weight", None)  # safetensors refuses shared storage; the tie is in the config
     return {name: tensor.detach().contiguous().cpu() for name, tensor in state.items()}
@@ -41,11 +42,15 @@ def model_card(name: str, config: ModelConfig, metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def save_release(model: Decoder, tokenizer, out_dir: str | Path, metrics: dict[str, Any], name: str = "moezoo model") -> Path:
-    """Writes the five release files into ``out_dir`` (created) and returns it."""
+def save_release(model: Decoder, tokenizer, out_dir: str | Path, metrics: dict[str, Any], name: str = "moezoo model", *, pack: bool = True) -> Path:
+    """Writes the five release files into ``out_dir`` (created) and returns it.
+
+    ``pack`` stores ternary weights as 2-bit patterns plus scales (see :mod:`zoo.models.packing`);
+    ``pack=False`` keeps their full-precision latent values, e.g. to continue training exactly.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(_state_for_saving(model), str(out / "model.safetensors"), metadata={"format": "pt", "moezoo": "1"})
+    save_file(_state_for_saving(model, pack), str(out / "model.safetensors"), metadata={"format": "pt", "moezoo": "1"})
     (out / "config.yaml").write_text(yaml.safe_dump(model.config.to_dict(), sort_keys=False))
     tokenizer.save(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -89,7 +94,12 @@ def load_release(directory: str | Path) -> tuple[Decoder, Any, dict[str, Any]]:
     if missing:
         raise FileNotFoundError(f"{directory}: not a moezoo release (missing {', '.join(missing)})")
     model = Decoder(read_config(directory / "config.yaml"))
-    load_weights(model, load_file(str(directory / "model.safetensors")), str(directory / "model.safetensors"))
+    weights = directory / "model.safetensors"
+    try:
+        state = load_file(str(weights))
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{weights}: not a readable safetensors file ({error})") from error
+    load_weights(model, unpack_state_dict(state, model), str(weights))
     metrics_path = directory / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     return model.eval(), load_tokenizer(directory), metrics

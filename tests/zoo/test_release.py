@@ -1,0 +1,65 @@
+"""Release directories: plain files, packed ternary weights that reproduce the model, clear errors."""
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from zoo.models import Decoder, ModelConfig
+from zoo.release import load_model_source, load_release, save_release
+from zoo.tokenizer import ByteTokenizer
+
+ARCH = dict(vocab_size=256, dim=32, n_layers=2, n_heads=4, ffn_dim=64, max_seq_len=32)
+
+
+@pytest.mark.parametrize("extra", [{}, dict(weight_quant="ternary", act_quant="int8", sparsity="topk", k_ratio=0.5),
+                                   dict(weight_quant="ternary", n_experts=4, top_k=2, expert_ffn_dim=32)])
+def test_release_round_trip_reproduces_logits(tmp_path, extra):
+    torch.manual_seed(0)
+    model = Decoder(ModelConfig(**ARCH, **extra)).eval()
+    save_release(model, ByteTokenizer(), tmp_path, {"steps": 3}, name="t")
+    loaded, tokenizer, metrics = load_release(tmp_path)
+    tokens = torch.randint(0, 256, (2, 16))
+    torch.testing.assert_close(loaded(tokens), model(tokens), rtol=1e-5, atol=1e-5)
+    assert metrics == {"steps": 3} and isinstance(tokenizer, ByteTokenizer)
+    stored = load_file(str(tmp_path / "model.safetensors"))
+    ternary = extra.get("weight_quant") == "ternary"
+    assert any(k.endswith(".weight_packed") for k in stored) == ternary
+    if ternary:  # 2 bits per ternary weight: a quarter of a byte each
+        packed_bytes = sum(v.numel() for k, v in stored.items() if k.endswith(".weight_packed"))
+        ternary_params = sum(p.numel() for n, p in model.named_parameters() if n.endswith(("wqkv.weight", "wo.weight", "w_gate_up.weight", "w_down.weight")))
+        assert packed_bytes == pytest.approx(ternary_params / 4, rel=0.01)
+
+
+def test_unpacked_release_keeps_latent_weights(tmp_path):
+    model = Decoder(ModelConfig(**ARCH, weight_quant="ternary"))
+    save_release(model, ByteTokenizer(), tmp_path, {}, pack=False)
+    loaded, _, _ = load_release(tmp_path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_broken_releases_give_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a moezoo release"):
+        load_release(tmp_path)
+    save_release(Decoder(ModelConfig(**ARCH)), ByteTokenizer(), tmp_path, {})
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="model.safetensors"):
+        load_release(tmp_path)
+    save_release(Decoder(ModelConfig(**ARCH)), ByteTokenizer(), tmp_path, {})
+    (tmp_path / "config.yaml").write_text("dim: 64\nn_heads: 4\nvocab_size: 256\nn_layers: 2\nffn_dim: 64\nmax_seq_len: 32\n")
+    with pytest.raises(ValueError, match="shape"):
+        load_release(tmp_path)
+    (tmp_path / "config.yaml").write_text("dimm: 64\n")
+    with pytest.raises(ValueError, match="dimm"):
+        load_release(tmp_path)
+
+
+def test_pickled_checkpoint_objects_are_refused(tmp_path, capsys):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"arch": {}}, "payload": Evil()}, path)
+    with pytest.raises(ValueError, match="not a readable zoo checkpoint"):
+        load_model_source(path)
+    assert "pwned" not in capsys.readouterr().out  # refused before the object's code could run
