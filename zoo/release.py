@@ -139,9 +139,9 @@ def load_model_source(source: str | Path, *, hub: str | None = None):
     if path.is_file():
         model, _, tokenizer = load_lightning_checkpoint(path)
         return model, tokenizer, {}
-    from zoo.hub import download
-    from zoo.registry import list_models
+    from zoo.hub import UnknownCheckpointError, download
 
-    if str(source) in list_models() or hub is not None:
+    try:
         return load_release(download(str(source), hub=hub))
-    raise FileNotFoundError(f"{source}: neither a release directory, a checkpoint file, nor a zoo model name")
+    except UnknownCheckpointError as error:
+        raise FileNotFoundError(f"{source}: neither a release directory, a checkpoint file, nor a published zoo model ({error})") from None

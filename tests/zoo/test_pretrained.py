@@ -1,0 +1,58 @@
+"""Pretrained zoo models by name: publish into a hub store, download with verification, generate."""
+import pytest
+import torch
+
+import zoo
+from zoo.cli import main
+from zoo.hub import publish
+from zoo.models import Decoder, ModelConfig
+from zoo.release import save_release
+from zoo.tokenizer import ByteTokenizer
+
+
+@pytest.fixture()
+def hub(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = Decoder(ModelConfig(vocab_size=256, dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_seq_len=64, weight_quant="ternary"))
+    save_release(model, ByteTokenizer(), tmp_path / "release", {"steps": 1}, name="toy-tiny")
+    store = tmp_path / "store"
+    publish(tmp_path / "release", "toy-tiny", store=store, source="test")
+    monkeypatch.setenv("ZOO_HUB", store.as_uri())
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    return model
+
+
+def test_download_then_generate_by_name(hub, capsys):
+    assert main(["download", "toy-tiny"]) == 0
+    cached = capsys.readouterr().out.strip()
+    assert cached.endswith("toy-tiny")
+    assert main(["generate", "toy-tiny", "--prompt", "ROMEO:", "--max-new-tokens", "8", "--seed", "1"]) == 0
+    assert capsys.readouterr().out.startswith("ROMEO:")
+
+
+def test_create_model_pretrained_matches_the_published_weights(hub):
+    loaded = zoo.create_model("toy-tiny", pretrained=True)
+    tokens = torch.randint(0, 256, (1, 10))
+    torch.testing.assert_close(loaded(tokens), hub.eval()(tokens), rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_name_is_a_clear_error(hub, capsys):
+    assert main(["generate", "no-such-model"]) == 1
+    err = capsys.readouterr().err
+    assert "zoo generate: error: no-such-model: neither a release directory" in err and "Traceback" not in err
+
+
+def test_offline_download_without_cache_fails_clearly(hub, monkeypatch, capsys):
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    assert main(["download", "toy-tiny"]) == 1
+    assert "not cached" in capsys.readouterr().err
+
+
+def test_corrupted_store_file_fails_the_download_and_leaves_no_file(hub, tmp_path, capsys):
+    weights = tmp_path / "store" / "toy-tiny" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert main(["download", "toy-tiny"]) == 1
+    assert "sha256" in capsys.readouterr().err.lower()
+    assert not (tmp_path / "home" / "checkpoints" / "toy-tiny" / "model.safetensors").exists()
