@@ -1,0 +1,388 @@
+"""Dropless mixture-of-experts FFN with MegaBlocks semantics (Gale et al., arXiv 2211.15841),
+whose experts take the same projection choices as every other linear of the zoo: Q-Sparse top-K
+inputs (arXiv 2407.10969), int8 activations and BitNet b1.58 ternary weights (arXiv 2402.17764).
+
+``y_t = shared(x_t) + Σ_{e ∈ topk(p_t)} w_te · E_e(x_t)``, every token keeps all of its k experts
+(no capacity factor, nothing dropped, nothing padded). The tokens are permuted into
+expert-contiguous order (stable sort, histogram, cumulative sum), each expert runs on its slice,
+and the outputs are scattered back scaled by their routing weights in fp32.
+
+Expert weights are stacked, ``w_gate_up [E, 2F, D]`` (gate rows, then up rows, as in the dense
+:class:`~zoo.models.ffn.GatedFeedForward`) and ``w_down [E, D, F]``, each ternarised with one
+absmean scale per expert. Every backend (``moe_impl``) shares these parameters and state-dict
+keys: ``reference`` loops over experts, ``grouped_mm`` uses torch's grouped matmul, ``megablocks``
+calls megablocks' gather/scatter and grouped GEMM on CUDA, ``triton`` awaits its kernel.
+
+Auxiliary losses (Switch-style load balancing, ST-MoE router z-loss) and the token counts of the
+last forward stay on the module as ``last_aux_losses`` and ``tokens_per_expert``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo import kernels
+from zoo.kernels import moe as moe_ops
+from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
+from zoo.models.config import ModelConfig
+from zoo.models.ffn import GatedFeedForward, glu_activation
+from zoo.models.linear import ZooLinear
+
+TRITON_KERNEL_ISSUE = "the MoE Triton kernel issue (permute/unpermute + grouped expert matmul in kernels/moe/_triton.py)"
+MEGABLOCKS_INSTALL = (
+    "install it on a CUDA machine whose torch it supports with `pip install --no-deps megablocks stanford-stk "
+    "grouped_gemm` (megablocks 0.10.0 pins torch 2.7.0 and imports only with CUDA)"
+)
+
+
+class MoEBackendUnavailable(RuntimeError):
+    """The requested ``moe_impl`` cannot run on this machine, device or dtype."""
+
+
+class Router(nn.Linear):
+    """``D → E`` logits in fp32. Routers stay full precision and dense in every zoo entry: a
+    ternary or sparsified router would flip expert choices, and it is a tiny ``E·D`` matrix."""
+
+    def __init__(self, dim: int, n_experts: int) -> None:
+        super().__init__(dim, n_experts, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # fp32 logits: softmax over experts and the z-loss are sensitive to bf16 rounding.
+        return F.linear(x.float(), self.weight.float())
+
+    def accounting_entry(self) -> LinearAccount:
+        return LinearAccount(self.weight.numel(), "router", BF16_BITS)
+
+
+@dataclass
+class ExpertGroups:
+    """Where each expert's rows lie in the permuted batch, and which backend multiplies them."""
+
+    tokens_per_expert: torch.Tensor  # int64 [E], on the device
+    offsets: torch.Tensor  # int64 [E], end of each expert's slice
+    sorted_experts: torch.Tensor  # expert id of every permuted row
+    backend: str  # loop | grouped_mm | megablocks
+    _sizes: list[int] | None = field(default=None, repr=False)
+
+    @property
+    def sizes(self) -> list[int]:
+        """Counts on the host, copied once per forward and shared by both expert projections."""
+        if self._sizes is None:
+            self._sizes = self.tokens_per_expert.tolist()
+        return self._sizes
+
+
+class ExpertBank(nn.Module):
+    """``E`` stacked projections ``[E, out, in]`` with the projection choices of :class:`ZooLinear`.
+
+    The input transform is per token (top-K, N:M and int8 all act row by row), so it commutes with
+    the permutation: the caller applies :meth:`transform_input` wherever it is cheapest, then
+    :meth:`forward` multiplies each expert's contiguous slice by that expert's weight.
+    """
+
+    # The same input transform and sparsity bookkeeping as ZooLinear, not a copy of it, so the
+    # experts cannot drift from the dense projections.
+    transform_input = ZooLinear.transform_input
+    nominal_input_sparsity = ZooLinear.nominal_input_sparsity
+    input_sparsity = ZooLinear.input_sparsity
+
+    def __init__(
+        self,
+        n_experts: int,
+        in_features: int,
+        out_features: int,
+        *,
+        weight_quant: str = "none",
+        act_quant: str = "none",
+        sparsity: str = "none",
+        k_ratio: float = 1.0,
+        block_size: int = 32,
+        kernel: str = "auto",
+        site: str = "",
+        usage: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.n_experts, self.in_features, self.out_features = n_experts, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(n_experts, out_features, in_features))
+        self.weight_quant, self.act_quant, self.sparsity = weight_quant, act_quant, sparsity
+        self.kernel, self.site, self.usage = kernel, site, usage
+        self.block_size = block_size
+        self.n_keep = ZooLinear._kept_channels(self, k_ratio, block_size)
+        self.record_input_zeros = False
+        self.input_zeros = 0
+        self.input_numel = 0
+        nn.init.normal_(self.weight, std=0.02)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, in_features: int, out_features: int, site: str) -> "ExpertBank":
+        return cls(
+            config.n_experts,
+            in_features,
+            out_features,
+            weight_quant=config.weight_quant,
+            act_quant=config.act_quant,
+            sparsity=config.sparsity,
+            k_ratio=config.k_ratio,
+            block_size=config.block_size,
+            kernel=config.kernel,
+            site=site,
+            usage=config.top_k / config.n_experts,
+        )
+
+    def observe(self, x: torch.Tensor) -> None:
+        """Counts the zeros of an already transformed input while recording is on."""
+        if self.record_input_zeros:
+            self.input_zeros += int((x == 0).sum())
+            self.input_numel += x.numel()
+
+    def effective_weight(self) -> torch.Tensor:
+        if self.weight_quant == "ternary":
+            # One absmean scale per expert: experts are separate matrices that happen to be stacked.
+            return kernels.ternary_quantize(self.weight, per_leading_dim=True, impl=self.kernel)
+        return self.weight
+
+    def forward(self, x: torch.Tensor, groups: ExpertGroups) -> torch.Tensor:
+        """``x[slice_e] · W_eᵀ`` for every expert; ``x`` is permuted and already transformed."""
+        weight = self.effective_weight()
+        if groups.backend == "megablocks":
+            import grouped_gemm
+
+            # grouped_gemm wants the counts on the host, as megablocks' own GroupedMLP passes them.
+            return grouped_gemm.ops.gmm(x.contiguous(), weight, groups.tokens_per_expert.cpu(), trans_b=True)
+        if groups.backend == "grouped_mm":
+            return moe_ops.grouped_linear(x, weight, groups.tokens_per_expert, groups.offsets, impl="grouped_mm")
+        return moe_ops.grouped_linear(x, weight, groups.tokens_per_expert, groups.offsets, impl="loop", sizes=groups.sizes)
+
+    def accounting_entry(self) -> LinearAccount:
+        if self.weight_quant == "ternary":
+            return LinearAccount(self.weight.numel(), self.site, TERNARY_PACKED_BITS, SCALE_BYTES * self.n_experts, self.usage)
+        return LinearAccount(self.weight.numel(), self.site, BF16_BITS, 0, self.usage)
+
+    def extra_repr(self) -> str:
+        parts = [f"experts={self.n_experts}", f"in={self.in_features}", f"out={self.out_features}", f"site={self.site}"]
+        if self.weight_quant != "none":
+            parts.append(f"weights={self.weight_quant}")
+        if self.act_quant != "none":
+            parts.append(f"acts={self.act_quant}")
+        if self.sparsity == "topk":
+            parts.append(f"topk={self.n_keep}/{self.in_features}")
+        elif self.sparsity == "block":
+            parts.append(f"block={self.n_keep}:{self.block_size}")
+        return ", ".join(parts)
+
+
+class ExpertRMSNorm(nn.Module):
+    """BitNet's sub-norm before each expert's down projection, one gain vector per expert."""
+
+    def __init__(self, n_experts: int, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n_experts, dim))
+
+    def forward(self, x: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        # The same arithmetic as RMSNorm, so one expert reproduces the dense FFN exactly.
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.to(x.dtype) * self.weight.index_select(0, experts)
+
+
+def _megablocks():
+    """megablocks' ops module, or a clear error saying how to get it."""
+    try:
+        import grouped_gemm  # noqa: F401 - megablocks' grouped path runs on it
+        import megablocks.ops as ops
+    except Exception as error:  # ImportError, or the CUDA-only extension failing to load
+        raise MoEBackendUnavailable(f"moe_impl='megablocks' needs megablocks with CUDA: {MEGABLOCKS_INSTALL}; import failed with {error!r}") from error
+    return ops
+
+
+class MoEFeedForward(nn.Module):
+    """Dropless top-k MoE FFN: router → permute → experts on contiguous slices → weighted unpermute.
+
+    ``balance_bias_rate > 0`` turns on DeepSeek-V3's auxiliary-loss-free balancing: a buffer
+    added to the logits for expert *selection* only, moved by ``rate · sign(mean load − load)``
+    after each training forward (single process: under data parallelism the counts would need an
+    all-reduce first).
+    """
+
+    def __init__(self, config: ModelConfig, *, balance_bias_rate: float = 0.0) -> None:
+        super().__init__()
+        if config.n_experts < 1:
+            raise ValueError(f"MoEFeedForward: ModelConfig.n_experts must be >= 1, got {config.n_experts}")
+        if not 1 <= config.top_k <= config.n_experts:
+            raise ValueError(f"MoEFeedForward: ModelConfig.top_k must be in [1, n_experts={config.n_experts}], got {config.top_k}")
+        if not balance_bias_rate >= 0:
+            raise ValueError(f"MoEFeedForward: balance_bias_rate must be >= 0, got {balance_bias_rate}")
+        self.dim, self.n_experts, self.top_k = config.dim, config.n_experts, config.top_k
+        self.hidden_dim = hidden = config.hidden_dim
+        self.act = config.ffn_act
+        self.renormalize = config.renormalize_router
+        self.moe_impl = config.moe_impl
+        self.aux_loss_coef, self.z_loss_coef = config.aux_loss_coef, config.z_loss_coef
+        self.balance_bias_rate = balance_bias_rate
+
+        self.router = Router(config.dim, config.n_experts)
+        self.w_gate_up = ExpertBank.from_config(config, config.dim, 2 * hidden, site="ffn_in")
+        self.sub_norm = ExpertRMSNorm(config.n_experts, hidden, config.norm_eps) if config.sub_norm else None
+        self.w_down = ExpertBank.from_config(config, hidden, config.dim, site="ffn_down")
+        self.shared = GatedFeedForward(config, hidden_dim=config.n_shared_experts * hidden) if config.n_shared_experts else None
+        if balance_bias_rate > 0:
+            self.register_buffer("selection_bias", torch.zeros(config.n_experts))
+        else:
+            self.selection_bias = None
+
+        self.last_aux_losses: dict[str, torch.Tensor] = {}
+        self.tokens_per_expert: torch.Tensor | None = None
+        nn.init.normal_(self.router.weight, std=config.init_std)
+        self.reset_expert_parameters(config.init_std, config.init_std / math.sqrt(2 * config.n_layers))
+
+    @torch.no_grad()
+    def reset_expert_parameters(self, std: float, residual_std: float) -> None:
+        """Gate/up with ``std``; the down projections (experts' and shared) end a residual branch: ``residual_std``."""
+        nn.init.normal_(self.w_gate_up.weight, std=std)
+        nn.init.normal_(self.w_down.weight, std=residual_std)
+        if self.sub_norm is not None:
+            self.sub_norm.weight.fill_(1.0)
+        if self.shared is not None:
+            nn.init.normal_(self.shared.w_gate_up.weight, std=std)
+            nn.init.normal_(self.shared.w_down.weight, std=residual_std)
+        if self.selection_bias is not None:
+            self.selection_bias.zero_()
+
+    # Backend choice ------------------------------------------------------------------------------
+    def _grouped_mm_runs(self, x: torch.Tensor) -> bool:
+        # The projection choices act row by row before each product, so only dtype, device and
+        # row alignment decide whether the grouped matmul applies.
+        return moe_ops.grouped_mm_supported(x.device, x.dtype, self.dim, 2 * self.hidden_dim, self.hidden_dim)
+
+    def backend(self, x: torch.Tensor) -> str:
+        """``loop``, ``grouped_mm`` or ``megablocks`` for an input like ``x``; raises if ``moe_impl`` cannot run."""
+        impl = self.moe_impl
+        if impl == "reference":
+            return "loop"
+        if impl == "auto":
+            return "grouped_mm" if self._grouped_mm_runs(x) else "loop"
+        if impl == "grouped_mm":
+            if not self._grouped_mm_runs(x):
+                raise MoEBackendUnavailable(
+                    f"moe_impl='grouped_mm' cannot run for {x.dtype} on {x.device} with torch {torch.__version__}: it needs "
+                    f"F.grouped_mm support for this dtype/device and dim={self.dim}, hidden={self.hidden_dim} whose rows are "
+                    "multiples of 16 bytes; use moe_impl='auto' or 'reference'"
+                )
+            return "grouped_mm"
+        if impl == "megablocks":
+            _megablocks()
+            if not x.is_cuda:
+                raise MoEBackendUnavailable(f"moe_impl='megablocks' runs on CUDA tensors only, got a {x.device.type} tensor")
+            return "megablocks"
+        if impl == "triton":
+            raise NotImplementedError(f"moe_impl='triton' has no kernel yet: {TRITON_KERNEL_ISSUE}; use 'auto'")
+        raise ValueError(f"ModelConfig.moe_impl must be one of auto, reference, grouped_mm, megablocks, triton, got {impl!r}")
+
+    # Forward -------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        backend = self.backend(x)
+        logits = self.router(x)
+        weights, experts = moe_ops.route(logits, self.top_k, self.renormalize, self.selection_bias)
+        # Top-K and int8 are per token, so the expert input is transformed once per token rather
+        # than once per token-expert assignment.
+        h = self.w_gate_up.transform_input(x)
+        self.w_gate_up.observe(h)
+        if backend == "megablocks":
+            out, tokens_per_expert = self._megablocks_experts(h, weights, experts)
+        else:
+            h_sorted, order, tokens_per_expert, offsets = moe_ops.permute(h, experts, self.n_experts)
+            groups = ExpertGroups(tokens_per_expert, offsets, experts.reshape(-1).index_select(0, order), backend)
+            out = moe_ops.unpermute(self._experts(h_sorted, groups), order, weights, x.shape[0])
+        if self.shared is not None:
+            out = out + self.shared(x)
+        self._after_forward(logits, tokens_per_expert)
+        return out.reshape(shape)
+
+    def _experts(self, h: torch.Tensor, groups: ExpertGroups) -> torch.Tensor:
+        """Every expert's gated FFN on its contiguous slice of the permuted (transformed) tokens."""
+        gate, up = self.w_gate_up(h, groups).chunk(2, dim=-1)
+        h = glu_activation(gate, up, self.act)
+        if self.sub_norm is not None:
+            h = self.sub_norm(h, groups.sorted_experts)
+        h = self.w_down.transform_input(h)
+        self.w_down.observe(h)
+        return self.w_down(h, groups)
+
+    def _megablocks_experts(self, h: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor):
+        ops = _megablocks()
+        flat = experts.reshape(-1).int()
+        end_bit = max(int(math.ceil(math.log2(self.n_experts))), 1)
+        bin_ids, indices = ops.sort(flat, end_bit)
+        tokens_per_expert = ops.histogram(flat, self.n_experts)
+        bins = ops.inclusive_cumsum(tokens_per_expert, 0)
+        bins = bins.view(1) if bins.dim() == 0 else bins
+        groups = ExpertGroups(tokens_per_expert, bins, bin_ids.long(), "megablocks")
+        y = self._experts(ops.gather(h.contiguous(), indices, bin_ids, bins, self.top_k), groups)
+        # megablocks' scatter takes the weights in the activation dtype (its own router's dtype).
+        out = ops.scatter(y, indices, bin_ids, weights.reshape(-1).to(y.dtype), bins, self.top_k)
+        return out, tokens_per_expert.long()
+
+    def _after_forward(self, logits: torch.Tensor, tokens_per_expert: torch.Tensor) -> None:
+        counts = tokens_per_expert.detach()
+        self.tokens_per_expert = counts
+        self.last_aux_losses = self.compute_aux_losses(logits, counts)
+        if self.selection_bias is not None and self.training:
+            with torch.no_grad():
+                load = counts.float()
+                self.selection_bias.add_(self.balance_bias_rate * torch.sign(load.mean() - load))
+
+    def compute_aux_losses(self, logits: torch.Tensor, tokens_per_expert: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Switch load balancing ``c·E·Σ_e f_e·p_e`` and router z-loss ``c·mean(logsumexp(logits)²)``.
+
+        ``f_e``: fraction of the ``T·k`` assignments routed to ``e`` (not differentiable);
+        ``p_e``: mean router probability of ``e``, through which the loss trains the router.
+        A term whose coefficient is 0 is left out.
+        """
+        losses: dict[str, torch.Tensor] = {}
+        logits = logits.float()
+        if self.aux_loss_coef > 0:
+            fraction = tokens_per_expert.float() / tokens_per_expert.sum().clamp(min=1)
+            mean_prob = torch.softmax(logits, dim=-1).mean(dim=0)
+            losses["load_balance"] = self.aux_loss_coef * self.n_experts * (fraction * mean_prob).sum()
+        if self.z_loss_coef > 0:
+            losses["router_z"] = self.z_loss_coef * torch.logsumexp(logits, dim=-1).square().mean()
+        return losses
+
+    def extra_repr(self) -> str:
+        parts = [f"experts={self.n_experts}", f"top_k={self.top_k}", f"hidden={self.hidden_dim}", f"impl={self.moe_impl}"]
+        if self.shared is not None:
+            parts.append(f"shared_hidden={self.shared.hidden_dim}")
+        return ", ".join(parts)
+
+
+def to_megablocks(moe: MoEFeedForward) -> dict[str, torch.Tensor]:
+    """The expert weights in megablocks' dMoE GLU layout (``w1``, ``v1``, ``w2``, each ``[E·F, D]``)."""
+    e, f = moe.n_experts, moe.hidden_dim
+    gate_up = moe.w_gate_up.weight.detach()
+    return {
+        "router.layer.weight": moe.router.weight.detach(),
+        "experts.mlp.w1": gate_up[:, :f].reshape(e * f, moe.dim),
+        "experts.mlp.v1": gate_up[:, f:].reshape(e * f, moe.dim),
+        # megablocks keeps w2 as [F, D] per expert (x·w2), ours is [D, F] per expert (x·w_downᵀ).
+        "experts.mlp.w2": moe.w_down.weight.detach().transpose(1, 2).reshape(e * f, moe.dim),
+    }
+
+
+def from_megablocks(state: dict[str, torch.Tensor], n_experts: int) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`to_megablocks`: our ``router.weight``, ``w_gate_up.weight``, ``w_down.weight``."""
+    w1, v1, w2 = state["experts.mlp.w1"], state["experts.mlp.v1"], state["experts.mlp.w2"]
+    dim = w1.shape[1]
+    gate = w1.reshape(n_experts, -1, dim)
+    up = v1.reshape(n_experts, -1, dim)
+    return {
+        "router.weight": state["router.layer.weight"],
+        "w_gate_up.weight": torch.cat([gate, up], dim=1),
+        "w_down.weight": w2.reshape(n_experts, -1, dim).transpose(1, 2).contiguous(),
+    }
