@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import kernels
+import zoo.kernels as kernels
 from zoo.kernels import moe as moe_ops
 from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
 from zoo.models.config import ModelConfig

@@ -110,15 +110,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
+    import inspect
 
     from zoo.bench.common import LEADERBOARD_DIR, write_jsonl
 
     module = importlib.import_module(f"zoo.bench.{args.what}")
-    options = {"device": args.device}
-    if args.quick:
-        options["quick"] = True
-    if args.config:
-        options["configs"] = args.config
+    accepted = inspect.signature(module.run).parameters
+    wanted = {"device": args.device, "quick": args.quick or None, "configs": args.config, "threads": args.threads}
+    options = {key: value for key, value in wanted.items() if value is not None and key in accepted}
     records = module.run(**options)
     for item in records:
         print(json.dumps(item, sort_keys=True))
@@ -182,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer shapes, for a smoke run")
     p.add_argument("--config", action="append", help="(train/decode) config files to compare; default: every tiny entry")
+    p.add_argument("--threads", type=int, default=None, help="pin torch's CPU threads (steadier ratios on a busy machine)")
     p.add_argument("--out", default=None)
     p.add_argument("--no-save", action="store_true")
     p.set_defaults(func=cmd_bench)

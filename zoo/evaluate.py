@@ -27,7 +27,7 @@ def evaluate_model(model, tokenizer, *, corpus: str = "shakespeare", split: str 
 
     with tempfile.TemporaryDirectory() as tmp:
         data = ZooDataModule(corpus, data_files=data_files, tokenizer=tokenizer_spec(tokenizer, tmp), max_seq_len=model.config.max_seq_len, batch_size=batch_size)
-        loader = data._eval_loader(split)
+        loader = data.eval_dataloader(split)
         bytes_per_token = data.bytes_per_token(split)
         was_training = model.training
         model.eval()
