@@ -1,6 +1,6 @@
 """Trains every tiny zoo entry with one budget and publishes each release into the shipped store.
 
-    python leaderboard/train_zoo.py [--entries dense-tiny qsparse-tiny ...] [--steps 750]
+    python leaderboard/train_zoo.py [--entries dense-tiny qsparse-tiny ...] [--steps 500]
 
 Every entry sees the same corpus (Shakespeare, byte tokenizer), sequence length (256), batch
 (16), seed and number of steps, so the leaderboard compares architectures, not budgets. Each
@@ -24,7 +24,7 @@ BATCH, SEQ = 16, 256
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", nargs="*", default=[n for n in list_models() if n.endswith("-tiny")])
-    parser.add_argument("--steps", type=int, default=750)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--no-publish", action="store_true")
     args = parser.parse_args(argv)
     tokens = args.steps * BATCH * SEQ
