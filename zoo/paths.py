@@ -5,7 +5,6 @@ The cache root is ``$ZOO_HOME`` if set, else ``$XDG_CACHE_HOME/moezoo`` (``~/.ca
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 
@@ -29,14 +28,9 @@ def cache_dir(*parts: str) -> Path:
 
 
 def configs_dir() -> Path:
-    """The shipped YAML configs: package data in a wheel, the top-level folder in a checkout."""
-    try:
-        shipped = Path(str(resources.files("zoo.configs")))
-        if shipped.is_dir() and any(shipped.glob("*.yaml")):
-            return shipped
-    except (ModuleNotFoundError, TypeError):
-        pass
-    checkout = Path(__file__).resolve().parent.parent / "configs"
-    if checkout.is_dir():
-        return checkout
-    raise FileNotFoundError("moezoo configs not found: neither package data 'zoo.configs' nor ./configs exists")
+    """The shipped YAML configs: ``zoo/configs`` in a wheel (package data), ``./configs`` in a checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "configs", package.parent / "configs"):
+        if candidate.is_dir() and any(candidate.glob("*.yaml")):
+            return candidate
+    raise FileNotFoundError(f"moezoo configs not found: neither {package / 'configs'} (wheel) nor {package.parent / 'configs'} (checkout)")
