@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import zoo.kernels as kernels
+from zoo.kernels.ternary_matmul import sparse_input_linear
+from zoo.kernels.ternary_matmul import ternary_matmul as kernels_ternary_matmul
 from zoo.models.config import ModelConfig, kept_channels
 
 
@@ -97,7 +99,35 @@ class ZooLinear(nn.Module):
         if self.record_input_zeros:
             self.input_zeros += int((x == 0).sum())
             self.input_numel += x.numel()
+        if self._sparse_decode_applies(x):
+            y = sparse_input_linear(x, self._decode_weight_t())
+            return y + self.bias if self.bias is not None else y
+        if self.weight_quant == "ternary" and self.kernel == "triton":
+            # Quantise + pack + the packed Triton matmul, STE to the latent weight. Opt-in only:
+            # the kernel is parity-tested under the interpreter but not yet tuned on a GPU.
+            y = kernels_ternary_matmul(x, self.weight, impl="triton")
+            return y + self.bias if self.bias is not None else y
         return F.linear(x, self.effective_weight(), self.bias)
+
+    # Decoding a few tokens on a CPU reads only the weight rows of the channels top-K kept.
+    DECODE_MAX_ROWS = 16
+
+    def _sparse_decode_applies(self, x: torch.Tensor) -> bool:
+        return (
+            self.sparsity != "none"
+            and self.kernel == "auto"
+            and x.device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and x.numel() <= self.DECODE_MAX_ROWS * self.in_features
+        )
+
+    def _decode_weight_t(self) -> torch.Tensor:
+        """``effective_weight()ᵀ`` as a contiguous ``[in, out]`` copy, rebuilt whenever the weight changes."""
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype)
+        if getattr(self, "_decode_cache_key", None) != key:
+            self._decode_weight = self.effective_weight().detach().t().contiguous()
+            self._decode_cache_key = key
+        return self._decode_weight
 
     def accounting_entry(self):
         from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount

@@ -6,31 +6,79 @@ import torch
 from zoo.kernels._dispatch import resolve_impl
 from zoo.kernels.topk import reference
 
-HAS_TRITON = False
+HAS_TRITON = True
 
 
-def _run(op: str, impl: str, x: torch.Tensor, reference_fn, *args):
-    if resolve_impl(impl, x, op=op, has_triton=HAS_TRITON) == "triton":  # pragma: no cover - kernel issue
-        raise NotImplementedError(op)
-    return reference_fn(x, *args)
+def _triton_path(impl: str, x: torch.Tensor, op: str) -> bool:
+    return resolve_impl(impl, x, op=op, has_triton=HAS_TRITON) == "triton"
 
 
 def topk_sparsify(x: torch.Tensor, k: int, *, impl: str = "auto") -> torch.Tensor:
     """Keep the ``k`` largest-magnitude entries of each row (ties: lower index), STE gradient."""
-    return _run("topk_sparsify", impl, x, reference.topk_sparsify, k)
+    if _triton_path(impl, x, "topk_sparsify"):
+        from zoo.kernels.topk import function
+
+        return function.topk_sparsify(x, k)
+    return reference.topk_sparsify(x, k)
 
 
 def block_topk_sparsify(x: torch.Tensor, n_keep: int, block: int, *, impl: str = "auto") -> torch.Tensor:
     """Keep ``n_keep`` of every ``block`` consecutive channels by magnitude, STE gradient."""
-    return _run("block_topk_sparsify", impl, x, reference.block_topk_sparsify, n_keep, block)
+    if _triton_path(impl, x, "block_topk_sparsify"):
+        from zoo.kernels.topk import function
+
+        return function.block_topk_sparsify(x, n_keep, block)
+    return reference.block_topk_sparsify(x, n_keep, block)
 
 
 def topk_int8_quantize(x: torch.Tensor, k: int, *, impl: str = "auto") -> torch.Tensor:
-    """Per-token top-K then absmax int8 fake quantisation, STE gradient."""
-    return _run("topk_int8_quantize", impl, x, reference.topk_int8_quantize, k)
+    """Per-token top-K then absmax int8 fake quantisation, STE gradient.
+
+    The Triton path returns x's dtype; the reference returns fp32 for half-precision inputs
+    (its integer values are divided by an fp32 scale). The values agree after a cast.
+    """
+    if _triton_path(impl, x, "topk_int8_quantize"):
+        from zoo.kernels.topk import function
+
+        return function.topk_int8_quantize(x, k)
+    return reference.topk_int8_quantize(x, k)
 
 
-topk_mask = reference.topk_mask
-block_topk_mask = reference.block_topk_mask
+def topk_int8_quantize_raw(x: torch.Tensor, k: int, *, impl: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(integer values with zeros off the mask, fp32 per-row scale ``[..., 1]``, bool mask).
 
-__all__ = ["block_topk_mask", "block_topk_sparsify", "topk_int8_quantize", "topk_mask", "topk_sparsify"]
+    The Triton path gives the values as int8; the reference gives them as integer-valued fp32.
+    """
+    if _triton_path(impl, x, "topk_int8_quantize_raw"):
+        from zoo.kernels.topk import function
+
+        return function.topk_int8_quantize_raw(x, k)
+    return reference.topk_int8_quantize_raw(x, k)
+
+
+def topk_mask(x: torch.Tensor, k: int, *, impl: str = "auto") -> torch.Tensor:
+    """Boolean mask with exactly ``k`` True per row: the largest |x|, lower index wins ties."""
+    if _triton_path(impl, x, "topk_mask"):
+        from zoo.kernels.topk import function
+
+        return function.topk_mask(x, k)
+    return reference.topk_mask(x, k)
+
+
+def block_topk_mask(x: torch.Tensor, n_keep: int, block: int, *, impl: str = "auto") -> torch.Tensor:
+    """N:M mask: exactly ``n_keep`` of every ``block`` consecutive channels."""
+    if _triton_path(impl, x, "block_topk_mask"):
+        from zoo.kernels.topk import function
+
+        return function.block_topk_mask(x, n_keep, block)
+    return reference.block_topk_mask(x, n_keep, block)
+
+
+__all__ = [
+    "block_topk_mask",
+    "block_topk_sparsify",
+    "topk_int8_quantize",
+    "topk_int8_quantize_raw",
+    "topk_mask",
+    "topk_sparsify",
+]

@@ -73,5 +73,5 @@ def topk_int8_quantize(x: torch.Tensor, k: int) -> torch.Tensor:
     """Top-K then per-token absmax int8 fake quantisation, straight-through: ``Q(X) ⊙ M``."""
     with torch.no_grad():
         values, scale, _ = topk_int8_quantize_raw(x, k)
-        fake = values.to(x.dtype) / scale
+        fake = (values / scale).to(x.dtype)
     return straight_through(x, fake)

@@ -116,3 +116,24 @@ def test_bitnet_sub_norms_only_with_ternary_weights():
 def test_kernel_choice_never_changes_state_dict_keys():
     keys = {kernel: list(Decoder(ModelConfig(**TINY, kernel=kernel)).state_dict()) for kernel in ("auto", "torch", "triton")}
     assert keys["auto"] == keys["torch"] == keys["triton"]
+
+
+@pytest.mark.parametrize("variant", ["qsparse", "block", "bitnet-qsparse"])
+def test_cpu_sparse_decode_path_matches_the_dense_product(variant):
+    torch.manual_seed(0)
+    config = ModelConfig(**TINY, **VARIANTS[variant])
+    fast = Decoder(config).eval()
+    reference = Decoder(config.replace(kernel="torch")).eval()
+    reference.load_state_dict(fast.state_dict())
+    ids = tokens(batch=1)
+    with torch.no_grad():
+        caches_fast, caches_ref = fast.new_cache(1), reference.new_cache(1)
+        fast(ids[:, :4], caches_fast), reference(ids[:, :4], caches_ref)
+        for t in range(4, 12):
+            torch.testing.assert_close(fast(ids[:, t : t + 1], caches_fast), reference(ids[:, t : t + 1], caches_ref))
+    layer = fast.layers[0].attn.wqkv
+    assert layer._decode_cache_key is not None  # the sparse path really ran
+    with torch.no_grad():
+        layer.weight.mul_(2)  # an in-place update must invalidate the cached transpose
+        x = torch.randn(1, TINY["dim"])
+        torch.testing.assert_close(layer(x), F.linear(layer.transform_input(x), layer.effective_weight()))
