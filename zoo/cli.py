@@ -191,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_import_hf_arguments(sub.add_parser("import-hf", help="convert a Hugging Face Llama/Mistral/Qwen2 directory into a release"))
     add_export_hf_arguments(sub.add_parser("export-hf", help="write a release as a Hugging Face Llama/Mistral/Qwen2 directory"))
 
+    from zoo.scaling import add_scaling_parser
+
+    add_scaling_parser(sub)
+
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} (zoo {name} --help for its options)", add_help=False)
     return parser

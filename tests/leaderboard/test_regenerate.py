@@ -1,0 +1,136 @@
+"""leaderboard/regenerate.py end to end on two tiny releases published into a temporary hub:
+the five outputs and their columns, --check passing on an unchanged rerun, and failing, naming
+entry and column, when a committed number is altered."""
+import csv
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "--model.arch.dim", "32", "--model.arch.n_layers", "1", "--model.arch.n_heads", "2", "--model.arch.n_kv_heads", "2",
+    "--model.arch.ffn_dim", "64", "--model.arch.max_seq_len", "32",
+]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("leaderboard_regenerate", ROOT / "leaderboard" / "regenerate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def regenerate():
+    return load_script()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """Two tiny releases (dense and Q-Sparse), trained for a few steps and published into a temporary store."""
+    from zoo.hub import publish
+    from zoo.lit import run_lightning_cli
+    from zoo.paths import configs_dir
+
+    root = tmp_path_factory.mktemp("leaderboard")
+    previous = os.environ.get("ZOO_HOME")
+    # One cache per module, so the corpora are fetched once (ZOO_TEST_HOME reuses a warm one).
+    os.environ["ZOO_HOME"] = os.environ.get("ZOO_TEST_HOME") or str(root / "zoo_home")
+    store = root / "store"
+    for name in ("dense-tiny", "qsparse-tiny"):
+        run_dir = root / "runs" / name
+        run_lightning_cli([
+            "fit", "--config", str(configs_dir() / f"{name}.yaml"), *TINY, "--data.batch_size", "4",
+            "--trainer.max_steps", "4", "--trainer.val_check_interval", "4", "--trainer.limit_val_batches", "1",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(run_dir), "--model.sample_prompt", "", "--model.warmup_steps", "1",
+        ])
+        publish(run_dir / "release", name, store=store, source="test: 4 steps")
+    yield store.as_uri()
+    if previous is None:
+        os.environ.pop("ZOO_HOME", None)
+    else:
+        os.environ["ZOO_HOME"] = previous
+
+
+@pytest.fixture(scope="module")
+def board(regenerate, hub, tmp_path_factory):
+    out = tmp_path_factory.mktemp("board")
+    assert regenerate.main(["--hub", hub, "--out", str(out), "--quick", "--no-progress"]) == 0
+    return out
+
+
+def test_writes_the_five_outputs_with_their_columns(regenerate, board):
+    for name in regenerate.OUTPUT_FILES:
+        assert (board / name).is_file() and (board / name).stat().st_size > 0, name
+    for png in ("pareto_activated.png", "pareto_bytes.png"):
+        assert (board / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    with (board / "results.csv").open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == regenerate.COLUMNS
+    for column in ("shakespeare_bpb", "ptb_bpb", "activated_params", "weight_bytes_per_token", "total_params",
+                   "non_embedding_params", "sparsity_ffn_in", "train_tokens", "train_steps", "hardware", "decode_speedup"):
+        assert column in regenerate.COLUMNS
+    assert {r["name"] for r in rows} == {"dense-tiny", "qsparse-tiny"}
+    bpb = [float(r["shakespeare_bpb"]) for r in rows]
+    assert bpb == sorted(bpb)
+
+    results = json.loads((board / "results.json").read_text())
+    assert results["settings"]["mode"] == "quick" and results["tolerance"]["relative"] == regenerate.REL_TOL
+    by_name = {r["name"]: r for r in results["entries"]}
+    dense, sparse = by_name["dense-tiny"], by_name["qsparse-tiny"]
+    assert dense["total_params"] == sparse["total_params"] and dense["non_embedding_params"] < dense["total_params"]
+    assert dense["activated_fraction"] > 0.95
+    # Top-K 70 % leaves at least 30 % of each site's inputs at zero, so fewer activated parameters.
+    assert sparse["sparsity_attn_in"] >= 0.3 - 1e-9 and sparse["activated_params"] < 0.75 * dense["activated_params"]
+    assert sparse["weight_bytes_per_token"] < dense["weight_bytes_per_token"]
+    assert sparse["train_steps"] == 4 and sparse["train_tokens"] == 4 * 4 * 32
+    assert sparse["shakespeare_tokens"] == sparse["ptb_tokens"] == 2 * 4 * 32
+    assert sparse["decode_baseline"] == dense["decode_baseline"] == "dense-tiny"
+    assert dense["decode_speedup"] == 1.0 and sparse["decode_tokens_per_s"] > 0
+
+    markdown = (board / "LEADERBOARD.md").read_text()
+    assert "How to regenerate" in markdown and "--check" in markdown
+    assert markdown.index("| 1 |") < markdown.index("| 2 |")
+    first = min(results["entries"], key=lambda r: r["shakespeare_bpb"])["name"]
+    assert f"| 1 | {first} |" in markdown
+    assert "256 Shakespeare / 256 PTB tokens" in markdown
+
+
+def test_check_passes_on_an_unchanged_rerun(regenerate, hub, board, capsys):
+    assert regenerate.main(["--check", "--hub", hub, "--out", str(board), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "check passed" in out and "not checked" in out
+
+
+def test_check_fails_naming_entry_and_column(regenerate, hub, board, tmp_path, capsys):
+    altered = tmp_path / "altered"
+    shutil.copytree(board, altered)
+    results = json.loads((altered / "results.json").read_text())
+    for entry in results["entries"]:
+        if entry["name"] == "qsparse-tiny":
+            entry["ptb_bpb"] *= 1.001
+            entry["decode_tokens_per_s"] *= 10  # timings are not checked: this alone must not fail
+    (altered / "results.json").write_text(json.dumps(results))
+    assert regenerate.main(["--check", "--hub", hub, "--out", str(altered), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "check FAILED" in err and "'qsparse-tiny'" in err and "'ptb_bpb'" in err
+    assert "decode_tokens_per_s" not in err
+    assert "results.csv" not in err  # the untouched CSV still agrees
+
+
+def test_check_without_committed_results_is_an_error(regenerate, hub, tmp_path, capsys):
+    assert regenerate.main(["--check", "--hub", hub, "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "run without --check first" in capsys.readouterr().err
+
+
+def test_pareto_front():
+    module = load_script()
+    points = [(1.0, 3.0), (2.0, 2.0), (3.0, 2.5), (4.0, 1.0), (0.5, 4.0)]
+    assert sorted(module.pareto_front(points)) == [0, 1, 3, 4]
