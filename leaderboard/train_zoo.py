@@ -1,6 +1,6 @@
 """Trains every tiny zoo entry with one budget and publishes each release into the shipped store.
 
-    python leaderboard/train_zoo.py [--entries dense-tiny qsparse-tiny ...] [--steps 500]
+    python leaderboard/train_zoo.py [--entries dense-tiny qsparse-tiny ...] [--steps 300] [--threads 1]
 
 Every entry sees the same corpus (Shakespeare, byte tokenizer), sequence length (256), batch
 (16), seed and number of steps, so the leaderboard compares architectures, not budgets. Each
@@ -9,6 +9,7 @@ run's log goes to runs/zoo/<name>.log.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +25,9 @@ BATCH, SEQ = 16, 256
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", nargs="*", default=[n for n in list_models() if n.endswith("-tiny")])
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--no-publish", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (several lanes can run side by side)")
     args = parser.parse_args(argv)
     tokens = args.steps * BATCH * SEQ
     for name in args.entries:
@@ -39,8 +41,9 @@ def main(argv=None) -> int:
             "--data.batch_size", str(BATCH), "--model.arch.max_seq_len", str(SEQ), "--data.seed", "0", "--seed_everything", "1337",
         ]
         print(f"training {name} for {args.steps} steps ({tokens:,} tokens); log: {log}", flush=True)
+        env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
         with log.open("w") as handle:
-            subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=True, cwd=ROOT)
+            subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=True, cwd=ROOT, env=env)
         if not args.no_publish:
             source = f"zoo fit --config configs/{name}.yaml, {args.steps} steps x {BATCH} x {SEQ} tokens = {tokens:,} tokens of Shakespeare (bytes), seed 1337"
             subprocess.run([sys.executable, "-m", "zoo.cli", "publish", str(run_dir / "release"), name, "--source", source], check=True, cwd=ROOT)
