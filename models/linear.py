@@ -11,6 +11,8 @@ parameter count (§3.6) is measured from.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +21,23 @@ import zoo.kernels as kernels
 from zoo.kernels.ternary_matmul import sparse_input_linear
 from zoo.kernels.ternary_matmul import ternary_matmul as kernels_ternary_matmul
 from zoo.models.config import ModelConfig, kept_channels
+
+
+def frozen_cache(module: nn.Module, tag: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``compute()``, reused while autograd is off and ``module.weight`` is unchanged.
+
+    Decoding re-quantised every ternary weight at every token, which cost more than the matmul.
+    The key holds the weight's storage and version counter, so an optimizer step, ``copy_`` or
+    ``load_state_dict`` invalidates it; with autograd on, nothing is cached (the STE needs the graph).
+    """
+    weight = module.weight
+    if torch.is_grad_enabled() and weight.requires_grad:
+        return compute()
+    key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+    cache = module.__dict__.setdefault("_frozen_cache", {})
+    if tag not in cache or cache[tag][0] != key:
+        cache[tag] = (key, compute())
+    return cache[tag][1]
 
 
 class ZooLinear(nn.Module):
@@ -91,7 +110,7 @@ class ZooLinear(nn.Module):
 
     def effective_weight(self) -> torch.Tensor:
         if self.weight_quant == "ternary":
-            return kernels.ternary_quantize(self.weight, impl=self.kernel)
+            return frozen_cache(self, "ternary", lambda: kernels.ternary_quantize(self.weight, impl=self.kernel))
         return self.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,11 +142,7 @@ class ZooLinear(nn.Module):
 
     def _decode_weight_t(self) -> torch.Tensor:
         """``effective_weight()ᵀ`` as a contiguous ``[in, out]`` copy, rebuilt whenever the weight changes."""
-        key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype)
-        if getattr(self, "_decode_cache_key", None) != key:
-            self._decode_weight = self.effective_weight().detach().t().contiguous()
-            self._decode_cache_key = key
-        return self._decode_weight
+        return frozen_cache(self, "decode_t", lambda: self.effective_weight().detach().t().contiguous())
 
     def accounting_entry(self):
         from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount

@@ -30,7 +30,7 @@ from zoo.kernels import moe as moe_ops
 from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
 from zoo.models.config import ModelConfig
 from zoo.models.ffn import GatedFeedForward, glu_activation
-from zoo.models.linear import ZooLinear
+from zoo.models.linear import ZooLinear, frozen_cache
 
 TRITON_KERNEL_ISSUE = "the MoE Triton kernel issue (permute/unpermute + grouped expert matmul in kernels/moe/_triton.py)"
 MEGABLOCKS_INSTALL = (
@@ -142,7 +142,7 @@ class ExpertBank(nn.Module):
     def effective_weight(self) -> torch.Tensor:
         if self.weight_quant == "ternary":
             # One absmean scale per expert: experts are separate matrices that happen to be stacked.
-            return kernels.ternary_quantize(self.weight, per_leading_dim=True, impl=self.kernel)
+            return frozen_cache(self, "ternary", lambda: kernels.ternary_quantize(self.weight, per_leading_dim=True, impl=self.kernel))
         return self.weight
 
     def forward(self, x: torch.Tensor, groups: ExpertGroups) -> torch.Tensor:

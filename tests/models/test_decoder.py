@@ -132,8 +132,22 @@ def test_cpu_sparse_decode_path_matches_the_dense_product(variant):
         for t in range(4, 12):
             torch.testing.assert_close(fast(ids[:, t : t + 1], caches_fast), reference(ids[:, t : t + 1], caches_ref))
     layer = fast.layers[0].attn.wqkv
-    assert layer._decode_cache_key is not None  # the sparse path really ran
+    assert "decode_t" in layer._frozen_cache  # the sparse path really ran
     with torch.no_grad():
         layer.weight.mul_(2)  # an in-place update must invalidate the cached transpose
         x = torch.randn(1, TINY["dim"])
         torch.testing.assert_close(layer(x), F.linear(layer.transform_input(x), layer.effective_weight()))
+
+
+def test_frozen_weight_cache_follows_weight_updates():
+    layer = ZooLinear(16, 8, weight_quant="ternary")
+    x = torch.randn(2, 16)
+    with torch.no_grad():
+        first = layer(x)
+        assert torch.equal(layer(x), first)  # served from the cache
+        layer.weight.add_(torch.randn_like(layer.weight))  # bumps the version counter
+        torch.testing.assert_close(layer(x), F.linear(x, layer.effective_weight()))
+        assert not torch.allclose(layer(x), first)
+    y = layer(x)  # autograd on: no cache, gradients reach the latent weight
+    y.sum().backward()
+    assert layer.weight.grad is not None
