@@ -40,11 +40,17 @@ def frozen_cache(module: nn.Module, tag: str, compute: Callable[[], torch.Tensor
     return cache[tag][1]
 
 
-class ZooLinear(nn.Module):
-    """``y = Q_w(W) · S(Q_x(x)) (+ b)`` with the choices of a :class:`ModelConfig`; bias only where asked (Qwen2's q/k/v)."""
+class SparseProjection(nn.Module):
+    """What every zoo projection shares, whatever the shape of its weight: the BitNet / Q-Sparse
+    choices, the input transform ``S(Q_x(x))`` and the counting of zero inputs (Q-Sparse §3.6).
+
+    :class:`ZooLinear` (``[out, in]``) and the MoE expert banks (``[E, out, in]``) both build on it,
+    so experts cannot drift from the dense projections.
+    """
 
     def __init__(
         self,
+        weight_shape: tuple[int, ...],
         in_features: int,
         out_features: int,
         *,
@@ -55,44 +61,38 @@ class ZooLinear(nn.Module):
         block_size: int = 32,
         kernel: str = "auto",
         site: str = "",
-        bias: bool = False,
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        # Biases stay full precision (BitNet quantises weights only) and are not counted as activated.
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.weight = nn.Parameter(torch.empty(*weight_shape))
         self.weight_quant, self.act_quant, self.sparsity = weight_quant, act_quant, sparsity
         self.kernel = kernel
         self.site = site  # which Q-Sparse site this projection is: attn_in, attn_out, ffn_in, ffn_down
-        self.n_keep = self._kept_channels(k_ratio, block_size)
         self.block_size = block_size
+        self.n_keep = self._kept_channels(k_ratio, block_size)
         self.record_input_zeros = False
         self.input_zeros = 0
         self.input_numel = 0
         nn.init.normal_(self.weight, std=0.02)
 
-    def _kept_channels(self, k_ratio: float, block_size: int) -> int:
-        width = block_size if self.sparsity == "block" else self.in_features
-        kept = kept_channels(k_ratio, width) if self.sparsity != "none" else width
-        if not 1 <= kept <= width:
-            raise ValueError(f"ZooLinear: k_ratio={k_ratio} keeps {kept} of {width} channels; need at least 1")
-        return kept
-
-    @classmethod
-    def from_config(cls, config: ModelConfig, in_features: int, out_features: int, site: str, bias: bool = False) -> "ZooLinear":
-        return cls(
-            in_features,
-            out_features,
+    @staticmethod
+    def choices(config: ModelConfig) -> dict:
+        """The projection choices of a config, as keyword arguments of any projection."""
+        return dict(
             weight_quant=config.weight_quant,
             act_quant=config.act_quant,
             sparsity=config.sparsity,
             k_ratio=config.k_ratio,
             block_size=config.block_size,
             kernel=config.kernel,
-            site=site,
-            bias=bias,
         )
+
+    def _kept_channels(self, k_ratio: float, block_size: int) -> int:
+        width = block_size if self.sparsity == "block" else self.in_features
+        kept = kept_channels(k_ratio, width) if self.sparsity != "none" else width
+        if not 1 <= kept <= width:
+            raise ValueError(f"{type(self).__name__}: k_ratio={k_ratio} keeps {kept} of {width} channels; need at least 1")
+        return kept
 
     def transform_input(self, x: torch.Tensor) -> torch.Tensor:
         """Sparsify then quantise the input: the ``S(Q_x(x))`` of the forward."""
@@ -108,6 +108,36 @@ class ZooLinear(nn.Module):
             x = kernels.int8_quantize(x, impl=impl)
         return x
 
+    def observe(self, x: torch.Tensor) -> None:
+        """Counts the zeros of an already transformed input while recording is on."""
+        if self.record_input_zeros:
+            self.input_zeros += int((x == 0).sum())
+            self.input_numel += x.numel()
+
+    @property
+    def nominal_input_sparsity(self) -> float:
+        """Zero fraction the top-K rule alone guarantees: 1 − K/D (natural zeros come on top)."""
+        width = self.block_size if self.sparsity == "block" else self.in_features
+        return 1.0 - self.n_keep / width
+
+    @property
+    def input_sparsity(self) -> float | None:
+        """Measured fraction of zero inputs since recording started (None if nothing recorded)."""
+        return self.input_zeros / self.input_numel if self.input_numel else None
+
+
+class ZooLinear(SparseProjection):
+    """``y = Q_w(W) · S(Q_x(x)) (+ b)`` with the choices of a :class:`ModelConfig`; bias only where asked (Qwen2's q/k/v)."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = False, **choices) -> None:
+        super().__init__((out_features, in_features), in_features, out_features, **choices)
+        # Biases stay full precision (BitNet quantises weights only) and are not counted as activated.
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, in_features: int, out_features: int, site: str, bias: bool = False) -> "ZooLinear":
+        return cls(in_features, out_features, site=site, bias=bias, **cls.choices(config))
+
     def effective_weight(self) -> torch.Tensor:
         if self.weight_quant == "ternary":
             return frozen_cache(self, "ternary", lambda: kernels.ternary_quantize(self.weight, impl=self.kernel))
@@ -115,9 +145,7 @@ class ZooLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.transform_input(x)
-        if self.record_input_zeros:
-            self.input_zeros += int((x == 0).sum())
-            self.input_numel += x.numel()
+        self.observe(x)
         if self._sparse_decode_applies(x):
             y = sparse_input_linear(x, self._decode_weight_t())
             return y + self.bias if self.bias is not None else y
@@ -150,17 +178,6 @@ class ZooLinear(nn.Module):
         if self.weight_quant == "ternary":
             return LinearAccount(self.weight.numel(), self.site, TERNARY_PACKED_BITS, SCALE_BYTES)
         return LinearAccount(self.weight.numel(), self.site, BF16_BITS)
-
-    @property
-    def nominal_input_sparsity(self) -> float:
-        """Zero fraction the top-K rule alone guarantees: 1 − K/D (natural zeros come on top)."""
-        width = self.block_size if self.sparsity == "block" else self.in_features
-        return 1.0 - self.n_keep / width
-
-    @property
-    def input_sparsity(self) -> float | None:
-        """Measured fraction of zero inputs since recording started (None if nothing recorded)."""
-        return self.input_zeros / self.input_numel if self.input_numel else None
 
     def extra_repr(self) -> str:
         parts = [f"in={self.in_features}", f"out={self.out_features}", f"site={self.site}"]

@@ -30,7 +30,7 @@ from zoo.kernels import moe as moe_ops
 from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
 from zoo.models.config import ModelConfig
 from zoo.models.ffn import GatedFeedForward, glu_activation
-from zoo.models.linear import ZooLinear, frozen_cache
+from zoo.models.linear import SparseProjection, frozen_cache
 
 TRITON_KERNEL_ISSUE = "the MoE Triton kernel issue (permute/unpermute + grouped expert matmul in kernels/moe/_triton.py)"
 MEGABLOCKS_INSTALL = (
@@ -76,7 +76,7 @@ class ExpertGroups:
         return self._sizes
 
 
-class ExpertBank(nn.Module):
+class ExpertBank(SparseProjection):
     """``E`` stacked projections ``[E, out, in]`` with the projection choices of :class:`ZooLinear`.
 
     The input transform is per token (top-K, N:M and int8 all act row by row), so it commutes with
@@ -84,60 +84,14 @@ class ExpertBank(nn.Module):
     :meth:`forward` multiplies each expert's contiguous slice by that expert's weight.
     """
 
-    # The same input transform and sparsity bookkeeping as ZooLinear, not a copy of it, so the
-    # experts cannot drift from the dense projections.
-    transform_input = ZooLinear.transform_input
-    nominal_input_sparsity = ZooLinear.nominal_input_sparsity
-    input_sparsity = ZooLinear.input_sparsity
-
-    def __init__(
-        self,
-        n_experts: int,
-        in_features: int,
-        out_features: int,
-        *,
-        weight_quant: str = "none",
-        act_quant: str = "none",
-        sparsity: str = "none",
-        k_ratio: float = 1.0,
-        block_size: int = 32,
-        kernel: str = "auto",
-        site: str = "",
-        usage: float = 1.0,
-    ) -> None:
-        super().__init__()
-        self.n_experts, self.in_features, self.out_features = n_experts, in_features, out_features
-        self.weight = nn.Parameter(torch.empty(n_experts, out_features, in_features))
-        self.weight_quant, self.act_quant, self.sparsity = weight_quant, act_quant, sparsity
-        self.kernel, self.site, self.usage = kernel, site, usage
-        self.block_size = block_size
-        self.n_keep = ZooLinear._kept_channels(self, k_ratio, block_size)
-        self.record_input_zeros = False
-        self.input_zeros = 0
-        self.input_numel = 0
-        nn.init.normal_(self.weight, std=0.02)
+    def __init__(self, n_experts: int, in_features: int, out_features: int, *, usage: float = 1.0, **choices) -> None:
+        super().__init__((n_experts, out_features, in_features), in_features, out_features, **choices)
+        self.n_experts = n_experts
+        self.usage = usage  # mean fraction of tokens routed to one expert: top_k / n_experts
 
     @classmethod
     def from_config(cls, config: ModelConfig, in_features: int, out_features: int, site: str) -> "ExpertBank":
-        return cls(
-            config.n_experts,
-            in_features,
-            out_features,
-            weight_quant=config.weight_quant,
-            act_quant=config.act_quant,
-            sparsity=config.sparsity,
-            k_ratio=config.k_ratio,
-            block_size=config.block_size,
-            kernel=config.kernel,
-            site=site,
-            usage=config.top_k / config.n_experts,
-        )
-
-    def observe(self, x: torch.Tensor) -> None:
-        """Counts the zeros of an already transformed input while recording is on."""
-        if self.record_input_zeros:
-            self.input_zeros += int((x == 0).sum())
-            self.input_numel += x.numel()
+        return cls(config.n_experts, in_features, out_features, site=site, usage=config.top_k / config.n_experts, **cls.choices(config))
 
     def effective_weight(self) -> torch.Tensor:
         if self.weight_quant == "ternary":
