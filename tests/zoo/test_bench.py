@@ -1,0 +1,43 @@
+"""`zoo bench` runs end to end and writes records whose speedups are ratios to a same-run baseline.
+
+Smoke tests at the smallest settings: they check the records, never the speed."""
+import json
+
+import pytest
+
+from zoo.cli import main
+
+REQUIRED = {"op", "time_s", "baseline", "baseline_time_s", "speedup", "device", "torch", "commit", "date"}
+
+
+def read_records(path):
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert records
+    for record in records:
+        assert REQUIRED <= set(record), REQUIRED - set(record)
+        assert record["speedup"] == pytest.approx(record["baseline_time_s"] / record["time_s"])
+    return records
+
+
+def test_bench_train_and_decode_compare_with_dense(tmp_path, capsys):
+    for what in ("train", "decode"):
+        out = tmp_path / f"{what}.jsonl"
+        assert main(["bench", what, "--quick", "--config", "dense-tiny", "--config", "bitnet-qsparse-tiny", "--out", str(out)]) == 0
+        records = read_records(out)
+        assert [r["entry"] for r in records] == ["dense-tiny", "bitnet-qsparse-tiny"]
+        assert records[0]["speedup"] == 1.0 and all(r["baseline"] == "dense-tiny" for r in records)
+
+
+def test_bench_moe_records_every_backend_against_both_baselines(tmp_path):
+    from zoo.bench.moe import run
+
+    records = run(tokens=64, dim=32, expert_dim=32, n_experts=(4,), repeats=1, warmup=0, out=tmp_path / "moe.jsonl")
+    assert {r["baseline"] for r in records} == {"dense_ffn_same_activated", "python_expert_loop"}
+    read_records(tmp_path / "moe.jsonl")
+
+
+def test_bench_kernels_cpu_quick(tmp_path):
+    out = tmp_path / "kernels.jsonl"
+    assert main(["bench", "kernels", "--quick", "--out", str(out)]) == 0
+    ops = {r["op"] for r in read_records(out)}
+    assert {"sparse_input_linear", "topk_int8_quantize"} <= ops
