@@ -125,6 +125,18 @@ class SparseProjection(nn.Module):
         """Measured fraction of zero inputs since recording started (None if nothing recorded)."""
         return self.input_zeros / self.input_numel if self.input_numel else None
 
+    def extra_repr(self) -> str:
+        parts = [f"in={self.in_features}", f"out={self.out_features}", f"site={self.site}"]
+        if self.weight_quant != "none":
+            parts.append(f"weights={self.weight_quant}")
+        if self.act_quant != "none":
+            parts.append(f"acts={self.act_quant}")
+        if self.sparsity == "topk":
+            parts.append(f"topk={self.n_keep}/{self.in_features}")
+        elif self.sparsity == "block":
+            parts.append(f"block={self.n_keep}:{self.block_size}")
+        return ", ".join(parts)
+
 
 class ZooLinear(SparseProjection):
     """``y = Q_w(W) · S(Q_x(x)) (+ b)`` with the choices of a :class:`ModelConfig`; bias only where asked (Qwen2's q/k/v)."""
@@ -178,15 +190,3 @@ class ZooLinear(SparseProjection):
         if self.weight_quant == "ternary":
             return LinearAccount(self.weight.numel(), self.site, TERNARY_PACKED_BITS, SCALE_BYTES)
         return LinearAccount(self.weight.numel(), self.site, BF16_BITS)
-
-    def extra_repr(self) -> str:
-        parts = [f"in={self.in_features}", f"out={self.out_features}", f"site={self.site}"]
-        if self.weight_quant != "none":
-            parts.append(f"weights={self.weight_quant}")
-        if self.act_quant != "none":
-            parts.append(f"acts={self.act_quant}")
-        if self.sparsity == "topk":
-            parts.append(f"topk={self.n_keep}/{self.in_features}")
-        elif self.sparsity == "block":
-            parts.append(f"block={self.n_keep}:{self.block_size}")
-        return ", ".join(parts)

@@ -117,16 +117,7 @@ class ExpertBank(SparseProjection):
         return LinearAccount(self.weight.numel(), self.site, BF16_BITS, 0, self.usage)
 
     def extra_repr(self) -> str:
-        parts = [f"experts={self.n_experts}", f"in={self.in_features}", f"out={self.out_features}", f"site={self.site}"]
-        if self.weight_quant != "none":
-            parts.append(f"weights={self.weight_quant}")
-        if self.act_quant != "none":
-            parts.append(f"acts={self.act_quant}")
-        if self.sparsity == "topk":
-            parts.append(f"topk={self.n_keep}/{self.in_features}")
-        elif self.sparsity == "block":
-            parts.append(f"block={self.n_keep}:{self.block_size}")
-        return ", ".join(parts)
+        return f"experts={self.n_experts}, " + super().extra_repr()
 
 
 class ExpertRMSNorm(nn.Module):
