@@ -27,12 +27,12 @@ from torch import nn
 
 import zoo.kernels as kernels
 from zoo.kernels import moe as moe_ops
+from zoo.kernels._dispatch import triton_can_run
 from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
 from zoo.models.config import ModelConfig
 from zoo.models.ffn import GatedFeedForward, glu_activation
 from zoo.models.linear import SparseProjection, frozen_cache
 
-TRITON_KERNEL_ISSUE = "the MoE Triton kernel issue (permute/unpermute + grouped expert matmul in kernels/moe/_triton.py)"
 MEGABLOCKS_INSTALL = (
     "install it on a CUDA machine whose torch it supports with `pip install --no-deps megablocks stanford-stk "
     "grouped_gemm` (megablocks 0.10.0 pins torch 2.7.0 and imports only with CUDA)"
@@ -65,7 +65,7 @@ class ExpertGroups:
     tokens_per_expert: torch.Tensor  # int64 [E], on the device
     offsets: torch.Tensor  # int64 [E], end of each expert's slice
     sorted_experts: torch.Tensor  # expert id of every permuted row
-    backend: str  # loop | grouped_mm | megablocks
+    backend: str  # loop | grouped_mm | megablocks | triton
     _sizes: list[int] | None = field(default=None, repr=False)
 
     @property
@@ -109,6 +109,8 @@ class ExpertBank(SparseProjection):
             return grouped_gemm.ops.gmm(x.contiguous(), weight, groups.tokens_per_expert.cpu(), trans_b=True)
         if groups.backend == "grouped_mm":
             return moe_ops.grouped_linear(x, weight, groups.tokens_per_expert, groups.offsets, impl="grouped_mm")
+        if groups.backend == "triton":
+            return moe_ops.grouped_linear(x, weight, groups.tokens_per_expert, groups.offsets, impl="triton", sizes=groups.sizes)
         return moe_ops.grouped_linear(x, weight, groups.tokens_per_expert, groups.offsets, impl="loop", sizes=groups.sizes)
 
     def accounting_entry(self) -> LinearAccount:
@@ -225,7 +227,11 @@ class MoEFeedForward(nn.Module):
                 raise MoEBackendUnavailable(f"moe_impl='megablocks' runs on CUDA tensors only, got a {x.device.type} tensor")
             return "megablocks"
         if impl == "triton":
-            raise NotImplementedError(f"moe_impl='triton' has no kernel yet: {TRITON_KERNEL_ISSUE}; use 'auto'")
+            if not triton_can_run(x):
+                raise MoEBackendUnavailable(
+                    f"moe_impl='triton' needs triton and a CUDA tensor (or TRITON_INTERPRET=1), got a {x.device.type} tensor"
+                )
+            return "triton"
         raise ValueError(f"ModelConfig.moe_impl must be one of auto, reference, grouped_mm, megablocks, triton, got {impl!r}")
 
     # Forward -------------------------------------------------------------------------------------
@@ -242,9 +248,10 @@ class MoEFeedForward(nn.Module):
         if backend == "megablocks":
             out, tokens_per_expert = self._megablocks_experts(h, weights, experts)
         else:
-            h_sorted, order, tokens_per_expert, offsets = moe_ops.permute(h, experts, self.n_experts)
+            ops_impl = "triton" if backend == "triton" else "torch"
+            h_sorted, order, tokens_per_expert, offsets = moe_ops.permute(h, experts, self.n_experts, impl=ops_impl)
             groups = ExpertGroups(tokens_per_expert, offsets, experts.reshape(-1).index_select(0, order), backend)
-            out = moe_ops.unpermute(self._experts(h_sorted, groups), order, weights, x.shape[0])
+            out = moe_ops.unpermute(self._experts(h_sorted, groups), order, weights, x.shape[0], impl=ops_impl)
         if self.shared is not None:
             out = out + self.shared(x)
         self._after_forward(logits, tokens_per_expert)
