@@ -164,7 +164,7 @@ def _run(device, dtype, tokens, dim, expert_dim, n_experts, top_k, backends, war
     tokens, dim = tokens or defaults["tokens"], dim or defaults["dim"]
     expert_dim = expert_dim or defaults["expert_dim"]
     repeats = repeats or defaults["repeats"]
-    backends = tuple(backends or ("reference", "grouped_mm", "megablocks"))
+    backends = tuple(backends or ("reference", "grouped_mm", "megablocks", "triton"))
     records: list[dict[str, Any]] = []
 
     for n in n_experts or defaults["n_experts"]:
