@@ -30,11 +30,8 @@ def permute(
         from zoo.kernels.moe import function
 
         # The sort and histogram stay in torch; the row movement is the kernel's.
-        top_k = experts.shape[1]
-        flat = experts.reshape(-1)
-        order = torch.sort(flat, stable=True).indices
-        tokens_per_expert = torch.bincount(flat, minlength=n_experts)
-        return function.GatherRows.apply(x, order // top_k), order, tokens_per_expert, tokens_per_expert.cumsum(0)
+        order, tokens_per_expert, offsets = reference.expert_order(experts, n_experts)
+        return function.GatherRows.apply(x, order // experts.shape[1]), order, tokens_per_expert, offsets
     return reference.permute(x, experts, n_experts)
 
 

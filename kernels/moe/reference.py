@@ -58,15 +58,20 @@ def permute(
     """
     if x.dim() != 2 or experts.dim() != 2 or experts.shape[0] != x.shape[0]:
         raise ValueError(f"permute: need x [T, D] and experts [T, k], got {tuple(x.shape)} and {tuple(experts.shape)}")
-    top_k = experts.shape[1]
+    order, tokens_per_expert, offsets = expert_order(experts, n_experts)
+    return x.index_select(0, order // experts.shape[1]), order, tokens_per_expert, offsets
+
+
+def expert_order(experts: torch.Tensor, n_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(order of the flattened assignments by expert, tokens per expert, end offsets): the index
+    side of :func:`permute`, shared by every backend that moves the rows itself."""
     flat = experts.reshape(-1)
     # Stable, so a token's position within its expert's slice is its position in the batch.
     order = torch.sort(flat, stable=True).indices
     tokens_per_expert = torch.bincount(flat, minlength=n_experts)
     if tokens_per_expert.numel() != n_experts:
         raise ValueError(f"permute: expert ids must be < n_experts={n_experts}")
-    offsets = tokens_per_expert.cumsum(0)
-    return x.index_select(0, order // top_k), order, tokens_per_expert, offsets
+    return order, tokens_per_expert, tokens_per_expert.cumsum(0)
 
 
 def unpermute(y_sorted: torch.Tensor, order: torch.Tensor, weights: torch.Tensor, n_tokens: int) -> torch.Tensor:
