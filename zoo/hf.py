@@ -75,6 +75,10 @@ def hf_weight_files(src_dir: str | Path) -> list[tuple[Path, set[str] | None]]:
                 by_shard.setdefault(shard, set()).add(name)
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"{src / INDEX_FILE}: not a safetensors index with a 'weight_map' ({error!r})") from None
+        root = src.resolve()
+        escaping = sorted(shard for shard in by_shard if not isinstance(shard, str) or not (src / shard).resolve().is_relative_to(root))
+        if escaping:
+            raise ValueError(f"{src / INDEX_FILE}: shard names must stay inside the model folder, got {escaping[:3]}")
         missing = sorted(shard for shard in by_shard if not (src / shard).is_file())
         if missing:
             raise FileNotFoundError(f"{src}: shard(s) {', '.join(missing)} named by {INDEX_FILE} are missing")
@@ -137,7 +141,7 @@ def apply_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConf
     before, after = _param_shapes(config), _param_shapes(target)
     if before != after:
         changed = sorted(set(before) ^ set(after)) + sorted(k for k in set(before) & set(after) if before[k] != after[k])
-        hint = " (set sub_norm=false to keep BitNet's sub-norms out)" if target.sub_norm and not config.sub_norm else ""
+        hint = " (set sub_norm=false to keep BitNet's sub-norms out)" if target.has_sub_norm and not config.has_sub_norm else ""
         raise ValueError(
             f"overrides {overrides} change the imported parameters ({changed[:5]}); only overrides that reuse the "
             f"same weights are allowed, such as sparsity, k_ratio, block_size, act_quant, weight_quant, kernel, max_seq_len{hint}"

@@ -65,7 +65,6 @@ DEFAULT_TIMEOUT = 60.0  # seconds without a byte before a download is declared s
 _CHUNK = 1 << 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-_TRUE = {"1", "true", "yes", "on"}
 
 
 class DownloadError(RuntimeError):
@@ -240,12 +239,12 @@ def publish(
     release_dir: str | os.PathLike,
     name: str,
     *,
-    store: str | os.PathLike | None = None,
+    store: str | os.PathLike,
     source: str = "",
 ) -> dict:
     """Copy a release directory into a store folder and record it in the store's manifest.
 
-    ``store`` defaults to the shipped store. Files are copied to ``<store>/<name>/`` (the old
+    ``store`` is a folder the caller names (never a default inside the package). Files are copied to ``<store>/<name>/`` (the old
     copy, if any, is replaced as a whole); hidden (dot) files are skipped. Their sha256 and
     size go into the manifest entry ``{"files": ..., "source": source}``, which is written
     atomically under a lock. Returns the entry.
@@ -254,7 +253,7 @@ def publish(
     release = Path(release_dir)
     if not release.is_dir():
         raise NotADirectoryError(f"release directory not found: {release}")
-    store_dir = Path(store) if store is not None else shipped_store()
+    store_dir = Path(store)
     store_dir.mkdir(parents=True, exist_ok=True)
 
     sources: list[tuple[str, Path]] = []
@@ -613,7 +612,9 @@ def download(
     _check_name(name)
     hub = hub or default_hub()
     if offline is None:
-        offline = os.environ.get("ZOO_OFFLINE", "").strip().lower() in _TRUE
+        from zoo.paths import offline_mode
+
+        offline = offline_mode()
     if timeout is None:
         timeout = float(os.environ.get("ZOO_HUB_TIMEOUT") or DEFAULT_TIMEOUT)
     if cache_dir is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,11 +21,8 @@ from typing import Any, Optional
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
 from torchmetrics.aggregation import SumMetric
 
-from zoo.data import ZooDataModule
 from zoo.models.accounting import account, recording_input_zeros
 from zoo.models.config import ModelConfig
 from zoo.models.decoder import Decoder
@@ -36,10 +34,15 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when a training loss is NaN or infinite; the last saved checkpoint is the last good one."""
 
 
+def in_second_stage(step: int, total_steps: int) -> bool:
+    """BitNet b1.58's second stage: from the midpoint of the run (one definition, for lr and decay)."""
+    return step >= total_steps // 2
+
+
 def lr_multiplier(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float, schedule: str) -> float:
     """Learning-rate factor at ``step``: linear warmup, then cosine decay to ``min_ratio``.
 
-    ``bitnet`` additionally multiplies by 2/3 from the midpoint (BitNet b1.58's second stage).
+    ``bitnet`` additionally multiplies by 2/3 in the second stage (:func:`in_second_stage`).
     """
     if warmup_steps and step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -47,7 +50,7 @@ def lr_multiplier(step: int, *, warmup_steps: int, total_steps: int, min_ratio: 
         return 1.0
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     factor = min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    if schedule == "bitnet" and step >= total_steps // 2:
+    if schedule == "bitnet" and in_second_stage(step, total_steps):
         factor *= 2.0 / 3.0
     return factor
 
@@ -119,6 +122,7 @@ class ZooLitModule(L.LightningModule):
         self.val_nll = SumMetric()
         self.val_tokens = SumMetric()
         self._step_started: float | None = None
+        self.total_steps = 0  # the run's length in optimizer steps, resolved in configure_optimizers
         self.tokenizer = None
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -150,16 +154,18 @@ class ZooLitModule(L.LightningModule):
             lr=hp.lr,
             betas=tuple(hp.betas),
         )
-        total = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else self.trainer.estimated_stepping_batches
+        # Resolved once from the real run length (max_steps, or epochs x batches when it is -1),
+        # so the lr schedule and the weight-decay stage agree on where the middle is.
+        max_steps = self.trainer.max_steps
+        total = max_steps if max_steps and max_steps > 0 else self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError("trainer: the run length is unbounded; set trainer.max_steps or trainer.max_epochs")
+        self.total_steps = total = int(total)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
-            lambda step: lr_multiplier(step, warmup_steps=hp.warmup_steps, total_steps=int(total), min_ratio=hp.min_lr_ratio, schedule=hp.schedule),
+            lambda step: lr_multiplier(step, warmup_steps=hp.warmup_steps, total_steps=total, min_ratio=hp.min_lr_ratio, schedule=hp.schedule),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-    def configure_callbacks(self):
-        every = max(1, int(self.trainer.val_check_interval)) if isinstance(self.trainer.val_check_interval, int) else 100
-        return [ModelCheckpoint(filename="step{step}", every_n_train_steps=every, save_last=True, save_top_k=1)]
 
     # -- steps ----------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -214,7 +220,7 @@ class ZooLitModule(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self._step_started = time.perf_counter()
         hp = self.hparams
-        if hp.schedule == "bitnet" and self.trainer.max_steps and self.global_step >= self.trainer.max_steps // 2:
+        if hp.schedule == "bitnet" and in_second_stage(self.global_step, self.total_steps):
             for group in self.optimizers().param_groups:
                 group["weight_decay"] = 0.0  # BitNet's second stage trains without weight decay
 
@@ -256,8 +262,15 @@ class ZooLitModule(L.LightningModule):
         if self.tokenizer is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoint["zoo_tokenizer_json"] = self.tokenizer.save(tmp).read_text()
+        # Provenance travels with the checkpoint, so `zoo export CKPT` writes the same metrics.json
+        # as the release written at the end of `zoo fit` (plain JSON types: weights-only loadable).
+        checkpoint["zoo_metrics"] = release_metrics(self)
 
     def on_fit_end(self) -> None:
+        if self.trainer.global_step == 0 and not self.trainer.fast_dev_run:
+            if self.trainer.is_global_zero:
+                print("\nno training step ran (trainer.max_steps is 0?): no release written", file=sys.stderr)
+            return
         if self.trainer.is_global_zero and self.tokenizer is not None and not self.trainer.fast_dev_run:
             release = export_release(self, Path(self.trainer.default_root_dir) / "release")
             print(f"\nrelease written to {release}")
@@ -278,10 +291,9 @@ def sample_text(model: Decoder, tokenizer, prompt: str, n_tokens: int, *, temper
     return tokenizer.decode(new[0].tolist())
 
 
-def export_release(module: ZooLitModule, out_dir: str | Path) -> Path:
-    """Writes the release directory of a trained module (see :mod:`zoo.release`)."""
+def release_metrics(module: ZooLitModule) -> dict[str, Any]:
+    """What a release's ``metrics.json`` says of a module's training so far (plain JSON types)."""
     from zoo.bench.common import device_name
-    from zoo.release import save_release
 
     trainer = module.trainer
     datamodule = getattr(trainer, "datamodule", None)
@@ -298,31 +310,12 @@ def export_release(module: ZooLitModule, out_dir: str | Path) -> Path:
         "val_bpb": logged.get("val/bpb"),
         "hparams": {k: v for k, v in module.hparams.items() if k != "arch"},
     }
-    name = Path(trainer.default_root_dir).name
-    return save_release(module.model, module.tokenizer, out_dir, json.loads(json.dumps(metrics)), name=name)
+    return json.loads(json.dumps(metrics))
 
 
-class ZooCLI(LightningCLI):
-    """LightningCLI whose configs may interpolate their own values (``${model.arch.max_seq_len}`` in ``data``).
+def export_release(module: ZooLitModule, out_dir: str | Path) -> Path:
+    """Writes the release directory of a trained module (see :mod:`zoo.release`)."""
+    from zoo.release import save_release
 
-    ``omegaconf+`` resolves interpolations after every config file and override is merged, so
-    ``--model.arch.max_seq_len 64`` also changes ``data.max_seq_len``.
-    """
-
-
-def run_lightning_cli(argv: list[str] | None = None) -> ZooCLI:
-    """Runs ``zoo fit|validate|test|predict``; ``argv=None`` reads the process's command line."""
-    from jsonargparse import set_parsing_settings
-
-    # Configs say ${model.arch.max_seq_len}; under a subcommand that key really is fit.model...,
-    # so absolute interpolation paths are read as relative to the subcommand's config.
-    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
-    return ZooCLI(
-        ZooLitModule,
-        ZooDataModule,
-        args=argv,
-        parser_kwargs={"parser_mode": "omegaconf+"},
-        save_config_kwargs={"overwrite": True},
-        seed_everything_default=1337,
-        auto_configure_optimizers=False,
-    )
+    name = Path(module.trainer.default_root_dir).name
+    return save_release(module.model, module.tokenizer, out_dir, release_metrics(module), name=name)

@@ -8,6 +8,11 @@ import os
 from pathlib import Path
 
 
+def offline_mode() -> bool:
+    """``$ZOO_OFFLINE`` set to 1/true/yes/on: use what is cached, never reach the network."""
+    return os.environ.get("ZOO_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def zoo_home() -> Path:
     """The cache root; created on first use."""
     explicit = os.environ.get("ZOO_HOME")

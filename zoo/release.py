@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,9 @@ def _state_for_saving(model: Decoder, pack: bool) -> dict[str, torch.Tensor]:
 
 def model_card(name: str, config: ModelConfig, metrics: dict[str, Any]) -> str:
     lines = [f"# {name}", "", "A moezoo checkpoint (decoder-only LM).", "", "| choice | value |", "|---|---|"]
-    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "ffn_act", "weight_quant", "act_quant", "sparsity", "k_ratio", "n_experts", "top_k"):
-        lines.append(f"| {key} | {getattr(config, key)} |")
+    resolved = config.resolved().to_dict()
+    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "ffn_act", "weight_quant", "act_quant", "sub_norm", "sparsity", "k_ratio", "n_experts", "top_k"):
+        lines.append(f"| {key} | {resolved[key]} |")
     lines += ["", "## Training", "", "```json", json.dumps(metrics, indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
 
@@ -51,7 +53,7 @@ def save_release(model: Decoder, tokenizer, out_dir: str | Path, metrics: dict[s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(_state_for_saving(model, pack), str(out / "model.safetensors"), metadata={"format": "pt", "moezoo": "1"})
-    (out / "config.yaml").write_text(yaml.safe_dump(model.config.to_dict(), sort_keys=False))
+    (out / "config.yaml").write_text(yaml.safe_dump(model.config.resolved().to_dict(), sort_keys=False))
     tokenizer.save(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     (out / "README.md").write_text(model_card(name, model.config, metrics))
@@ -109,8 +111,8 @@ def load_release_model(directory: str | Path) -> Decoder:
     return load_release(directory)[0]
 
 
-def load_lightning_checkpoint(path: str | Path) -> tuple[Decoder, dict[str, Any], Any]:
-    """(model, hyper-parameters, tokenizer) from a ``zoo fit`` checkpoint, without unpickling objects."""
+def load_lightning_checkpoint(path: str | Path) -> tuple[Decoder, Any, dict[str, Any]]:
+    """(model, tokenizer, metrics) from a ``zoo fit`` checkpoint, without unpickling objects."""
     from zoo.tokenizer import ByteTokenizer, load_tokenizer
 
     path = Path(path)
@@ -128,7 +130,14 @@ def load_lightning_checkpoint(path: str | Path) -> tuple[Decoder, dict[str, Any]
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "tokenizer.json").write_text(checkpoint["zoo_tokenizer_json"])
             tokenizer = load_tokenizer(tmp)
-    return load_weights(model, state, str(path)).eval(), hparams, tokenizer
+    # zoo_metrics: the provenance zoo fit stores with each checkpoint (absent in older ones)
+    metrics = checkpoint.get("zoo_metrics") or {"steps": checkpoint.get("global_step"), "hparams": {k: v for k, v in hparams.items() if k != "arch"}}
+    return load_weights(model, state, str(path)).eval(), tokenizer, metrics
+
+
+def looks_like_a_path(source: str) -> bool:
+    """A source with a folder separator or a file suffix is a path, never a zoo model name."""
+    return "/" in source or os.sep in source or source.endswith((".ckpt", ".safetensors", ".yaml", ".json")) or source.startswith(("~", "."))
 
 
 def load_model_source(source: str | Path, *, hub: str | None = None):
@@ -137,8 +146,9 @@ def load_model_source(source: str | Path, *, hub: str | None = None):
     if path.is_dir():
         return load_release(path)
     if path.is_file():
-        model, _, tokenizer = load_lightning_checkpoint(path)
-        return model, tokenizer, {}
+        return load_lightning_checkpoint(path)
+    if looks_like_a_path(str(source)):
+        raise FileNotFoundError(f"{source}: no such file or directory")
     from zoo.hub import UnknownCheckpointError, download
 
     try:

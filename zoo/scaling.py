@@ -3,7 +3,7 @@ measured on our own runs.
 
 ``zoo scaling run`` trains a sweep of model sizes × top-K sparsity levels × two precisions (full
 precision, and BitNet b1.58 ternary weights with int8 activations, arXiv 2402.17764) through the
-zoo's own training path (:func:`zoo.lit.run_lightning_cli`), and records per run the
+zoo's own training path (:func:`zoo.fit_cli.run_lightning_cli`), and records per run the
 non-embedding parameters ``N``, the activated parameters ``N_a`` measured on data (Q-Sparse
 §3.6), the measured sparsity ``S = 1 − N_a/N`` and the final validation loss, as JSON lines.
 
@@ -53,7 +53,11 @@ def _leaderboard_dir() -> Path:
 
 
 def default_sweep_path() -> Path:
-    return _leaderboard_dir() / "scaling" / "sweep.jsonl"
+    """``./scaling/sweep.jsonl`` under the working directory (the committed sweep lives in
+    ``leaderboard/scaling/``; pass it explicitly to refit or extend it)."""
+    from zoo.bench.common import default_output
+
+    return default_output("scaling") / "sweep.jsonl"
 
 
 # ============================================================================= the sweep
@@ -107,7 +111,7 @@ def train_one(plan: dict[str, Any], *, val_batches: int = 8, account_windows: in
     import torch
 
     from zoo.bench.common import device_name
-    from zoo.lit import run_lightning_cli
+    from zoo.fit_cli import run_lightning_cli
     from zoo.models.accounting import account
 
     started = time.perf_counter()
@@ -605,7 +609,7 @@ def add_scaling_parser(subparsers) -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train the sweep (sizes x sparsities x precisions); one JSON line per run",
                          description=run_sweep.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--out", type=Path, default=None, help="JSON-lines file (default: leaderboard/scaling/sweep.jsonl)")
+    run.add_argument("--out", type=Path, default=None, help="JSON-lines file (default: ./scaling/sweep.jsonl; the committed sweep is leaderboard/scaling/sweep.jsonl)")
     run.add_argument("--dims", type=int, nargs="+", default=list(DEFAULT_DIMS), help="model widths")
     run.add_argument("--k-ratios", type=float, nargs="+", default=list(DEFAULT_K_RATIOS), help="top-K kept fractions (1.0 = dense)")
     run.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
@@ -627,7 +631,7 @@ def add_scaling_parser(subparsers) -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     fit = sub.add_parser("fit", help="fit L(N,S) per precision; write fit.json and fit.png")
-    fit.add_argument("--sweep", type=Path, default=None, help="JSON-lines file (default: leaderboard/scaling/sweep.jsonl)")
+    fit.add_argument("--sweep", type=Path, default=None, help="JSON-lines file (default: ./scaling/sweep.jsonl; the committed sweep is leaderboard/scaling/sweep.jsonl)")
     fit.add_argument("--out-dir", type=Path, default=None, help="where fit.json and fit.png go (default: beside the sweep)")
     fit.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the S* interval (0: none)")
     fit.add_argument("--seed", type=int, default=0)

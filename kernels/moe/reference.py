@@ -43,7 +43,9 @@ def route(
     else:
         experts = (logits.detach().float() + bias.float()).topk(top_k, dim=-1).indices
         weights = probs.gather(-1, experts)
-    if renormalize and top_k > 1:
+    if renormalize:
+        # Top-1 included: its weight becomes exactly 1 (Mixtral / MegaBlocks with normalisation);
+        # Switch-style p_max scaling is renormalize=False.
         weights = weights / weights.sum(dim=-1, keepdim=True)
     return weights, experts
 

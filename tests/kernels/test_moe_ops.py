@@ -8,6 +8,16 @@ from zoo.kernels import moe
 from zoo.kernels.moe import reference
 
 
+def test_route_top1_renormalised_weight_is_one_and_switch_weight_is_pmax():
+    logits = torch.randn(6, 4)
+    probs = torch.softmax(logits, dim=-1)
+    weights, experts = moe.route(logits, 1, renormalize=True)
+    assert torch.equal(weights, torch.ones(6, 1))
+    assert torch.equal(experts[:, 0], probs.argmax(-1))
+    switch, _ = moe.route(logits, 1, renormalize=False)
+    assert torch.equal(switch[:, 0], probs.max(-1).values)
+
+
 def test_route_softmax_topk_and_renormalisation():
     torch.manual_seed(0)
     logits = torch.randn(6, 5)

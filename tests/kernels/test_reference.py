@@ -120,7 +120,15 @@ def test_pack_rejects_non_ternary():
         kernels.pack_ternary(torch.tensor([[2, 0]]))
 
 
-def test_impl_triton_without_kernel_raises_and_bad_impl_names_choices():
+def test_impl_triton_without_kernel_raises_and_bad_impl_names_choices(monkeypatch):
     x = torch.randn(2, 8)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("ZOO_KERNEL", raising=False)
+    from zoo.kernels import moe
+
+    with pytest.raises(NotImplementedError, match="no Triton kernel exists"):
+        moe.route(x, 2, True, impl="triton")  # routing has no Triton kernel
+    with pytest.raises(RuntimeError, match="needs triton installed and a CUDA tensor"):
+        kernels.topk_sparsify(x, 4, impl="triton")  # a kernel exists, but not for a CPU tensor
     with pytest.raises(ValueError, match="impl must be one of"):
         kernels.topk_sparsify(x, 4, impl="cuda")

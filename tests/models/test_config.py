@@ -44,7 +44,9 @@ def test_unknown_field_is_named():
 
 def test_defaults_resolve():
     config = ModelConfig(n_heads=8, weight_quant="ternary")
-    assert config.n_kv_heads == 8 and config.sub_norm is True
-    assert ModelConfig().sub_norm is False
+    assert config.kv_heads == 8 and config.has_sub_norm is True
+    assert config.n_kv_heads is None and config.sub_norm is None  # resolved when read, never written back
+    assert config.resolved().n_kv_heads == 8 and config.resolved().sub_norm is True
+    assert ModelConfig().has_sub_norm is False
     assert ModelConfig(k_ratio=0.7).n_kept(10) == 7  # floor without binary-rounding surprises
     assert ModelConfig(n_experts=4, top_k=2, expert_ffn_dim=64).hidden_dim == 64

@@ -96,7 +96,10 @@ def test_sparsity_only_at_the_four_sites_and_never_on_embeddings_or_head():
 def test_tied_head_shares_the_embedding():
     model = Decoder(ModelConfig(**TINY))
     assert model.lm_head.weight is model.tok_embeddings.weight
-    assert Decoder(ModelConfig(**TINY, tie_embeddings=False)).lm_head.weight is not None
+    untied = Decoder(ModelConfig(**TINY, tie_embeddings=False))
+    assert untied.lm_head.weight is not untied.tok_embeddings.weight
+    assert untied.lm_head.weight.data_ptr() != untied.tok_embeddings.weight.data_ptr()
+    assert "lm_head.weight" in dict(untied.named_parameters())  # a parameter of its own, trained apart
 
 
 def test_sequence_longer_than_max_seq_len_is_refused():

@@ -32,7 +32,7 @@ def naive_moe(m: MoEFeedForward, x: torch.Tensor) -> torch.Tensor:
     rows = []
     for t in range(flat.shape[0]):
         weights, experts = probs[t].topk(m.top_k)
-        if m.renormalize and m.top_k > 1:
+        if m.renormalize:
             weights = weights / weights.sum()
         token = m.w_gate_up.transform_input(flat[t : t + 1])
         acc = torch.zeros(1, flat.shape[-1])
@@ -62,6 +62,8 @@ VARIANTS = {
     "relu2-norenorm": dict(ffn_act="relu2", renormalize_router=False, top_k=3),
     "bitnet-qsparse-shared": dict(weight_quant="ternary", act_quant="int8", sparsity="topk", k_ratio=0.5, n_shared_experts=1),
     "block-relu2-fine": dict(ffn_act="relu2", sparsity="block", k_ratio=0.5, block_size=8, expert_ffn_dim=16, n_experts=8),
+    "top1-renorm": dict(top_k=1),  # weight 1.0 per token (Mixtral / MegaBlocks normalisation)
+    "top1-switch": dict(top_k=1, renormalize_router=False),  # weight p_max (Switch)
 }
 
 
@@ -353,7 +355,7 @@ def test_bias_balancing_moves_selection_towards_balance():
     assert m.tokens_per_expert.max() < 32
     # The bias picks experts; weights stay the unbiased probabilities of the picked experts.
     logits = m.router(x)
-    weights, experts = moe_ops.route(logits, 1, True, m.selection_bias)
+    weights, experts = moe_ops.route(logits, 1, False, m.selection_bias)
     torch.testing.assert_close(weights, torch.softmax(logits, -1).gather(-1, experts))
     m.eval()
     before = m.selection_bias.clone()
@@ -439,7 +441,10 @@ def test_measured_sparsity_of_expert_inputs():
 def test_meta_device_construction_for_accounting():
     with torch.device("meta"):
         model = Decoder(moe_config(n_experts=8, top_k=2, dim=64, ffn_dim=128))
-    assert account(model).activated_params > 0
+    # Per layer: q/k/v + o (4·dim²), the router (dim·E), and k of E experts' gate/up + down.
+    dim, hidden, experts, k, layers = 64, 128, 8, 2, 2
+    per_layer = 4 * dim * dim + dim * experts + k * (dim * 2 * hidden + hidden * dim)
+    assert account(model).activated_params == pytest.approx(layers * per_layer)
 
 
 @pytest.mark.gpu

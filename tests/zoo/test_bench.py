@@ -41,3 +41,22 @@ def test_bench_kernels_cpu_quick(tmp_path):
     assert main(["bench", "kernels", "--quick", "--out", str(out)]) == 0
     ops = {r["op"] for r in read_records(out)}
     assert {"sparse_input_linear", "topk_int8_quantize"} <= ops
+
+
+def test_bench_writes_into_the_working_directory_by_default(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import zoo
+
+    checkout = Path(zoo.__file__).resolve().parents[1]
+    before = {p.name: p.stat().st_size for p in (checkout / "leaderboard").iterdir()}
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "train", "--quick", "--config", "dense-tiny"]) == 0
+    read_records(tmp_path / "bench_train.jsonl")
+    assert {p.name: p.stat().st_size for p in (checkout / "leaderboard").iterdir()} == before
+
+
+def test_publish_needs_an_explicit_store(capsys):
+    with pytest.raises(SystemExit):
+        main(["publish", "some/release", "name"])
+    assert "--store" in capsys.readouterr().err

