@@ -56,3 +56,16 @@ def test_corrupted_store_file_fails_the_download_and_leaves_no_file(hub, tmp_pat
     assert main(["download", "toy-tiny"]) == 1
     assert "sha256" in capsys.readouterr().err.lower()
     assert not (tmp_path / "home" / "checkpoints" / "toy-tiny" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", ["bitnet-tiny", "bitnet-qsparse-tiny", "bitnet-qsparse-moe-tiny"])
+def test_shipped_ternary_checkpoints_carry_sub_norms_and_load_by_name(name, tmp_path, monkeypatch):
+    from zoo.hub import shipped_store
+
+    monkeypatch.setenv("ZOO_HUB", shipped_store().as_uri())
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path))
+    model = zoo.create_model(name, pretrained=True)
+    assert model.config.has_sub_norm and model.config.sub_norm is True  # written out in the release
+    assert "layers.0.attn.sub_norm.weight" in model.state_dict()
+    # the registry builds the same architecture that was trained and released
+    assert {k: v.shape for k, v in zoo.create_model(name).state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
