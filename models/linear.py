@@ -40,7 +40,36 @@ def frozen_cache(module: nn.Module, tag: str, compute: Callable[[], torch.Tensor
     return cache[tag][1]
 
 
-class SparseProjection(nn.Module):
+class ZeroCounting:
+    """Counts the zero inputs a projection sees while ``record_input_zeros`` is on (Q-Sparse §3.6).
+
+    Shared by the training-form projections and the packed inference form; the owner defines
+    ``sparsity``, ``n_keep``, ``block_size`` and ``in_features``.
+    """
+
+    record_input_zeros = False
+    input_zeros = 0
+    input_numel = 0
+
+    def observe(self, x: torch.Tensor) -> None:
+        """Counts the zeros of an already transformed input while recording is on."""
+        if self.record_input_zeros:
+            self.input_zeros += int((x == 0).sum())
+            self.input_numel += x.numel()
+
+    @property
+    def nominal_input_sparsity(self) -> float:
+        """Zero fraction the top-K rule alone guarantees: 1 − K/D (natural zeros come on top)."""
+        width = self.block_size if self.sparsity == "block" else self.in_features
+        return 1.0 - self.n_keep / width
+
+    @property
+    def input_sparsity(self) -> float | None:
+        """Measured fraction of zero inputs since recording started (None if nothing recorded)."""
+        return self.input_zeros / self.input_numel if self.input_numel else None
+
+
+class SparseProjection(ZeroCounting, nn.Module):
     """What every zoo projection shares, whatever the shape of its weight: the BitNet / Q-Sparse
     choices, the input transform ``S(Q_x(x))`` and the counting of zero inputs (Q-Sparse §3.6).
 
@@ -70,9 +99,6 @@ class SparseProjection(nn.Module):
         self.site = site  # which Q-Sparse site this projection is: attn_in, attn_out, ffn_in, ffn_down
         self.block_size = block_size
         self.n_keep = self._kept_channels(k_ratio, block_size)
-        self.record_input_zeros = False
-        self.input_zeros = 0
-        self.input_numel = 0
         nn.init.normal_(self.weight, std=0.02)
 
     @staticmethod
@@ -107,23 +133,6 @@ class SparseProjection(nn.Module):
         if self.act_quant == "int8":
             x = kernels.int8_quantize(x, impl=impl)
         return x
-
-    def observe(self, x: torch.Tensor) -> None:
-        """Counts the zeros of an already transformed input while recording is on."""
-        if self.record_input_zeros:
-            self.input_zeros += int((x == 0).sum())
-            self.input_numel += x.numel()
-
-    @property
-    def nominal_input_sparsity(self) -> float:
-        """Zero fraction the top-K rule alone guarantees: 1 − K/D (natural zeros come on top)."""
-        width = self.block_size if self.sparsity == "block" else self.in_features
-        return 1.0 - self.n_keep / width
-
-    @property
-    def input_sparsity(self) -> float | None:
-        """Measured fraction of zero inputs since recording started (None if nothing recorded)."""
-        return self.input_zeros / self.input_numel if self.input_numel else None
 
     def extra_repr(self) -> str:
         parts = [f"in={self.in_features}", f"out={self.out_features}", f"site={self.site}"]

@@ -6,14 +6,34 @@ Kept light on purpose: importing ``zoo`` loads neither Lightning nor Triton, so 
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "list_models", "__version__"]
+__all__ = ["create_model", "generate", "list_models", "to_inference", "__version__"]
 
 
-def create_model(name: str, pretrained: bool = False, **overrides):
-    """Build a registered zoo model by name (e.g. ``"bitnet-qsparse-tiny"``); see :mod:`zoo.registry`."""
+def create_model(name: str, pretrained: bool = False, inference: bool = False, **overrides):
+    """Build a registered zoo model by name (e.g. ``"bitnet-qsparse-tiny"``); see :mod:`zoo.registry`.
+
+    ``inference=True`` gives the inference form: packed 2-bit ternary weights run by the packed kernels.
+    """
     from zoo.registry import create_model as _create
 
-    return _create(name, pretrained=pretrained, **overrides)
+    return _create(name, pretrained=pretrained, inference=inference, **overrides)
+
+
+def to_inference(model):
+    """Converts a trained model in place into its inference form (see :mod:`zoo.models.inference`)."""
+    from zoo.models.inference import to_inference as _convert
+
+    return _convert(model)
+
+
+def generate(model, prompt_ids, max_new_tokens: int, *, temperature: float = 0.0, top_k=None, top_p=None, seed=None):
+    """Continues ``prompt_ids`` (``[B, T]`` token ids) by ``max_new_tokens``; greedy by default.
+
+    Returns only the new tokens, ``[B, max_new_tokens]``; sampling is reproducible from ``seed``.
+    """
+    from zoo.models.generate import generate as _generate
+
+    return _generate(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
 
 
 def list_models() -> list[str]:

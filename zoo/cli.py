@@ -69,7 +69,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from zoo.models.generate import generate
     from zoo.release import load_model_source
 
-    model, tokenizer, _ = load_model_source(args.source, hub=args.hub)
+    model, tokenizer, _ = load_model_source(args.source, hub=args.hub, inference=True)
     ids = torch.tensor([tokenizer.encode(args.prompt)])
     new = generate(model, ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     print(args.prompt + tokenizer.decode(new[0].tolist()))

@@ -105,7 +105,7 @@ def zoo_lm_class() -> type:
                     raise ValueError("ZooLM needs pretrained=NAME_OR_DIR, or model= and tokenizer=")
                 from zoo.release import load_model_source
 
-                model, tokenizer, _ = load_model_source(str(pretrained), hub=hub)
+                model, tokenizer, _ = load_model_source(str(pretrained), hub=hub, inference=True)
             elif tokenizer is None:
                 raise ValueError("ZooLM: a model given directly needs its tokenizer too")
             device = device or "cpu"

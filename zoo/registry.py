@@ -43,8 +43,12 @@ def config_path(name: str) -> Path:
 
 def load_yaml(path: Path) -> dict[str, Any]:
     """A config file as plain data, with OmegaConf interpolations resolved."""
-    from omegaconf import OmegaConf
+    try:
+        from omegaconf import OmegaConf
+    except ImportError:  # a machine with only torch (a lent GPU): the arch sections interpolate nothing
+        import yaml
 
+        return yaml.safe_load(path.read_text())
     try:
         loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except Exception as error:  # omegaconf raises several types for syntax and interpolation errors
@@ -66,15 +70,25 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
     return arch_from_yaml(config_path(name), **overrides)
 
 
-def create_model(name: str, pretrained: bool = False, **overrides: Any):
-    """A :class:`~zoo.models.Decoder` for a registered name; ``pretrained`` loads the released weights."""
+def create_model(name: str, pretrained: bool = False, inference: bool = False, **overrides: Any):
+    """A :class:`~zoo.models.Decoder` for a registered name; ``pretrained`` loads the released weights.
+
+    ``inference=True`` returns the inference form (:func:`zoo.models.inference.to_inference`):
+    ternary projections packed at 2 bits with no latent copy, run by the packed kernels, in eval mode.
+    """
     if pretrained:
         from zoo.release import load_release_model
         from zoo.hub import download
 
         if overrides:
             raise ValueError("create_model: overrides cannot change a pretrained model's architecture")
-        return load_release_model(download(name))
-    from zoo.models.decoder import Decoder
+        model = load_release_model(download(name))
+    else:
+        from zoo.models.decoder import Decoder
 
-    return Decoder(model_config(name, **overrides))
+        model = Decoder(model_config(name, **overrides))
+    if inference:
+        from zoo.models.inference import to_inference
+
+        model = to_inference(model)
+    return model

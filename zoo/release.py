@@ -140,8 +140,21 @@ def looks_like_a_path(source: str) -> bool:
     return "/" in source or os.sep in source or source.endswith((".ckpt", ".safetensors", ".yaml", ".json")) or source.startswith(("~", "."))
 
 
-def load_model_source(source: str | Path, *, hub: str | None = None):
-    """(model, tokenizer, metrics) from a release directory, a ``.ckpt`` file, or a zoo name (downloaded)."""
+def load_model_source(source: str | Path, *, hub: str | None = None, inference: bool = False):
+    """(model, tokenizer, metrics) from a release directory, a ``.ckpt`` file, or a zoo name (downloaded).
+
+    ``inference=True`` converts the model into its inference form (packed ternary weights run by
+    the packed kernels, see :mod:`zoo.models.inference`), which generation and evaluation use.
+    """
+    model, tokenizer, metrics = _load_model_source(source, hub=hub)
+    if inference:
+        from zoo.models.inference import to_inference
+
+        model = to_inference(model)
+    return model, tokenizer, metrics
+
+
+def _load_model_source(source: str | Path, *, hub: str | None = None):
     path = Path(source)
     if path.is_dir():
         return load_release(path)

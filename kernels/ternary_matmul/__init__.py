@@ -38,8 +38,16 @@ def ternary_linear(
 
 
 def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, impl: str = "auto") -> torch.Tensor:
-    """The exact integer accumulator ``x_q · W_qᵀ`` (int32) of int8 activations."""
-    if resolve_impl(impl, x_q, op="ternary_accumulate", has_triton=HAS_TRITON) == "triton":
+    """The exact integer accumulator ``x_q · W_qᵀ`` (int32) of int8 activations.
+
+    ``cpu``: the compiled kernel, which reads only the packed rows of each row's non-zero channels.
+    """
+    chosen = resolve_impl(impl, x_q, op="ternary_accumulate", has_triton=HAS_TRITON, has_cpu=True)
+    if chosen == "cpu":
+        from zoo.kernels.ternary_matmul import _compiled
+
+        return _compiled.ternary_accumulate(x_q, packed, n_out)
+    if chosen == "triton":
         from zoo.kernels.ternary_matmul import _triton
 
         if x_q.dtype != torch.int8:
@@ -47,6 +55,60 @@ def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, i
         # fp32 sums of int8·{-1,0,1} are exact integers while |acc| < 2**24 (K up to 132k)
         return _triton.ternary_gemv(x_q, packed, 1.0, n_out, accumulate_only=True).to(torch.int32)
     return reference.ternary_accumulate(x_q, packed, n_out)
+
+
+def packed_ternary_linear(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    alpha: torch.Tensor,
+    n_out: int,
+    bias: torch.Tensor | None = None,
+    *,
+    sparsity: str = "none",
+    n_keep: int = 0,
+    block_size: int = 1,
+    impl: str = "auto",
+    scratch=None,
+) -> tuple[torch.Tensor, int]:
+    """The inference form's whole projection: top-K / N:M, int8, packed ternary GEMV, rescale.
+
+    Returns ``(y fp32 [..., n_out], number of non-zero int8 inputs)``. ``cpu``: one call of the
+    compiled kernel (``scratch``: a reusable :class:`_compiled.PackedLinearScratch`); ``torch``:
+    the reference, equal to it bit for bit.
+    """
+    if sparsity not in ("none", "topk", "block"):
+        raise ValueError(f"packed_ternary_linear: sparsity must be none, topk or block, got {sparsity!r}")
+    if resolve_impl(impl, x, op="packed_ternary_linear", has_triton=False, has_cpu=True) == "cpu":
+        from zoo.kernels.ternary_matmul import _compiled
+
+        return _compiled.packed_linear(x, packed, float(alpha), n_out, bias, sparsity, n_keep, block_size, scratch)
+    return reference.packed_ternary_linear(x, packed, alpha, n_out, bias, sparsity, n_keep, block_size)
+
+
+def sparse_projection(
+    x: torch.Tensor,
+    weight_t: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    sparsity: str = "topk",
+    n_keep: int = 0,
+    block_size: int = 1,
+    impl: str = "auto",
+    scratch=None,
+) -> tuple[torch.Tensor, int]:
+    """The inference form of a full-precision Q-Sparse projection: ``(x ⊙ M) · weight_t (+ b)``.
+
+    ``weight_t`` is the transposed weight ``[K, N]`` (fp32 or bf16) so each input channel is one
+    row; ``cpu`` reads only the rows of the kept channels (one compiled call, fp32 sums in another
+    order than the reference: equal to it within fp32 rounding). Returns ``(y fp32, kept inputs)``.
+    """
+    if sparsity not in ("none", "topk", "block"):
+        raise ValueError(f"sparse_projection: sparsity must be none, topk or block, got {sparsity!r}")
+    if resolve_impl(impl, x, op="sparse_projection", has_triton=False, has_cpu=True) == "cpu":
+        from zoo.kernels.ternary_matmul import _compiled
+
+        return _compiled.sparse_linear(x, weight_t, bias, sparsity, n_keep, block_size, scratch)
+    return reference.sparse_projection(x, weight_t, bias, sparsity, n_keep, block_size)
 
 
 def ternary_matmul(x: torch.Tensor, weight: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
@@ -60,4 +122,4 @@ def ternary_matmul(x: torch.Tensor, weight: torch.Tensor, *, impl: str = "auto")
     return torch.nn.functional.linear(x, ternary_quantize(weight))
 
 
-__all__ = ["sparse_input_linear", "sparse_ternary_linear", "ternary_accumulate", "ternary_linear", "ternary_matmul"]
+__all__ = ["packed_ternary_linear", "sparse_projection", "sparse_input_linear", "sparse_ternary_linear", "ternary_accumulate", "ternary_linear", "ternary_matmul"]

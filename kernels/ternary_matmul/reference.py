@@ -42,3 +42,43 @@ def ternary_linear(
         raise ValueError("ternary_linear: int8 activations need their x_scale")
     weight = unpack_ternary(packed, n_out).float()
     return (torch.nn.functional.linear(x.float(), weight) * alpha).to(x.dtype)
+
+
+def packed_ternary_linear(
+    x: torch.Tensor, packed: torch.Tensor, alpha: torch.Tensor, n_out: int, bias: torch.Tensor | None, sparsity: str, n_keep: int, block_size: int
+) -> tuple[torch.Tensor, int]:
+    """(``y`` fp32, non-zero inputs): ``x`` sparsified (top-K per row or N:M, exactly ``n_keep``),
+    absmax int8 quantised per row, the exact integer product with the packed ternary weight, then
+    ``y = acc · (α / s) (+ b)``: the inference form of a BitNet b1.58 + Q-Sparse projection."""
+    from zoo.kernels.quant.reference import int8_quantize_values
+    from zoo.kernels.topk.reference import block_topk_mask, topk_mask
+
+    x32 = x.detach().float()
+    values, scale = int8_quantize_values(x32)
+    if sparsity == "topk":
+        values = values * topk_mask(x32, n_keep)
+    elif sparsity == "block":
+        values = values * block_topk_mask(x32, n_keep, block_size)
+    q = values.to(torch.int8)
+    y = ternary_accumulate(q, packed, n_out).to(torch.float32) * (alpha.float() / scale)
+    if bias is not None:
+        y = y + bias.float()
+    return y, int((q != 0).sum())
+
+
+def sparse_projection(
+    x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None, sparsity: str, n_keep: int, block_size: int
+) -> tuple[torch.Tensor, int]:
+    """(``y`` fp32, kept non-zero inputs): ``(x ⊙ M) · weight_t (+ b)`` with M the top-K (or N:M)
+    mask of Q-Sparse and ``weight_t`` the transposed ``[K, N]`` weight, summed in fp32."""
+    from zoo.kernels.topk.reference import block_topk_mask, topk_mask
+
+    x32 = x.detach().float()
+    if sparsity == "topk":
+        x32 = x32 * topk_mask(x32, n_keep)
+    elif sparsity == "block":
+        x32 = x32 * block_topk_mask(x32, n_keep, block_size)
+    y = x32 @ weight_t.float()
+    if bias is not None:
+        y = y + bias.float()
+    return y, int((x32 != 0).sum())

@@ -81,6 +81,26 @@ def median_time(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 15, de
     return statistics.median(times)
 
 
+def interleaved_median_times(candidates: dict[str, Callable[[], Any]], *, warmup: int = 1, repeats: int = 5, device: str | torch.device = "cpu") -> dict[str, float]:
+    """Median wall time of each candidate, timed round by round (A B C, A B C, ...) so that drift
+    of the machine (another job, clocks) hits every candidate alike, as benchmarks.md asks."""
+    cuda = torch.device(device).type == "cuda"
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            if cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if cuda:
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def record(op: str, *, time_s: float, baseline_s: float, baseline: str, device: str | torch.device = "cpu", **fields: Any) -> dict[str, Any]:
     """One measurement: ``speedup = baseline_s / time_s`` plus the environment."""
     return {

@@ -1,46 +1,70 @@
-"""Greedy decoding throughput of zoo entries against the dense entry of the same size, in one process.
+"""Greedy decoding speed of the zoo's inference engine against plain fp32 dense of the same size.
 
-Tokens per second of :func:`zoo.models.generate.generate` with the KV cache at batch 1, the
-path a user's ``zoo generate`` takes. Weights are random: speed does not depend on their values
-except through the sparsity pattern, which top-K fixes per token.
+Batch 1, a 16-token prompt, the KV cache, :func:`zoo.generate` (what ``zoo generate`` runs). Each
+entry is measured in its inference form (:mod:`zoo.models.inference`: ternary projections packed
+at 2 bits and run by the compiled kernel); the baseline is ``create_model("dense-<size>")`` as a
+user has it without the engine, in fp32. All models of one size are timed in one process,
+interleaved round by round. ``tiny`` entries use their shipped weights where the store has them
+(speed of top-K and MoE depends on what the weights route and keep); ``small`` ones are random.
+Each record also gives the bytes of tensors the inference model holds.
 """
 from __future__ import annotations
 
 import torch
 
-from zoo.bench.common import median_time, record
-from zoo.models.decoder import Decoder
-from zoo.models.generate import generate
-from zoo.registry import list_models, model_config
+from zoo.bench.common import interleaved_median_times, record
+from zoo.models.inference import tensor_bytes, to_inference
+from zoo.registry import list_models
+
+PROMPT_TOKENS = 16
 
 
-def decode_time(config, *, new_tokens: int, device: str, repeats: int) -> float:
+def load_entry(name: str):
+    """(training-form model, where its weights come from): shipped weights if published, else random."""
+    import zoo
+    from zoo.hub import load_manifest
+
     torch.manual_seed(0)
-    model = Decoder(config).to(device).eval()
-    prompt = torch.randint(0, config.vocab_size, (1, 16), device=device)
-    return median_time(lambda: generate(model, prompt, new_tokens, temperature=0.0), warmup=1, repeats=repeats, device=device)
+    if name in load_manifest()["checkpoints"]:
+        return zoo.create_model(name, pretrained=True), "shipped"
+    return zoo.create_model(name).eval(), "random"
 
 
-def run(device: str = "cpu", quick: bool = False, configs: list[str] | None = None) -> list[dict]:
-    size = "small" if device.startswith("cuda") else "tiny"
-    names = configs or [n for n in list_models() if n.endswith(f"-{size}")]
-    new_tokens, repeats = (16, 3) if quick else (64, 5)
-    baseline_name = f"dense-{size}"
-    baseline = decode_time(model_config(baseline_name), new_tokens=new_tokens, device=device, repeats=repeats)
-    records = []
-    for name in names:
-        seconds = baseline if name == baseline_name else decode_time(model_config(name), new_tokens=new_tokens, device=device, repeats=repeats)
-        records.append(
-            record(
-                "greedy_decode",
-                entry=name,
-                batch=1,
-                new_tokens=new_tokens,
-                tokens_per_s=new_tokens / seconds,
-                time_s=seconds,
-                baseline=baseline_name,
-                baseline_s=baseline,
-                device=device,
-            )
-        )
-    return records
+def run(device: str = "cpu", quick: bool = False, configs: list[str] | None = None, threads: int | None = 2) -> list[dict]:
+    """One record per entry: tokens/s of its inference form, the same-run dense ratio, tensor bytes."""
+    import zoo
+
+    if threads:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+    try:
+        names = configs or [n for n in list_models() if n.endswith(("-tiny", "-small"))]
+        new_tokens, repeats = (8, 2) if quick else (64, 5)
+        records = []
+        for size in ("tiny", "small"):
+            chosen = [n for n in names if n.endswith(f"-{size}")]
+            if not chosen:
+                continue
+            baseline_name = f"dense-{size}"
+            torch.manual_seed(0)
+            models = {f"{baseline_name} (plain fp32)": zoo.create_model(baseline_name).eval().to(device)}
+            sources = {}
+            for name in chosen:
+                model, sources[name] = load_entry(name)
+                models[name] = to_inference(model).to(device)
+            vocab = next(iter(models.values())).config.vocab_size
+            prompt = torch.randint(0, vocab, (1, PROMPT_TOKENS), generator=torch.Generator().manual_seed(0)).to(device)
+            candidates = {label: (lambda m=m: zoo.generate(m, prompt, new_tokens)) for label, m in models.items()}
+            seconds = interleaved_median_times(candidates, warmup=1, repeats=repeats, device=device)
+            baseline_label = f"{baseline_name} (plain fp32)"
+            for name in chosen:
+                records.append(record(
+                    "greedy_decode", entry=name, form="inference", weights=sources[name], batch=1, prompt_tokens=PROMPT_TOKENS,
+                    new_tokens=new_tokens, tokens_per_s=new_tokens / seconds[name], time_s=seconds[name],
+                    baseline=baseline_label, baseline_s=seconds[baseline_label], baseline_tokens_per_s=new_tokens / seconds[baseline_label],
+                    tensor_bytes=tensor_bytes(models[name]), baseline_tensor_bytes=tensor_bytes(models[baseline_label]), device=device,
+                ))
+        return records
+    finally:
+        if threads:
+            torch.set_num_threads(previous)

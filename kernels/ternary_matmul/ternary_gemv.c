@@ -1,0 +1,412 @@
+/* Packed ternary x int8 GEMV for CPUs: BitNet b1.58 weights (arXiv 2402.17764) read only for the
+ * input channels that Q-Sparse's top-K (arXiv 2407.10969) kept.
+ *
+ * Layout (zoo.kernels.pack): packed[k][j] holds outputs 4j..4j+3 of input channel k as codes
+ * w + 1 in {0, 1, 2}, two bits each (output 4j+i in bits 2i). One byte row of nb = ceil(N/4)
+ * bytes per input channel, so a zero input channel is one row never read.
+ *
+ * Result: acc[n] = sum_k x[k] * w[n][k], exact in int32 (the caller scales by alpha / x_scale).
+ *
+ * AVX2 path: two kept channels at a time. Their codes are interleaved byte by byte and multiplied
+ * with the pair (x[k1], x[k2]) by one vpmaddubsw (unsigned codes x signed activations, summed in
+ * pairs into int16), i.e. c1*x1 + c2*x2 per output. Since c = w + 1, the accumulator is
+ * sum(w*x) + sum(x) over the kept channels; the constant sum(x) is subtracted once at the end.
+ The rows stream in order (pairs outside, 32-byte slices inside) into int16 accumulators
+ * that stay in L1; those are flushed to int32 every 64 pairs (|c1*x1 + c2*x2| <= 2*2*127 = 508
+ * and 64 * 508 < 32768), so nothing overflows.
+ * The scalar path computes the same sums directly and serves other CPUs and the row tails.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define ZOO_X86 1
+#endif
+
+#define PAIRS_PER_FLUSH 64
+
+static void gemv_scalar_bytes(const uint8_t *packed, int64_t nb, const int8_t *x, const int32_t *kept, int64_t n_kept,
+                              int64_t j0, int64_t j1, int32_t *acc) {
+    for (int64_t t = 0; t < n_kept; ++t) {
+        const int32_t k = kept[t];
+        const int32_t q = x[k];
+        const uint8_t *row = packed + (int64_t)k * nb;
+        for (int64_t j = j0; j < j1; ++j) {
+            const uint8_t b = row[j];
+            acc[4 * j + 0] += ((int32_t)(b & 3) - 1) * q;
+            acc[4 * j + 1] += ((int32_t)((b >> 2) & 3) - 1) * q;
+            acc[4 * j + 2] += ((int32_t)((b >> 4) & 3) - 1) * q;
+            acc[4 * j + 3] += ((int32_t)((b >> 6) & 3) - 1) * q;
+        }
+    }
+}
+
+#ifdef ZOO_X86
+/* One block of at most PAIRS_PER_FLUSH channel pairs over the slices [s0, s1) of 32 bytes (128
+ * outputs each). For each slice the eight int16 accumulators stay in registers while the block's
+ * pairs stream past, then go to the int32 sums (acc32, "permuted" layout: slice s, vector
+ * r = 2*i + h for shift i and unpacklo/hi h, lane e). Slice s + 1 reads the other half of the
+ * 64-byte lines slice s just brought into L1, so each weight line comes from memory once. */
+__attribute__((target("avx2"))) static void avx2_block(const uint8_t *const *ra, const uint8_t *const *rb, const __m256i *xq, int pairs,
+                                                       int64_t s0, int64_t s1, int32_t *acc32) {
+    const __m256i low2 = _mm256_set1_epi8(3);
+    for (int64_t s = s0; s < s1; ++s) {
+        __m256i regs[8];
+        for (int r = 0; r < 8; ++r) regs[r] = _mm256_setzero_si256();
+        for (int p = 0; p < pairs; ++p) {
+            const __m256i a = _mm256_loadu_si256((const __m256i *)(ra[p] + 32 * s));
+            const __m256i b = _mm256_loadu_si256((const __m256i *)(rb[p] + 32 * s));
+            for (int i = 0; i < 4; ++i) {
+                const __m256i ca = _mm256_and_si256(_mm256_srli_epi16(a, 2 * i), low2);
+                const __m256i cb = _mm256_and_si256(_mm256_srli_epi16(b, 2 * i), low2);
+                regs[2 * i] = _mm256_add_epi16(regs[2 * i], _mm256_maddubs_epi16(_mm256_unpacklo_epi8(ca, cb), xq[p]));
+                regs[2 * i + 1] = _mm256_add_epi16(regs[2 * i + 1], _mm256_maddubs_epi16(_mm256_unpackhi_epi8(ca, cb), xq[p]));
+            }
+        }
+        int32_t *dst = acc32 + 128 * s;
+        for (int r = 0; r < 8; ++r) {
+            __m256i *lo = (__m256i *)(dst + 16 * r), *hi = (__m256i *)(dst + 16 * r + 8);
+            _mm256_storeu_si256(lo, _mm256_add_epi32(_mm256_loadu_si256(lo), _mm256_cvtepi16_epi32(_mm256_castsi256_si128(regs[r]))));
+            _mm256_storeu_si256(hi, _mm256_add_epi32(_mm256_loadu_si256(hi), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(regs[r], 1))));
+        }
+    }
+}
+
+/* The same sums for wide rows (nb > WIDE_ROW_BYTES): pairs outside and slices inside, so each
+ * pair's two rows stream from memory in order (two prefetchable streams instead of 128), with
+ * the int16 accumulators of all slices in acc16 (L1/L2) and added to acc32 every block. */
+#define WIDE_ROW_BYTES 2048
+__attribute__((target("avx2"))) static void avx2_block_streaming(const uint8_t *const *ra, const uint8_t *const *rb, const __m256i *xq,
+                                                                 int pairs, int64_t s0, int64_t s1, int16_t *acc16, int32_t *acc32) {
+    const __m256i low2 = _mm256_set1_epi8(3);
+    memset(acc16 + 128 * s0, 0, sizeof(int16_t) * 128 * (s1 - s0));
+    for (int p = 0; p < pairs; ++p) {
+        for (int64_t s = s0; s < s1; ++s) {
+            const __m256i a = _mm256_loadu_si256((const __m256i *)(ra[p] + 32 * s));
+            const __m256i b = _mm256_loadu_si256((const __m256i *)(rb[p] + 32 * s));
+            __m256i *acc = (__m256i *)(acc16 + 128 * s);
+            for (int i = 0; i < 4; ++i) {
+                const __m256i ca = _mm256_and_si256(_mm256_srli_epi16(a, 2 * i), low2);
+                const __m256i cb = _mm256_and_si256(_mm256_srli_epi16(b, 2 * i), low2);
+                acc[2 * i] = _mm256_add_epi16(acc[2 * i], _mm256_maddubs_epi16(_mm256_unpacklo_epi8(ca, cb), xq[p]));
+                acc[2 * i + 1] = _mm256_add_epi16(acc[2 * i + 1], _mm256_maddubs_epi16(_mm256_unpackhi_epi8(ca, cb), xq[p]));
+            }
+        }
+    }
+    for (int64_t n = 128 * s0; n < 128 * s1; n += 8) {
+        __m256i *dst = (__m256i *)(acc32 + n);
+        _mm256_storeu_si256(dst, _mm256_add_epi32(_mm256_loadu_si256(dst), _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(acc16 + n)))));
+    }
+}
+
+/* Every kept pair over slices [s0, s1), PAIRS_PER_FLUSH pairs a block (int16 sums cannot
+ * overflow within one), then the results un-permuted into out (natural order, minus sum(x):
+ * the codes are w + 1). */
+__attribute__((target("avx2"))) static void avx2_slices(const uint8_t *packed, int64_t nb, const int8_t *x, const int32_t *kept, int64_t n_kept,
+                                                        int32_t sum_x, int64_t s0, int64_t s1, int16_t *acc16, int32_t *acc32, int32_t *out) {
+    memset(acc32 + 128 * s0, 0, sizeof(int32_t) * 128 * (s1 - s0));
+    const uint8_t *ra[PAIRS_PER_FLUSH], *rb[PAIRS_PER_FLUSH];
+    __m256i xq[PAIRS_PER_FLUSH];
+    for (int64_t t0 = 0; t0 < n_kept; t0 += 2 * PAIRS_PER_FLUSH) {
+        int pairs = 0;
+        for (int64_t t = t0; t < n_kept && t < t0 + 2 * PAIRS_PER_FLUSH; t += 2, ++pairs) {
+            const int32_t k1 = kept[t];
+            const int has_pair = t + 1 < n_kept;
+            const int32_t k2 = has_pair ? kept[t + 1] : k1;
+            const int8_t q1 = x[k1];
+            const int8_t q2 = has_pair ? x[k2] : 0; /* an odd channel pairs with a zero activation */
+            xq[pairs] = _mm256_set1_epi16((int16_t)(((uint16_t)(uint8_t)q2 << 8) | (uint8_t)q1));
+            ra[pairs] = packed + (int64_t)k1 * nb;
+            rb[pairs] = packed + (int64_t)k2 * nb;
+        }
+        if (nb > WIDE_ROW_BYTES) avx2_block_streaming(ra, rb, xq, pairs, s0, s1, acc16, acc32);
+        else avx2_block(ra, rb, xq, pairs, s0, s1, acc32);
+    }
+    /* Within a 128-bit lane, unpacklo took bytes 0..7 and unpackhi bytes 8..15 of that lane. */
+    for (int64_t s = s0; s < s1; ++s) {
+        for (int r = 0; r < 8; ++r) {
+            const int i = r / 2, h = r % 2;
+            const int32_t *v = acc32 + 128 * s + 16 * r;
+            for (int e = 0; e < 16; ++e) {
+                const int64_t byte = 32 * s + (e < 8 ? e : e + 8) + 8 * h;
+                out[4 * byte + i] = v[e] - sum_x;
+            }
+        }
+    }
+}
+#endif
+
+static int use_avx2(void) {
+#ifdef ZOO_X86
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+/* Which path the library takes on this CPU: 2 = AVX2, 1 = scalar. */
+int zoo_ternary_gemv_isa(void) { return use_avx2() ? 2 : 1; }
+
+/* acc[rows][4*nb] = x[rows][K] (int8) times the packed ternary weight, for each row reading only
+ * the byte rows of its nonzero channels. acc is overwritten. kept_scratch holds K int32,
+ * acc16 / acc32 hold 128 * (nb / 32) int16 / int32 (the vector path's block sums). threads > 1
+ * splits the output slices over OpenMP threads. force_scalar = 1 takes the scalar path (tests). */
+void zoo_ternary_gemv(const uint8_t *packed, int64_t k_in, int64_t nb, const int8_t *x, int64_t rows, int32_t *acc,
+                      int32_t *kept_scratch, int16_t *acc16, int32_t *acc32, int threads, int force_scalar) {
+    const int avx2 = use_avx2() && !force_scalar;
+    for (int64_t r = 0; r < rows; ++r) {
+        const int8_t *xr = x + r * k_in;
+        int32_t *out = acc + r * 4 * nb;
+        int64_t n_kept = 0;
+        int32_t sum_x = 0;
+        for (int64_t k = 0; k < k_in; ++k) {
+            if (xr[k]) {
+                kept_scratch[n_kept++] = (int32_t)k;
+                sum_x += xr[k];
+            }
+        }
+        int64_t tail_start = 0;
+#ifdef ZOO_X86
+        if (avx2) {
+            const int64_t slices = nb / 32;
+            tail_start = 32 * slices;
+            if (threads > 1 && slices >= 2 * threads) {
+#pragma omp parallel num_threads(threads)
+                {
+#ifdef _OPENMP
+                    const int64_t id = omp_get_thread_num(), count = omp_get_num_threads();
+#else
+                    const int64_t id = 0, count = 1;
+#endif
+                    const int64_t s0 = slices * id / count, s1 = slices * (id + 1) / count;
+                    avx2_slices(packed, nb, xr, kept_scratch, n_kept, sum_x, s0, s1, acc16, acc32, out);
+                }
+            } else if (slices) {
+                avx2_slices(packed, nb, xr, kept_scratch, n_kept, sum_x, 0, slices, acc16, acc32, out);
+            }
+        }
+#endif
+        if (tail_start < nb) {
+            memset(out + 4 * tail_start, 0, sizeof(int32_t) * 4 * (nb - tail_start));
+            gemv_scalar_bytes(packed, nb, xr, kept_scratch, n_kept, tail_start, nb, out);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The whole packed projection in one call, for decoding: y = W_q·alpha applied to S(Q(x)).
+ * Per row of x (fp32): keep the n_keep largest |x| (mode 1: of the row, mode 2: of every block
+ * of `block` channels, mode 0: all; ties go to the lower index, as zoo.kernels.topk does), scale
+ * s = (1 / max(max|x|, 1e-5)) * 127 and q = round-half-even(x * s) clamped to [-128, 127] (as
+ * zoo.kernels.quant does, in fp32), then y = acc * (alpha / s) (+ bias) with acc the exact
+ * integer GEMV above. Returns the number of non-zero q over all rows (Q-Sparse's zero count).
+ */
+
+/* The k-th largest of v[0..n) (k >= 1), by Hoare selection on a scratch copy. */
+static float kth_largest(float *v, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1, target = k - 1;
+    while (lo < hi) {
+        const float pivot = v[lo + (hi - lo) / 2];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] > pivot) ++i;
+            while (v[j] < pivot) --j;
+            if (i <= j) {
+                const float t = v[i];
+                v[i] = v[j];
+                v[j] = t;
+                ++i;
+                --j;
+            }
+        }
+        if (target <= j) hi = j;
+        else if (target >= i) lo = i;
+        else break;
+    }
+    return v[target];
+}
+
+/* Marks the n_keep largest |x| of x[0..n) in keep[0..n): above the threshold, then ties in index order. */
+static void select_top(const float *x, int64_t n, int64_t n_keep, float *scratch, uint8_t *keep) {
+    if (n_keep >= n) {
+        memset(keep, 1, (size_t)n);
+        return;
+    }
+    for (int64_t c = 0; c < n; ++c) scratch[c] = fabsf(x[c]);
+    const float threshold = kth_largest(scratch, n, n_keep);
+    int64_t above = 0;
+    for (int64_t c = 0; c < n; ++c) above += fabsf(x[c]) > threshold;
+    int64_t ties_left = n_keep - above;
+    for (int64_t c = 0; c < n; ++c) {
+        const float m = fabsf(x[c]);
+        keep[c] = m > threshold || (m == threshold && ties_left-- > 0);
+    }
+}
+
+int64_t zoo_packed_linear(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block,
+                          const uint8_t *packed, int64_t nb, int64_t n_out, float alpha, const float *bias, float *y,
+                          float *magnitudes, uint8_t *keep, int8_t *q, int32_t *acc, int32_t *kept_scratch,
+                          int16_t *acc16, int32_t *acc32, int threads) {
+    int64_t nonzero = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *xr = x + r * k_in;
+        float amax = 0.0f;
+        for (int64_t c = 0; c < k_in; ++c) amax = fmaxf(amax, fabsf(xr[c]));
+        /* torch evaluates the reference's 127.0 / t as t.reciprocal() * 127: the same two roundings */
+        const float scale = (1.0f / fmaxf(amax, 1e-5f)) * 127.0f;
+        if (mode == 1) select_top(xr, k_in, n_keep, magnitudes, keep);
+        else if (mode == 2)
+            for (int64_t b0 = 0; b0 < k_in; b0 += block) select_top(xr + b0, block, n_keep, magnitudes, keep + b0);
+        for (int64_t c = 0; c < k_in; ++c) {
+            float v = rintf(xr[c] * scale);
+            v = v < -128.0f ? -128.0f : (v > 127.0f ? 127.0f : v);
+            q[c] = (mode == 0 || keep[c]) ? (int8_t)v : 0;
+            nonzero += q[c] != 0;
+        }
+        zoo_ternary_gemv(packed, k_in, nb, q, 1, acc, kept_scratch, acc16, acc32, threads, 0);
+        const float factor = alpha / scale;
+        float *yr = y + r * n_out;
+        for (int64_t n = 0; n < n_out; ++n) yr[n] = (float)acc[n] * factor + (bias ? bias[n] : 0.0f);
+    }
+    return nonzero;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Full-precision Q-Sparse projection for decoding: y = S(x) · Wt (+ bias), with Wt the transposed
+ * weight [k_in][n_out] (fp32, or bf16 when w_bf16) so that each input channel is one contiguous
+ * row: the rows of channels that top-K zeroed (or that are zero) are never read. Returns the
+ * number of non-zero inputs kept. Sums run in fp32, four channels per pass over y.
+ */
+static void axpy4_scalar(float *y, const float *w[4], const uint16_t *wb[4], const float xs[4], int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+        float acc = y[n];
+        for (int j = 0; j < 4; ++j) {
+            if (!xs[j]) continue;
+            float wv;
+            if (wb[j]) {
+                const uint32_t bits = (uint32_t)wb[j][n] << 16;
+                memcpy(&wv, &bits, sizeof wv);
+            } else {
+                wv = w[j][n];
+            }
+            acc += xs[j] * wv;
+        }
+        y[n] = acc;
+    }
+}
+
+#ifdef ZOO_X86
+__attribute__((target("avx2,fma"))) static void axpy4_avx2(float *y, const float *w[4], const uint16_t *wb[4], const float xs[4], int64_t n0,
+                                                           int64_t n1) {
+    const __m256 x0 = _mm256_set1_ps(xs[0]), x1 = _mm256_set1_ps(xs[1]), x2 = _mm256_set1_ps(xs[2]), x3 = _mm256_set1_ps(xs[3]);
+    int64_t n = n0;
+    if (wb[0]) {
+#define ZOO_BF16(p) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+        for (; n + 8 <= n1; n += 8) {
+            __m256 acc = _mm256_loadu_ps(y + n);
+            acc = _mm256_fmadd_ps(x0, ZOO_BF16(wb[0] + n), acc);
+            acc = _mm256_fmadd_ps(x1, ZOO_BF16(wb[1] + n), acc);
+            acc = _mm256_fmadd_ps(x2, ZOO_BF16(wb[2] + n), acc);
+            acc = _mm256_fmadd_ps(x3, ZOO_BF16(wb[3] + n), acc);
+            _mm256_storeu_ps(y + n, acc);
+        }
+#undef ZOO_BF16
+    } else {
+        for (; n + 8 <= n1; n += 8) {
+            __m256 acc = _mm256_loadu_ps(y + n);
+            acc = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w[0] + n), acc);
+            acc = _mm256_fmadd_ps(x1, _mm256_loadu_ps(w[1] + n), acc);
+            acc = _mm256_fmadd_ps(x2, _mm256_loadu_ps(w[2] + n), acc);
+            acc = _mm256_fmadd_ps(x3, _mm256_loadu_ps(w[3] + n), acc);
+            _mm256_storeu_ps(y + n, acc);
+        }
+    }
+    axpy4_scalar(y, w, wb, xs, n, n1);
+}
+#endif
+
+static int use_fma(void) {
+#ifdef ZOO_X86
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+/* Rows of kept channels [t0, t1) of kept[] into y[n0, n1). A missing fourth channel reads row
+ * kept[t0] with a zero weight, so every pass does four. */
+static void sparse_columns(const void *wt, int w_bf16, int64_t n_out, const int32_t *kept, const float *xk, int64_t n_kept, float *y,
+                           int64_t n0, int64_t n1, int vector) {
+    for (int64_t t = 0; t < n_kept; t += 4) {
+        const float *w[4] = {0, 0, 0, 0};
+        const uint16_t *wb[4] = {0, 0, 0, 0};
+        float xs[4];
+        for (int j = 0; j < 4; ++j) {
+            const int64_t idx = t + j < n_kept ? t + j : t;
+            xs[j] = t + j < n_kept ? xk[idx] : 0.0f;
+            if (w_bf16) wb[j] = (const uint16_t *)wt + (int64_t)kept[idx] * n_out;
+            else w[j] = (const float *)wt + (int64_t)kept[idx] * n_out;
+        }
+#ifdef ZOO_X86
+        if (vector) {
+            axpy4_avx2(y, w, wb, xs, n0, n1);
+            continue;
+        }
+#endif
+        axpy4_scalar(y, w, wb, xs, n0, n1);
+    }
+}
+
+int64_t zoo_sparse_linear(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block, const void *wt, int w_bf16,
+                          int64_t n_out, const float *bias, float *y, float *magnitudes, uint8_t *keep, int32_t *kept, float *xk,
+                          int threads, int force_scalar) {
+    const int vector = use_fma() && !force_scalar;
+    int64_t nonzero = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *xr = x + r * k_in;
+        float *yr = y + r * n_out;
+        if (mode == 1) select_top(xr, k_in, n_keep, magnitudes, keep);
+        else if (mode == 2)
+            for (int64_t b0 = 0; b0 < k_in; b0 += block) select_top(xr + b0, block, n_keep, magnitudes, keep + b0);
+        int64_t n_kept = 0;
+        for (int64_t c = 0; c < k_in; ++c) {
+            if ((mode == 0 || keep[c]) && xr[c] != 0.0f) {
+                kept[n_kept] = (int32_t)c;
+                xk[n_kept++] = xr[c];
+            }
+        }
+        nonzero += n_kept;
+        for (int64_t n = 0; n < n_out; ++n) yr[n] = bias ? bias[n] : 0.0f;
+        const int64_t chunks = n_out / 64;
+        if (threads > 1 && chunks >= 2 * threads) {
+#pragma omp parallel num_threads(threads)
+            {
+#ifdef _OPENMP
+                const int64_t id = omp_get_thread_num(), count = omp_get_num_threads();
+#else
+                const int64_t id = 0, count = 1;
+#endif
+                const int64_t n0 = 64 * (chunks * id / count), n1 = id == count - 1 ? n_out : 64 * (chunks * (id + 1) / count);
+                sparse_columns(wt, w_bf16, n_out, kept, xk, n_kept, yr, n0, n1, vector);
+            }
+        } else {
+            sparse_columns(wt, w_bf16, n_out, kept, xk, n_kept, yr, 0, n_out, vector);
+        }
+    }
+    return nonzero;
+}

@@ -1,0 +1,136 @@
+"""The compiled CPU kernel (``ternary_gemv.c``) against its torch reference: integer accumulators
+compared with ``torch.equal``, on both of its paths (AVX2 where the CPU has it, and scalar)."""
+import pytest
+import torch
+
+from zoo.kernels import pack_ternary
+from zoo.kernels.ternary_matmul import _compiled, reference, ternary_accumulate
+
+pytestmark = pytest.mark.skipif(not _compiled.available(), reason="no C compiler: the torch path is used instead")
+
+PATHS = [False, True]  # force_scalar
+
+
+def case(n_out, k_in, rows, density, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randint(-1, 2, (n_out, k_in), generator=generator)
+    x = torch.randint(-127, 128, (rows, k_in), generator=generator, dtype=torch.int8)
+    x[torch.rand(rows, k_in, generator=generator) >= density] = 0
+    return x, pack_ternary(weight)
+
+
+@pytest.mark.parametrize("force_scalar", PATHS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n_out, k_in, rows, density", [
+    (4096, 512, 1, 0.4),  # many 32-byte slices, a Q-Sparse density
+    (8320, 96, 2, 0.5),  # rows wider than 2 KB: the streaming variant
+    (768, 256, 3, 1.0),  # the tiny models' FFN shape, dense int8 input
+    (256, 768, 2, 0.3),
+    (130, 33, 4, 0.5),  # a byte tail after the vector slices, odd channel count
+    (7, 5, 2, 1.0),  # smaller than one slice: scalar only
+    (512, 300, 2, 0.0),  # no kept channel at all
+])
+def test_accumulator_equals_the_reference_exactly(n_out, k_in, rows, density, threads, force_scalar):
+    x, packed = case(n_out, k_in, rows, density)
+    expected = reference.ternary_accumulate(x, packed, n_out)
+    got = _compiled.ternary_accumulate(x, packed, n_out, threads=threads, force_scalar=force_scalar)
+    assert got.dtype == torch.int32 and torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("force_scalar", PATHS)
+def test_extreme_sums_do_not_overflow(force_scalar):
+    # 2048 channels of ±127 against all +1 / all -1 weights: ±260096, far past int16, in int32.
+    k_in = 2048
+    weight = torch.cat([torch.ones(128, k_in), -torch.ones(128, k_in)]).to(torch.int8)
+    packed = pack_ternary(weight)
+    for value in (127, -127):
+        x = torch.full((1, k_in), value, dtype=torch.int8)
+        got = _compiled.ternary_accumulate(x, packed, 256, force_scalar=force_scalar)
+        assert torch.equal(got, reference.ternary_accumulate(x, packed, 256))
+        assert got[0, 0].item() == value * k_in and got[0, -1].item() == -value * k_in
+
+
+def test_batched_leading_dims_and_dispatch():
+    x, packed = case(300, 64, 6, 0.5)
+    x = x.reshape(2, 3, 64)
+    expected = reference.ternary_accumulate(x, packed, 300)
+    assert torch.equal(_compiled.ternary_accumulate(x, packed, 300), expected)
+    assert torch.equal(ternary_accumulate(x, packed, 300, impl="cpu"), expected)
+    assert torch.equal(ternary_accumulate(x, packed, 300, impl="auto"), expected)  # auto takes the kernel on a CPU
+
+
+def test_bad_inputs_are_named():
+    x, packed = case(64, 32, 1, 1.0)
+    with pytest.raises(TypeError, match="int8"):
+        _compiled.ternary_accumulate(x.float(), packed, 64)
+    with pytest.raises(ValueError, match="do not fit"):
+        _compiled.ternary_accumulate(x[:, :16], packed, 64)
+    with pytest.raises(ValueError, match="do not fit"):
+        _compiled.ternary_accumulate(x, packed, 200)
+
+
+def test_isa_is_reported():
+    assert _compiled.isa() in ("avx2", "scalar")
+
+
+def test_without_the_kernel_auto_falls_back_and_cpu_raises():
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from zoo.kernels import pack_ternary\n"
+        "from zoo.kernels.ternary_matmul import ternary_accumulate, reference\n"
+        "x = torch.randint(-5, 6, (2, 16), dtype=torch.int8); p = pack_ternary(torch.randint(-1, 2, (8, 16)))\n"
+        "assert torch.equal(ternary_accumulate(x, p, 8), reference.ternary_accumulate(x, p, 8))\n"
+        "try:\n    ternary_accumulate(x, p, 8, impl='cpu')\nexcept RuntimeError as e:\n    print('refused:', e)\n"
+    )
+    env = {**__import__("os").environ, "ZOO_CPU_KERNELS": "0"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert "refused: ternary_accumulate: impl='cpu' needs" in out
+
+
+def test_ops_without_a_cpu_kernel_refuse_impl_cpu():
+    with pytest.raises(NotImplementedError, match="no compiled CPU kernel"):
+        from zoo.kernels import topk_sparsify
+
+        topk_sparsify(torch.randn(2, 8), 4, impl="cpu")
+
+
+@pytest.mark.parametrize("sparsity, n_keep, block", [("none", 0, 1), ("topk", 45, 1), ("block", 5, 16), ("topk", 64, 1)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_fused_packed_linear_equals_the_reference_bit_for_bit(sparsity, n_keep, block, with_bias):
+    from zoo.kernels.ternary_matmul import packed_ternary_linear
+
+    generator = torch.Generator().manual_seed(3)
+    n_out, k_in = 200, 64
+    packed = pack_ternary(torch.randint(-1, 2, (n_out, k_in), generator=generator))
+    x = torch.randn(5, k_in, generator=generator)
+    x[1, :] = torch.randint(-3, 4, (k_in,), generator=generator).float()  # many tied magnitudes: ties go to the lower index
+    x[2, :] = 0.0  # an all-zero row: scale clamps, every q is 0
+    x[3, 7] = 1e6  # one huge value: the others round to zero
+    alpha = torch.tensor(0.0371)
+    bias = torch.randn(n_out, generator=generator) if with_bias else None
+    options = dict(sparsity=sparsity, n_keep=n_keep, block_size=block)
+    y_ref, nz_ref = packed_ternary_linear(x, packed, alpha, n_out, bias, impl="torch", **options)
+    y_cpu, nz_cpu = packed_ternary_linear(x, packed, alpha, n_out, bias, impl="cpu", **options)
+    assert torch.equal(y_cpu, y_ref) and nz_cpu == nz_ref
+    if sparsity == "topk":
+        assert nz_ref <= 5 * n_keep
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("sparsity, n_keep, block", [("none", 0, 1), ("topk", 90, 1), ("block", 8, 32)])
+@pytest.mark.parametrize("force_scalar", PATHS)
+def test_sparse_projection_matches_the_reference(dtype, sparsity, n_keep, block, force_scalar):
+    from zoo.kernels.ternary_matmul import reference as ref
+
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 128, generator=generator)
+    x[1, ::3] = 0.0  # natural zeros are skipped too
+    weight_t = torch.randn(128, 300, generator=generator).to(dtype)
+    bias = torch.randn(300, generator=generator)
+    expected, kept = ref.sparse_projection(x, weight_t, bias, sparsity, n_keep, block)
+    got, got_kept = _compiled.sparse_linear(x, weight_t, bias, sparsity, n_keep, block, force_scalar=force_scalar)
+    torch.testing.assert_close(got, expected)  # fp32 sums, another order: torch.testing's fp32 defaults
+    assert got_kept == kept

@@ -1,0 +1,97 @@
+"""The inference form: packed ternary projections hold 2-bit weights and no latent copy, run the
+same input rule as training, and give the training form's logits and greedy tokens."""
+import pytest
+import torch
+
+from zoo.models import Decoder
+from zoo.models.config import ModelConfig
+from zoo.models.generate import generate
+from zoo.models.inference import PackedTernaryLinear, SparseInputLinear, tensor_bytes, to_inference
+from zoo.models.linear import ZooLinear
+
+TINY = dict(vocab_size=64, dim=64, n_layers=2, n_heads=4, ffn_dim=128, max_seq_len=64)
+VARIANTS = {
+    "bitnet": dict(weight_quant="ternary", act_quant="int8", ffn_act="relu2"),
+    "bitnet-qsparse": dict(weight_quant="ternary", act_quant="int8", sparsity="topk", k_ratio=0.5, ffn_act="relu2"),
+    "bitnet-block": dict(weight_quant="ternary", act_quant="int8", sparsity="block", k_ratio=0.5, block_size=16),
+    "qsparse": dict(sparsity="topk", k_ratio=0.5),
+}
+
+
+def trained_pair(variant):
+    torch.manual_seed(0)
+    model = Decoder(ModelConfig(**TINY, **VARIANTS[variant])).eval()
+    with torch.no_grad():  # spread the weights so ternarisation and top-K have something to choose
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(std=0.3)
+    fast = Decoder(model.config)
+    fast.load_state_dict(model.state_dict())
+    return model, to_inference(fast)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_logits_and_greedy_tokens_match_the_training_form(variant):
+    model, fast = trained_pair(variant)
+    tokens = torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(fast(tokens), model(tokens), rtol=1e-4, atol=1e-4)
+    prompt = tokens[:1, :8]
+    assert torch.equal(generate(fast, prompt, 24, temperature=0), generate(model, prompt, 24, temperature=0))
+
+
+def test_ternary_projections_hold_packed_weights_only():
+    model, fast = trained_pair("bitnet-qsparse")
+    packed = [m for m in fast.modules() if isinstance(m, PackedTernaryLinear)]
+    assert len(packed) == 4 * TINY["n_layers"]  # qkv, o, gate/up, down per layer
+    assert not any(isinstance(m, ZooLinear) for m in fast.modules())
+    state = fast.state_dict()
+    assert not any(k.endswith(("wqkv.weight", "wo.weight", "w_gate_up.weight", "w_down.weight")) for k in state)
+    assert all(m.packed.dtype == torch.uint8 and m.packed.shape == (m.in_features, -(-m.out_features // 4)) for m in packed)
+    # only embeddings and norms stay fp32: the projections shrink 16x (32 bits -> 2 bits)
+    projection_bytes = sum(4 * m.in_features * m.out_features for m in packed)
+    assert tensor_bytes(model) - tensor_bytes(fast) >= projection_bytes * (1 - 1 / 16) - 64 * len(packed)
+
+
+def test_full_precision_sparse_projections_hold_one_transposed_copy():
+    model, fast = trained_pair("qsparse")
+    assert not any(isinstance(m, PackedTernaryLinear) for m in fast.modules())
+    sparse = [m for m in fast.modules() if isinstance(m, SparseInputLinear)]
+    assert len(sparse) == 4 * TINY["n_layers"] and all(m.weight_t.dtype == torch.float32 for m in sparse)
+    assert tensor_bytes(fast) == tensor_bytes(model)  # the same weights, transposed, and no second copy
+
+
+def test_dense_projections_are_left_alone():
+    torch.manual_seed(0)
+    model = to_inference(Decoder(ModelConfig(**TINY)))
+    assert all(type(m) is ZooLinear for m in model.modules() if isinstance(m, (ZooLinear, SparseInputLinear, PackedTernaryLinear)))
+
+
+def test_zeros_are_counted_through_the_inference_form():
+    from zoo.models.accounting import account
+
+    model, fast = trained_pair("bitnet-qsparse")
+    batches = [torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(2))]
+    slow_stats, fast_stats = account(model, batches=batches), account(fast, batches=batches)
+    assert fast_stats.basis == "measured"
+    # The first layer's inputs are bit-identical, so its counts are too; later layers see inputs that
+    # differ by float rounding (integer sums scaled once vs float products), which can move a value
+    # across int8's rounding edge at zero: a few in ten thousand.
+    first = [m for m in fast.modules() if isinstance(m, PackedTernaryLinear)][0]
+    reference = [m for m in model.modules() if isinstance(m, ZooLinear)][0]
+    assert first.input_numel > 0 and (first.input_zeros, first.input_numel) == (reference.input_zeros, reference.input_numel)
+    assert fast_stats.input_sparsity == pytest.approx(slow_stats.input_sparsity, abs=2e-3)
+    assert fast_stats.activated_params == pytest.approx(slow_stats.activated_params, rel=2e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("variant", ["bitnet", "bitnet-qsparse"])
+def test_inference_form_on_cuda_prefill_and_decode(variant):
+    model, fast = trained_pair(variant)
+    model, fast = model.cuda(), fast.cuda()
+    tokens = torch.randint(0, 64, (2, 48), generator=torch.Generator().manual_seed(4)).cuda()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(tokens), model(tokens), rtol=1e-3, atol=1e-3)  # prefill: 2 x 48 rows
+    prompt = tokens[:1, :8]
+    assert torch.equal(generate(fast, prompt, 16, temperature=0), generate(model, prompt, 16, temperature=0))
