@@ -77,7 +77,7 @@ COLUMNS = (
     "name",
     "shakespeare_bpb", "shakespeare_loss", "shakespeare_tokens",
     "ptb_bpb", "ptb_loss", "ptb_tokens",
-    "total_params", "non_embedding_params", "activated_params", "activated_fraction", "weight_bytes_per_token",
+    "total_params", "non_embedding_params", "activated_params", "activated_fraction", "weight_bytes_per_token", "inference_bytes",
     *(f"sparsity_{site}" for site in SITES),
     "weight_quant", "act_quant", "sparsity", "k_ratio", "n_experts", "top_k",
     "train_tokens", "train_steps", "train_corpus", "hardware", "checkpoint_sha256",
@@ -130,11 +130,17 @@ def measure_quality(name: str, model, tokenizer, metrics: dict, sha256: str | No
     from zoo.evaluate import evaluate_model
     from zoo.models.accounting import account
 
+    from zoo.models.inference import tensor_bytes, to_inference
+
     row: dict[str, Any] = {"name": name}
+    # Parameters are counted on the training form (the inference form holds packed buffers);
+    # quality and speed are measured on the inference form, which is what users run.
+    stats = account(model, batches=accounting_batches(model, tokenizer, settings))
+    to_inference(model)
+    row["inference_bytes"] = tensor_bytes(model)
     for corpus in ("shakespeare", "ptb"):
         result = evaluate_model(model, tokenizer, corpus=corpus, split="test", batch_size=settings["eval_batch_size"], max_batches=settings["eval_batches"])
         row[f"{corpus}_bpb"], row[f"{corpus}_loss"], row[f"{corpus}_tokens"] = result["bpb"], result["loss"], result["tokens"]
-    stats = account(model, batches=accounting_batches(model, tokenizer, settings))
     row.update(
         total_params=stats.total_params,
         non_embedding_params=stats.non_embedding_params,
@@ -328,15 +334,15 @@ def markdown(rows: list[dict], settings: dict, env: dict) -> str:
         f"for a subset); `python leaderboard/regenerate.py --check` re-measures with the recorded settings and fails if a "
         f"number differs beyond its tolerance ({tolerance_summary()}; decode tokens/s are not checked: timings vary).",
         "",
-        "| # | entry | Shakespeare bpb | PTB bpb | params | non-emb | activated (share) | weight KB/token | input sparsity attn_in / attn_out / ffn_in / ffn_down | train tokens | steps | trained on | decode tok/s | × dense |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| # | entry | Shakespeare bpb | PTB bpb | params | non-emb | activated (share) | weight KB/token | held MB | input sparsity attn_in / attn_out / ffn_in / ffn_down | train tokens | steps | trained on | decode tok/s | × dense |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rank, r in enumerate(rows, 1):
         sparsity = " / ".join(f"{100 * r[f'sparsity_{s}']:.1f}%" for s in SITES)
         lines.append(
             f"| {rank} | {r['name']} | {r['shakespeare_bpb']:.4f} | {r['ptb_bpb']:.4f} | {_count(r['total_params'])} | "
             f"{_count(r['non_embedding_params'])} | {_count(r['activated_params'])} ({100 * r['activated_fraction']:.1f}%) | "
-            f"{r['weight_bytes_per_token'] / 1024:.1f} | {sparsity} | {_count(r['train_tokens'])} | {r['train_steps'] if r['train_steps'] is not None else '–'} | "
+            f"{r['weight_bytes_per_token'] / 1024:.1f} | {r['inference_bytes'] / 1e6:.2f} | {sparsity} | {_count(r['train_tokens'])} | {r['train_steps'] if r['train_steps'] is not None else '–'} | "
             f"{r['hardware'] or '–'} | {r['decode_tokens_per_s']:.1f} | {r['decode_speedup']:.2f} |"
         )
     tokens = sorted({(r["shakespeare_tokens"], r["ptb_tokens"]) for r in rows})
@@ -351,12 +357,15 @@ def markdown(rows: list[dict], settings: dict, env: dict) -> str:
         f"- **activated**: Q-Sparse §3.6, `Σ (1 − s_in) · params` over non-embedding linear weights (routed experts × their routed "
         f"share); `s_in` measured on the first {settings['account_windows']} windows of the Shakespeare validation split. Share = "
         "activated / non-embedding parameters.",
-        "- **weight KB/token**: bytes a decode step reads: activated weights at 16 bits, or 2 bits plus scales when ternary; LM head "
-        "at 16 bits and one embedding row.",
+        "- **weight KB/token**: an accounting figure (Q-Sparse's counting): activated weights at 16 bits, or 2 bits plus scales "
+        "when ternary; LM head at 16 bits and one embedding row.",
+        "- **held MB**: bytes of every tensor the inference form (`zoo.create_model(..., inference=True)`) holds, measured: "
+        "packed 2-bit ternary projections, full-precision weights in their stored dtype. bpb and decode speed are measured "
+        "on this form; parameters and sparsity on the training form.",
         "- **train tokens, steps, trained on**: from each release's `metrics.json`.",
-        f"- **decode tok/s**: greedy `zoo.models.generate.generate`, batch 1, {settings['decode_tokens']} new tokens after "
-        f"{settings['decode_prompt']!r}, median of {settings['decode_repeats']} runs interleaved with the dense baseline of the same "
-        f"size ({', '.join(baselines)}); **× dense** = entry / dense tokens/s in the same run. Not checked by `--check`.",
+        f"- **decode tok/s**: greedy `zoo.generate` of the inference form, batch 1, {settings['decode_tokens']} new tokens after "
+        f"{settings['decode_prompt']!r}, median of {settings['decode_repeats']} runs interleaved with the plain fp32 dense "
+        f"baseline of the same size ({', '.join(baselines)}); **× dense** = entry / dense tokens/s in the same run. Not checked by `--check`.",
         f"- Everything is measured with {settings.get('threads') or 'the default number of'} torch CPU thread(s).",
         "",
         f"Measured on {env['device']}, torch {env['torch']}, commit {env['commit']}, {env['date']}.",

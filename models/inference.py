@@ -9,8 +9,9 @@ then per-token absmax int8), so ``y = (Σ_k q_k·t_nk) · α / s`` is the traini
 ``F.linear(q/s, t·α)`` summed exactly in integers first; greedy tokens agree. A full-precision
 projection with top-K inputs becomes a :class:`SparseInputLinear` (its weight transposed, dtype
 kept: only the kept channels' rows are read); dense full-precision projections stay as they are.
-Not yet converted: MoE expert banks (they keep the training form) and ternary projections
-without int8 inputs.
+A MoE FFN becomes an :class:`InferenceMoE`: each expert's projections converted the same way,
+and a token reads only the weights of the experts its router chose. Not converted: ternary
+projections without int8 inputs (none of the zoo's entries has them).
 """
 from __future__ import annotations
 
@@ -21,10 +22,31 @@ import zoo.kernels as kernels
 from zoo.kernels import cpu_kernel_can_run
 from zoo.kernels.ternary_matmul import packed_ternary_linear, sparse_projection, ternary_accumulate
 from zoo.kernels.ternary_matmul._compiled import PackedLinearScratch, SparseLinearScratch
+from zoo.kernels.ternary_matmul.reference import rms_norm
+from zoo.kernels import moe as moe_ops
+from zoo.models.ffn import GatedFeedForward, glu_activation
 from zoo.models.linear import ZeroCounting, ZooLinear
+from zoo.models.moe import ExpertBank, MoEFeedForward
+from zoo.models.norm import RMSNorm
 
 
-class PackedTernaryLinear(ZeroCounting, nn.Module):
+class FusedNorm:
+    """The RMSNorm in front of a projection, folded into it: decoding then pays one kernel call per
+    site instead of a norm's five torch ops. ``norm_weight`` is None until :meth:`fuse_norm`."""
+
+    norm_weight: torch.Tensor | None
+    norm_eps = 0.0
+
+    def fuse_norm(self, weight: torch.Tensor, eps: float) -> None:
+        self.register_buffer("norm_weight", weight.detach().float().contiguous().clone())
+        self.norm_eps = float(eps)
+
+    @property
+    def norm(self) -> tuple[torch.Tensor, float] | None:
+        return None if self.norm_weight is None else (self.norm_weight, self.norm_eps)
+
+
+class PackedTernaryLinear(FusedNorm, ZeroCounting, nn.Module):
     """``y = (x_q · T) · α / s_x (+ b)`` with ``T`` packed 2 bits a weight (``[in, ceil(out/4)]`` uint8)."""
 
     def __init__(self, source: ZooLinear) -> None:
@@ -38,6 +60,7 @@ class PackedTernaryLinear(ZeroCounting, nn.Module):
         self.register_buffer("packed", kernels.pack_ternary(values.to(torch.int8)))
         self.register_buffer("scale", alpha.reshape(()).float())
         self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
+        self.register_buffer("norm_weight", None)
         self._scratch = None  # the compiled kernel's work buffers, made at the first CPU call
 
     def quantize_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,13 +85,13 @@ class PackedTernaryLinear(ZeroCounting, nn.Module):
                 self._scratch = PackedLinearScratch(*self.packed.shape)
             y, nonzero = packed_ternary_linear(
                 x, self.packed, self.scale, self.out_features, self.bias, sparsity=self.sparsity, n_keep=self.n_keep,
-                block_size=self.block_size, impl="cpu", scratch=self._scratch,
+                block_size=self.block_size, impl="cpu", scratch=self._scratch, norm=self.norm,
             )
             if self.record_input_zeros:
                 self.input_zeros += x.numel() - nonzero
                 self.input_numel += x.numel()
             return y.to(x.dtype)
-        values, x_scale = self.quantize_input(x)
+        values, x_scale = self.quantize_input(rms_norm(x, self.norm).to(x.dtype))
         self.observe(values)
         acc = ternary_accumulate(values, self.packed, self.out_features, impl=self.kernel)
         y = acc.to(torch.float32) * (self.scale / x_scale.to(torch.float32))
@@ -79,14 +102,14 @@ class PackedTernaryLinear(ZeroCounting, nn.Module):
     def accounting_entry(self):
         from zoo.models.accounting import SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
 
-        return LinearAccount(self.in_features * self.out_features, self.site, TERNARY_PACKED_BITS, SCALE_BYTES)
+        return LinearAccount(self.in_features * self.out_features, self.site, TERNARY_PACKED_BITS, SCALE_BYTES, self.usage)
 
     def extra_repr(self) -> str:
         rule = {"topk": f"topk={self.n_keep}/{self.in_features}", "block": f"block={self.n_keep}:{self.block_size}"}.get(self.sparsity, "dense")
         return f"in={self.in_features}, out={self.out_features}, site={self.site}, packed 2-bit, acts=int8, {rule}"
 
 
-class SparseInputLinear(ZeroCounting, nn.Module):
+class SparseInputLinear(FusedNorm, ZeroCounting, nn.Module):
     """A full-precision Q-Sparse projection for inference: the weight held transposed (``[in, out]``,
     its dtype kept) so that each input channel is one row, and only the kept channels' rows read."""
 
@@ -99,6 +122,7 @@ class SparseInputLinear(ZeroCounting, nn.Module):
         self.weight_quant, self.act_quant = "none", "none"
         self.register_buffer("weight_t", source.weight.detach().t().contiguous())
         self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
+        self.register_buffer("norm_weight", None)
         self._scratch = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +131,7 @@ class SparseInputLinear(ZeroCounting, nn.Module):
             self._scratch = SparseLinearScratch(self.in_features)
         y, kept = sparse_projection(
             x, self.weight_t, self.bias, sparsity=self.sparsity, n_keep=self.n_keep, block_size=self.block_size,
-            impl="cpu" if fused else "torch", scratch=self._scratch,
+            impl="cpu" if fused else "torch", scratch=self._scratch, norm=self.norm,
         )
         if self.record_input_zeros:
             self.input_zeros += x.numel() - kept
@@ -117,7 +141,7 @@ class SparseInputLinear(ZeroCounting, nn.Module):
     def accounting_entry(self):
         from zoo.models.accounting import BF16_BITS, LinearAccount
 
-        return LinearAccount(self.in_features * self.out_features, self.site, BF16_BITS)
+        return LinearAccount(self.in_features * self.out_features, self.site, BF16_BITS, 0, self.usage)
 
     def extra_repr(self) -> str:
         rule = f"topk={self.n_keep}/{self.in_features}" if self.sparsity == "topk" else f"block={self.n_keep}:{self.block_size}"
@@ -125,7 +149,9 @@ class SparseInputLinear(ZeroCounting, nn.Module):
 
 
 def inference_module(module: nn.Module) -> nn.Module | None:
-    """The inference-form replacement of a training-form projection, or None to keep it."""
+    """The inference-form replacement of a training-form projection or MoE FFN, or None to keep it."""
+    if isinstance(module, MoEFeedForward):
+        return InferenceMoE(module)
     if not isinstance(module, ZooLinear):
         return None
     if module.weight_quant == "ternary" and module.act_quant == "int8":
@@ -133,6 +159,26 @@ def inference_module(module: nn.Module) -> nn.Module | None:
     if module.weight_quant == "none" and module.act_quant == "none" and module.sparsity != "none":
         return SparseInputLinear(module)
     return None
+
+
+def fuse_norm_into(owner: nn.Module, norm_name: str, projection: nn.Module) -> None:
+    """Folds ``owner.<norm_name>`` (an RMSNorm whose output only ``projection`` reads) into it."""
+    norm = getattr(owner, norm_name)
+    if isinstance(norm, RMSNorm) and isinstance(projection, FusedNorm) and projection.norm_weight is None:
+        projection.fuse_norm(norm.weight, norm.eps)
+        setattr(owner, norm_name, nn.Identity())
+
+
+def fuse_norms(model: nn.Module) -> None:
+    """The four norms of a block that each feed one projection (pre-attention, BitNet's two
+    sub-norms, pre-FFN for a dense FFN) go into that projection; a MoE's pre-FFN norm also feeds
+    the router and stays."""
+    for block in getattr(model, "layers", []):
+        fuse_norm_into(block, "attn_norm", block.attn.wqkv)
+        fuse_norm_into(block.attn, "sub_norm", block.attn.wo)
+        if isinstance(block.ffn, GatedFeedForward):
+            fuse_norm_into(block, "ffn_norm", block.ffn.w_gate_up)
+            fuse_norm_into(block.ffn, "sub_norm", block.ffn.w_down)
 
 
 @torch.no_grad()
@@ -143,6 +189,7 @@ def to_inference(model: nn.Module) -> nn.Module:
             replacement = inference_module(child)
             if replacement is not None:
                 setattr(parent, name, replacement)
+    fuse_norms(model)
     model.inference_form = True
     return model.eval()
 
@@ -156,3 +203,69 @@ def tensor_bytes(model: nn.Module) -> int:
             seen.add(key)
             total += tensor.untyped_storage().nbytes()
     return total
+
+
+class InferenceMoE(nn.Module):
+    """A dropless MoE FFN (MegaBlocks semantics) for inference: each expert's two projections in
+    inference form, and a token reads only the weights of the experts its router chose."""
+
+    def __init__(self, source: MoEFeedForward) -> None:
+        super().__init__()
+        self.dim, self.n_experts, self.top_k, self.act = source.dim, source.n_experts, source.top_k, source.act
+        self.renormalize = source.renormalize
+        self.router = source.router
+        usage = source.top_k / source.n_experts  # each expert is read by this share of tokens, on average
+        self.gate_up = nn.ModuleList(expert_projection(source.w_gate_up, e, usage) for e in range(source.n_experts))
+        self.down = nn.ModuleList(expert_projection(source.w_down, e, usage) for e in range(source.n_experts))
+        self.sub_norm = source.sub_norm  # per-expert gains, applied to each expert's rows
+        if self.sub_norm is not None and all(isinstance(p, FusedNorm) for p in self.down):
+            for expert, projection in enumerate(self.down):  # folded into each expert's down projection
+                projection.fuse_norm(self.sub_norm.weight[expert], self.sub_norm.eps)
+            self.sub_norm = None
+        self.shared = source.shared
+        self.register_buffer("selection_bias", None if source.selection_bias is None else source.selection_bias.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.dim)
+        weights, experts = moe_ops.route(self.router(flat), self.top_k, self.renormalize, self.selection_bias)
+        if flat.shape[0] == 1:  # decoding one token: no grouping needed, k experts in turn
+            return self._one_token(flat, weights[0], experts[0]).reshape(x.shape)
+        out = torch.zeros_like(flat, dtype=torch.float32)
+        for expert in experts.unique().tolist():
+            rows, choice = (experts == expert).nonzero(as_tuple=True)
+            gate, up = self.gate_up[expert](flat.index_select(0, rows)).chunk(2, dim=-1)
+            h = glu_activation(gate, up, self.act)
+            if self.sub_norm is not None:
+                h = self.sub_norm(h, torch.full_like(rows, expert))
+            y = self.down[expert](h).float() * weights[rows, choice].unsqueeze(-1)
+            out.index_add_(0, rows, y)
+        out = out.to(x.dtype)
+        if self.shared is not None:
+            out = out + self.shared(flat)
+        return out.reshape(x.shape)
+
+    def _one_token(self, flat: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        out = None
+        for choice, expert in enumerate(experts.tolist()):
+            gate, up = self.gate_up[expert](flat).chunk(2, dim=-1)
+            h = glu_activation(gate, up, self.act)
+            if self.sub_norm is not None:
+                h = self.sub_norm(h, experts[choice : choice + 1])
+            y = self.down[expert](h).float() * weights[choice]
+            out = y if out is None else out + y
+        out = out.to(flat.dtype)
+        return out + self.shared(flat) if self.shared is not None else out
+
+    def extra_repr(self) -> str:
+        return f"experts={self.n_experts}, top_k={self.top_k}, reads only the chosen experts"
+
+
+def expert_projection(bank: ExpertBank, expert: int, usage: float) -> nn.Module:
+    """Expert ``expert`` of a stacked bank as one projection, in inference form where one exists."""
+    single = ZooLinear(bank.in_features, bank.out_features, site=bank.site, weight_quant=bank.weight_quant, act_quant=bank.act_quant,
+                       sparsity=bank.sparsity, k_ratio=1.0, block_size=bank.block_size, kernel=bank.kernel)
+    single.n_keep = bank.n_keep
+    single.weight = nn.Parameter(bank.weight.detach()[expert].clone(), requires_grad=False)
+    projection = inference_module(single) or single
+    projection.usage = usage
+    return projection

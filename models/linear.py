@@ -50,6 +50,7 @@ class ZeroCounting:
     record_input_zeros = False
     input_zeros = 0
     input_numel = 0
+    usage = 1.0  # mean share of tokens whose forward reads this projection (k/E for a routed expert)
 
     def observe(self, x: torch.Tensor) -> None:
         """Counts the zeros of an already transformed input while recording is on."""
@@ -197,5 +198,5 @@ class ZooLinear(SparseProjection):
         from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
 
         if self.weight_quant == "ternary":
-            return LinearAccount(self.weight.numel(), self.site, TERNARY_PACKED_BITS, SCALE_BYTES)
-        return LinearAccount(self.weight.numel(), self.site, BF16_BITS)
+            return LinearAccount(self.weight.numel(), self.site, TERNARY_PACKED_BITS, SCALE_BYTES, self.usage)
+        return LinearAccount(self.weight.numel(), self.site, BF16_BITS, 0, self.usage)

@@ -57,6 +57,11 @@ def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, i
     return reference.ternary_accumulate(x_q, packed, n_out)
 
 
+def _check_sparsity(op: str, sparsity: str) -> None:
+    if sparsity not in ("none", "topk", "block"):
+        raise ValueError(f"{op}: sparsity must be none, topk or block, got {sparsity!r}")
+
+
 def packed_ternary_linear(
     x: torch.Tensor,
     packed: torch.Tensor,
@@ -69,20 +74,22 @@ def packed_ternary_linear(
     block_size: int = 1,
     impl: str = "auto",
     scratch=None,
+    norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """The inference form's whole projection: top-K / N:M, int8, packed ternary GEMV, rescale.
+    """The inference form's whole projection: [RMSNorm], top-K / N:M, int8, packed ternary GEMV, rescale.
 
     Returns ``(y fp32 [..., n_out], number of non-zero int8 inputs)``. ``cpu``: one call of the
     compiled kernel (``scratch``: a reusable :class:`_compiled.PackedLinearScratch`); ``torch``:
-    the reference, equal to it bit for bit.
+    the reference, equal to it bit for bit without ``norm``. ``norm = (gain, eps)``: the RMSNorm
+    in front of the projection, fused (its sum of squares runs in another order than torch's, so
+    with it the two agree to fp32 rounding, which can move an int8 value by one).
     """
-    if sparsity not in ("none", "topk", "block"):
-        raise ValueError(f"packed_ternary_linear: sparsity must be none, topk or block, got {sparsity!r}")
+    _check_sparsity("packed_ternary_linear", sparsity)
     if resolve_impl(impl, x, op="packed_ternary_linear", has_triton=False, has_cpu=True) == "cpu":
         from zoo.kernels.ternary_matmul import _compiled
 
-        return _compiled.packed_linear(x, packed, float(alpha), n_out, bias, sparsity, n_keep, block_size, scratch)
-    return reference.packed_ternary_linear(x, packed, alpha, n_out, bias, sparsity, n_keep, block_size)
+        return _compiled.packed_linear(x, packed, float(alpha), n_out, bias, sparsity, n_keep, block_size, scratch, norm)
+    return reference.packed_ternary_linear(x, packed, alpha, n_out, bias, sparsity, n_keep, block_size, norm)
 
 
 def sparse_projection(
@@ -95,20 +102,21 @@ def sparse_projection(
     block_size: int = 1,
     impl: str = "auto",
     scratch=None,
+    norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """The inference form of a full-precision Q-Sparse projection: ``(x ⊙ M) · weight_t (+ b)``.
+    """The inference form of a full-precision Q-Sparse projection: ``(x ⊙ M) · weight_t (+ b)``,
+    after the RMSNorm ``norm = (gain, eps)`` in front of it when given.
 
     ``weight_t`` is the transposed weight ``[K, N]`` (fp32 or bf16) so each input channel is one
     row; ``cpu`` reads only the rows of the kept channels (one compiled call, fp32 sums in another
     order than the reference: equal to it within fp32 rounding). Returns ``(y fp32, kept inputs)``.
     """
-    if sparsity not in ("none", "topk", "block"):
-        raise ValueError(f"sparse_projection: sparsity must be none, topk or block, got {sparsity!r}")
+    _check_sparsity("sparse_projection", sparsity)
     if resolve_impl(impl, x, op="sparse_projection", has_triton=False, has_cpu=True) == "cpu":
         from zoo.kernels.ternary_matmul import _compiled
 
-        return _compiled.sparse_linear(x, weight_t, bias, sparsity, n_keep, block_size, scratch)
-    return reference.sparse_projection(x, weight_t, bias, sparsity, n_keep, block_size)
+        return _compiled.sparse_linear(x, weight_t, bias, sparsity, n_keep, block_size, scratch, norm=norm)
+    return reference.sparse_projection(x, weight_t, bias, sparsity, n_keep, block_size, norm)
 
 
 def ternary_matmul(x: torch.Tensor, weight: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:

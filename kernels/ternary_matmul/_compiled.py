@@ -76,12 +76,13 @@ def library() -> ctypes.CDLL | None:
     lib.zoo_sparse_linear.argtypes = [
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int,
         ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, *([ctypes.c_void_p] * 4), ctypes.c_int, ctypes.c_int,
+        ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p,
     ]
     lib.zoo_packed_linear.restype = ctypes.c_int64
     lib.zoo_packed_linear.argtypes = [
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p,
-        *([ctypes.c_void_p] * 7), ctypes.c_int,
+        *([ctypes.c_void_p] * 7), ctypes.c_int, ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p,
     ]
     _library = lib
     return lib
@@ -136,14 +137,16 @@ class PackedLinearScratch:
         self.kept = torch.empty(k_in, dtype=torch.int32)
         self.acc16 = torch.empty(block, dtype=torch.int16)
         self.acc32 = torch.empty(block, dtype=torch.int32)
+        self.normed = torch.empty(k_in, dtype=torch.float32)
         self.pointers = [t.data_ptr() for t in (self.magnitudes, self.keep, self.q, self.acc, self.kept, self.acc16, self.acc32)]
 
 
 def packed_linear(
     x: torch.Tensor, packed: torch.Tensor, alpha: float, n_out: int, bias: torch.Tensor | None, sparsity: str, n_keep: int,
-    block_size: int, scratch: PackedLinearScratch | None = None,
+    block_size: int, scratch: PackedLinearScratch | None = None, norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """(``y`` fp32 ``[..., n_out]``, non-zero int8 inputs): the fused top-K / int8 / packed GEMV / scale."""
+    """(``y`` fp32 ``[..., n_out]``, non-zero int8 inputs): the fused [RMSNorm] / top-K / int8 /
+    packed GEMV / scale; ``norm`` = (fp32 gain, eps) of the RMSNorm in front, or None."""
     lib = library()
     if lib is None:
         raise RuntimeError("packed_linear: the compiled CPU kernel is unavailable (no compiler, or ZOO_CPU_KERNELS=0)")
@@ -156,8 +159,18 @@ def packed_linear(
     nonzero = lib.zoo_packed_linear(
         rows.data_ptr(), rows.shape[0], k_in, SPARSITY_MODES[sparsity], n_keep, block_size, packed.data_ptr(), nb, n_out,
         alpha, None if bias is None else bias.float().contiguous().data_ptr(), y.data_ptr(), *scratch.pointers, torch.get_num_threads(),
+        *_norm_arguments(norm, k_in, scratch),
     )
     return y.reshape(*x.shape[:-1], n_out), nonzero
+
+
+def _norm_arguments(norm: tuple[torch.Tensor, float] | None, k_in: int, scratch) -> tuple:
+    if norm is None:
+        return (None, 0.0, None)
+    weight, eps = norm
+    if weight.dtype != torch.float32 or not weight.is_contiguous() or weight.numel() != k_in:
+        raise ValueError(f"norm: expected a contiguous fp32 gain of {k_in} channels, got {weight.dtype} {tuple(weight.shape)}")
+    return (weight.data_ptr(), float(eps), scratch.normed.data_ptr())
 
 
 class SparseLinearScratch:
@@ -168,12 +181,13 @@ class SparseLinearScratch:
         self.keep = torch.empty(k_in, dtype=torch.uint8)
         self.kept = torch.empty(k_in, dtype=torch.int32)
         self.values = torch.empty(k_in, dtype=torch.float32)
+        self.normed = torch.empty(k_in, dtype=torch.float32)
         self.pointers = [t.data_ptr() for t in (self.magnitudes, self.keep, self.kept, self.values)]
 
 
 def sparse_linear(
     x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None, sparsity: str, n_keep: int, block_size: int,
-    scratch: SparseLinearScratch | None = None, *, force_scalar: bool = False,
+    scratch: SparseLinearScratch | None = None, *, force_scalar: bool = False, norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32 ``[..., N]``, kept non-zero inputs): top-K / N:M of ``x`` times ``weight_t``
     (``[K, N]``, fp32 or bf16), reading only the rows of the kept channels."""
@@ -193,6 +207,6 @@ def sparse_linear(
     nonzero = lib.zoo_sparse_linear(
         rows.data_ptr(), rows.shape[0], k_in, SPARSITY_MODES[sparsity], n_keep, block_size, weight_t.data_ptr(),
         int(weight_t.dtype == torch.bfloat16), n_out, None if bias is None else bias.float().contiguous().data_ptr(), y.data_ptr(),
-        *scratch.pointers, torch.get_num_threads(), int(force_scalar),
+        *scratch.pointers, torch.get_num_threads(), int(force_scalar), *_norm_arguments(norm, k_in, scratch),
     )
     return y.reshape(*x.shape[:-1], n_out), nonzero

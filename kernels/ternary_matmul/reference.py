@@ -44,16 +44,27 @@ def ternary_linear(
     return (torch.nn.functional.linear(x.float(), weight) * alpha).to(x.dtype)
 
 
+def rms_norm(x: torch.Tensor, norm: tuple[torch.Tensor, float] | None) -> torch.Tensor:
+    """``x / sqrt(mean(x²) + eps) · g`` in fp32 for ``norm = (g, eps)``; ``x`` unchanged for None."""
+    if norm is None:
+        return x
+    weight, eps = norm
+    x32 = x.float()
+    return x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
+
+
 def packed_ternary_linear(
-    x: torch.Tensor, packed: torch.Tensor, alpha: torch.Tensor, n_out: int, bias: torch.Tensor | None, sparsity: str, n_keep: int, block_size: int
+    x: torch.Tensor, packed: torch.Tensor, alpha: torch.Tensor, n_out: int, bias: torch.Tensor | None, sparsity: str, n_keep: int, block_size: int,
+    norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32, non-zero inputs): ``x`` sparsified (top-K per row or N:M, exactly ``n_keep``),
     absmax int8 quantised per row, the exact integer product with the packed ternary weight, then
-    ``y = acc · (α / s) (+ b)``: the inference form of a BitNet b1.58 + Q-Sparse projection."""
+    ``y = acc · (α / s) (+ b)``: the inference form of a BitNet b1.58 + Q-Sparse projection.
+    ``norm``: the RMSNorm in front of the projection, applied first."""
     from zoo.kernels.quant.reference import int8_quantize_values
     from zoo.kernels.topk.reference import block_topk_mask, topk_mask
 
-    x32 = x.detach().float()
+    x32 = rms_norm(x.detach(), norm).float()
     values, scale = int8_quantize_values(x32)
     if sparsity == "topk":
         values = values * topk_mask(x32, n_keep)
@@ -67,13 +78,14 @@ def packed_ternary_linear(
 
 
 def sparse_projection(
-    x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None, sparsity: str, n_keep: int, block_size: int
+    x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None, sparsity: str, n_keep: int, block_size: int,
+    norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32, kept non-zero inputs): ``(x ⊙ M) · weight_t (+ b)`` with M the top-K (or N:M)
     mask of Q-Sparse and ``weight_t`` the transposed ``[K, N]`` weight, summed in fp32."""
     from zoo.kernels.topk.reference import block_topk_mask, topk_mask
 
-    x32 = x.detach().float()
+    x32 = rms_norm(x.detach(), norm).float()
     if sparsity == "topk":
         x32 = x32 * topk_mask(x32, n_keep)
     elif sparsity == "block":

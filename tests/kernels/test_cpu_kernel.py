@@ -23,7 +23,8 @@ def case(n_out, k_in, rows, density, seed=0):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n_out, k_in, rows, density", [
     (4096, 512, 1, 0.4),  # many 32-byte slices, a Q-Sparse density
-    (8320, 96, 2, 0.5),  # rows wider than 2 KB: the streaming variant
+    (8320, 96, 2, 0.5),  # wide rows
+    (4096, 2048, 1, 1.0),  # 2 MB of packed rows: big enough for the threads to split it
     (768, 256, 3, 1.0),  # the tiny models' FFN shape, dense int8 input
     (256, 768, 2, 0.3),
     (130, 33, 4, 0.5),  # a byte tail after the vector slices, odd channel count
@@ -134,3 +135,40 @@ def test_sparse_projection_matches_the_reference(dtype, sparsity, n_keep, block,
     got, got_kept = _compiled.sparse_linear(x, weight_t, bias, sparsity, n_keep, block, force_scalar=force_scalar)
     torch.testing.assert_close(got, expected)  # fp32 sums, another order: torch.testing's fp32 defaults
     assert got_kept == kept
+
+
+def test_a_fused_rms_norm_agrees_with_the_reference():
+    from zoo.kernels.ternary_matmul import packed_ternary_linear, sparse_projection
+
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(4, 96, generator=generator) * 3
+    gain = torch.rand(96, generator=generator) + 0.5
+    packed = pack_ternary(torch.randint(-1, 2, (160, 96), generator=generator))
+    alpha = torch.tensor(0.05)
+    options = dict(sparsity="topk", n_keep=48, block_size=1, norm=(gain, 1e-5))
+    y_ref, nz_ref = packed_ternary_linear(x, packed, alpha, 160, impl="torch", **options)
+    y_cpu, nz_cpu = packed_ternary_linear(x, packed, alpha, 160, impl="cpu", **options)
+    # the sums of squares run in another order: an int8 value may move by one at a rounding edge
+    torch.testing.assert_close(y_cpu, y_ref, rtol=0.02, atol=0.02 * float(y_ref.abs().max()))
+    assert nz_cpu == nz_ref
+    weight_t = torch.randn(96, 160, generator=generator)
+    y_ref, _ = sparse_projection(x, weight_t, impl="torch", **options)
+    y_cpu, _ = sparse_projection(x, weight_t, impl="cpu", **options)
+    torch.testing.assert_close(y_cpu, y_ref)
+
+
+def test_sparse_projection_split_over_threads(monkeypatch):
+    from zoo.kernels.ternary_matmul import reference as ref
+
+    generator = torch.Generator().manual_seed(9)
+    x = torch.randn(1, 1024, generator=generator)
+    weight_t = torch.randn(1024, 600, generator=generator)  # 2.4 MB read: the threads split the columns
+    expected, _ = ref.sparse_projection(x, weight_t, None, "none", 0, 1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got, _ = _compiled.sparse_linear(x, weight_t, None, "none", 0, 1)
+    finally:
+        torch.set_num_threads(previous)
+    # 1024-term fp32 sums of order-30 values, added in another order than torch's: ~1e-5 apart
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)

@@ -77,7 +77,7 @@ def test_writes_the_five_outputs_with_their_columns(regenerate, board):
     assert reader.fieldnames == [
         "name", "shakespeare_bpb", "shakespeare_loss", "shakespeare_tokens", "ptb_bpb", "ptb_loss", "ptb_tokens",
         "total_params", "non_embedding_params", "activated_params", "activated_fraction", "weight_bytes_per_token",
-        "sparsity_attn_in", "sparsity_attn_out", "sparsity_ffn_in", "sparsity_ffn_down",
+        "inference_bytes", "sparsity_attn_in", "sparsity_attn_out", "sparsity_ffn_in", "sparsity_ffn_down",
         "weight_quant", "act_quant", "sparsity", "k_ratio", "n_experts", "top_k",
         "train_tokens", "train_steps", "train_corpus", "hardware", "checkpoint_sha256",
         "decode_tokens_per_s", "dense_decode_tokens_per_s", "decode_speedup", "decode_baseline",

@@ -15,6 +15,10 @@ VARIANTS = {
     "bitnet-qsparse": dict(weight_quant="ternary", act_quant="int8", sparsity="topk", k_ratio=0.5, ffn_act="relu2"),
     "bitnet-block": dict(weight_quant="ternary", act_quant="int8", sparsity="block", k_ratio=0.5, block_size=16),
     "qsparse": dict(sparsity="topk", k_ratio=0.5),
+    "moe": dict(n_experts=4, top_k=2),
+    "qsparse-moe": dict(n_experts=4, top_k=2, sparsity="topk", k_ratio=0.5, ffn_act="relu2"),
+    "bitnet-qsparse-moe-shared": dict(n_experts=4, top_k=2, n_shared_experts=1, weight_quant="ternary", act_quant="int8", sparsity="topk", k_ratio=0.5),
+    "moe-top1-switch": dict(n_experts=4, top_k=1, renormalize_router=False),
 }
 
 
@@ -48,6 +52,9 @@ def test_ternary_projections_hold_packed_weights_only():
     state = fast.state_dict()
     assert not any(k.endswith(("wqkv.weight", "wo.weight", "w_gate_up.weight", "w_down.weight")) for k in state)
     assert all(m.packed.dtype == torch.uint8 and m.packed.shape == (m.in_features, -(-m.out_features // 4)) for m in packed)
+    # every norm in front of a projection is folded into it: one kernel call per site
+    assert all(m.norm_weight is not None for m in packed)
+    assert all(isinstance(getattr(b, n), torch.nn.Identity) for b in fast.layers for n in ("attn_norm", "ffn_norm"))
     # only embeddings and norms stay fp32: the projections shrink 16x (32 bits -> 2 bits)
     projection_bytes = sum(4 * m.in_features * m.out_features for m in packed)
     assert tensor_bytes(model) - tensor_bytes(fast) >= projection_bytes * (1 - 1 / 16) - 64 * len(packed)
@@ -95,3 +102,24 @@ def test_inference_form_on_cuda_prefill_and_decode(variant):
         torch.testing.assert_close(fast(tokens), model(tokens), rtol=1e-3, atol=1e-3)  # prefill: 2 x 48 rows
     prompt = tokens[:1, :8]
     assert torch.equal(generate(fast, prompt, 16, temperature=0), generate(model, prompt, 16, temperature=0))
+
+
+def test_moe_inference_reads_only_chosen_experts_and_accounts_like_training():
+    from zoo.models.accounting import account
+    from zoo.models.inference import InferenceMoE
+
+    model, fast = trained_pair("bitnet-qsparse-moe-shared")
+    moe = fast.layers[0].ffn
+    assert isinstance(moe, InferenceMoE) and len(moe.gate_up) == 4
+    assert all(isinstance(p, PackedTernaryLinear) for p in list(moe.gate_up) + list(moe.down))
+    assert tensor_bytes(fast) < tensor_bytes(model) / 4
+    # a token read by experts 1 and 3 only: the other experts' projections are never called
+    called = []
+    for index, projection in enumerate(moe.gate_up):
+        projection.register_forward_hook(lambda m, i, o, index=index: called.append(index))
+    with torch.no_grad():
+        moe(torch.randn(1, 1, TINY["dim"]))
+    assert len(called) == 2 and len(set(called)) == 2
+    batches = [torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(2))]
+    assert account(fast).activated_params == pytest.approx(account(model).activated_params)  # nominal: k/E of each expert
+    assert account(fast, batches=batches).activated_params == pytest.approx(account(model, batches=batches).activated_params, rel=0.02)

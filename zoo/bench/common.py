@@ -66,19 +66,7 @@ def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
 
 def median_time(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 15, device: str | torch.device = "cpu") -> float:
     """Median wall time of ``fn()`` in seconds (CUDA-synchronised on GPUs)."""
-    cuda = torch.device(device).type == "cuda"
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return interleaved_median_times({"fn": fn}, warmup=warmup, repeats=repeats, device=device)["fn"]
 
 
 def interleaved_median_times(candidates: dict[str, Callable[[], Any]], *, warmup: int = 1, repeats: int = 5, device: str | torch.device = "cpu") -> dict[str, float]:

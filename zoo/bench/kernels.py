@@ -94,6 +94,45 @@ def _cpu_sparse_linear(shapes, batches, densities) -> list[dict[str, Any]]:
     return records
 
 
+PACKED_SHAPES = [(4096, 4096), (4096, 14336), (640, 3456), (1728, 640)]  # benchmarks.md's target, a 7B FFN, the small zoo FFN
+QUICK_PACKED_SHAPES = [(4096, 4096)]
+
+
+def _cpu_packed_gemv(shapes, densities=(1.0, 0.4), threads=(1, 2)) -> list[dict[str, Any]]:
+    """The compiled packed ternary x int8 GEMV (batch 1), with GB/s of packed weights read, per
+    thread count, against dense fp32 ``F.linear`` of the same shape timed in the same loop."""
+    from zoo.kernels.pack import pack_ternary
+    from zoo.kernels.ternary_matmul import _compiled
+
+    if not _compiled.available():
+        return []
+    records = []
+    previous = torch.get_num_threads()
+    try:
+        for k_in, n_out in shapes:
+            generator = torch.Generator().manual_seed(k_in + n_out)
+            packed = pack_ternary(torch.randint(-1, 2, (n_out, k_in), generator=generator))
+            weight = torch.randn(n_out, k_in, generator=generator)
+            dense_x = torch.randn(1, k_in, generator=generator)
+            for density in densities:
+                x = torch.randint(-127, 128, (1, k_in), generator=generator, dtype=torch.int8)
+                x[torch.rand(1, k_in, generator=generator) >= density] = 0
+                kept = float((x != 0).float().mean())
+                for count in threads:
+                    torch.set_num_threads(count)
+                    time_s, baseline = _paired_medians(lambda: _compiled.ternary_accumulate(x, packed, n_out), lambda: F.linear(dense_x, weight))
+                    read = packed.numel() * kept
+                    records.append(record(
+                        "packed_ternary_gemv", time_s=time_s, baseline_s=baseline, baseline="F.linear fp32 dense, same threads",
+                        device="cpu", shape=f"1x{k_in}->{n_out}", in_features=k_in, out_features=n_out, dtype="int8 x 2-bit",
+                        density=density, kept_fraction=kept, threads=count, isa=_compiled.isa(), impl="cpu",
+                        gbps=read / time_s / 1e9, gbps_per_thread=read / time_s / 1e9 / count, roofline_fraction=None,
+                    ))
+    finally:
+        torch.set_num_threads(previous)
+    return records
+
+
 def _cpu_topk_int8(shapes, density: float = 0.4) -> list[dict[str, Any]]:
     from zoo.kernels import topk_int8_quantize
 
@@ -199,6 +238,7 @@ def run(
         # the target shape of benchmarks.md, one token, at the headline density only
         records += _cpu_sparse_linear(QUICK_SHAPES[1:], (1,), (0.4,))
     records += _cpu_topk_int8(QUICK_TOPK_SHAPES if quick else TOPK_SHAPES)
+    records += _cpu_packed_gemv(QUICK_PACKED_SHAPES if quick else PACKED_SHAPES)
     if device.type == "cuda":
         records += _gpu_records(
             device, QUICK_SHAPES if quick else SHAPES, BATCHES, (0.4,) if quick else DENSITIES,
