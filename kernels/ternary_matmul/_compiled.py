@@ -11,6 +11,7 @@ None after a one-line notice and callers keep the torch reference path.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -98,6 +99,12 @@ def isa() -> str:
     return ISA_NAMES.get(lib.zoo_ternary_gemv_isa(), "unknown") if lib is not None else "none"
 
 
+@functools.lru_cache(maxsize=16)
+def _gemv_scratch(k_in: int, nb: int) -> "PackedLinearScratch":
+    # Reused work buffers per shape (an allocation costs as much as a small GEMV); one call at a time.
+    return PackedLinearScratch(k_in, nb)
+
+
 def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, threads: int | None = None, force_scalar: bool = False) -> torch.Tensor:
     """``x_q · W_qᵀ`` as exact int32, ``x_q`` int8 ``[..., K]``, ``packed`` uint8 ``[K, ceil(N/4)]``."""
     lib = library()
@@ -111,12 +118,10 @@ def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, t
     rows = x_q.reshape(-1, k_in).contiguous()
     packed = packed.contiguous()
     acc = torch.empty(rows.shape[0], 4 * nb, dtype=torch.int32)
-    kept = torch.empty(k_in, dtype=torch.int32)
-    block = 128 * max(1, nb // 32)
-    acc16, acc32 = torch.empty(block, dtype=torch.int16), torch.empty(block, dtype=torch.int32)
+    scratch = _gemv_scratch(k_in, nb)
     lib.zoo_ternary_gemv(
-        packed.data_ptr(), k_in, nb, rows.data_ptr(), rows.shape[0], acc.data_ptr(), kept.data_ptr(),
-        acc16.data_ptr(), acc32.data_ptr(), torch.get_num_threads() if threads is None else threads, int(force_scalar),
+        packed.data_ptr(), k_in, nb, rows.data_ptr(), rows.shape[0], acc.data_ptr(), scratch.kept.data_ptr(),
+        scratch.acc16.data_ptr(), scratch.acc32.data_ptr(), torch.get_num_threads() if threads is None else threads, int(force_scalar),
     )
     return acc[:, :n_out].reshape(*x_q.shape[:-1], n_out)
 

@@ -50,3 +50,24 @@ def test_defaults_resolve():
     assert ModelConfig().has_sub_norm is False
     assert ModelConfig(k_ratio=0.7).n_kept(10) == 7  # floor without binary-rounding surprises
     assert ModelConfig(n_experts=4, top_k=2, expert_ffn_dim=64).hidden_dim == 64
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("rope_theta", "abc", "a number"),
+    ("norm_eps", None, "a number"),
+    ("k_ratio", True, "a number"),  # a boolean is not a number here, though Python says True == 1
+    ("dim", 64.0, "an integer"),
+    ("tie_embeddings", "yes", "true or false"),
+    ("sub_norm", 1, "true or false or null"),
+])
+def test_release_config_with_a_wrong_type_names_file_and_field(tmp_path, field, value, allowed):
+    import yaml
+
+    from zoo.release import read_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**ModelConfig().to_dict(), field: value}))
+    with pytest.raises(ValueError) as info:
+        read_config(path)
+    message = str(info.value)
+    assert str(path) in message and f"ModelConfig.{field} must be {allowed}" in message and repr(value) in message
