@@ -20,9 +20,14 @@ from torch import nn
 
 import zoo.kernels as kernels
 from zoo.kernels import cpu_kernel_can_run
-from zoo.kernels.ternary_matmul import packed_ternary_linear, sparse_projection, ternary_accumulate
-from zoo.kernels.ternary_matmul._compiled import PackedLinearScratch, SparseLinearScratch
-from zoo.kernels.ternary_matmul.reference import rms_norm
+from zoo.kernels.ternary_matmul import (
+    PackedLinearScratch,
+    SparseLinearScratch,
+    packed_ternary_linear,
+    rms_norm,
+    sparse_projection,
+    ternary_accumulate,
+)
 from zoo.kernels import moe as moe_ops
 from zoo.models.ffn import GatedFeedForward, glu_activation
 from zoo.models.linear import ZeroCounting, ZooLinear
@@ -79,17 +84,16 @@ class PackedTernaryLinear(FusedNorm, ZeroCounting, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel == "auto" and cpu_kernel_can_run(x):
-            # One compiled call does the input rule, the packed GEMV and the rescale (decode is
-            # bound by per-op overhead at these widths); bit-equal to the path below.
+            # One compiled call does the folded norm, the input rule, the packed GEMV and the
+            # rescale (decode is bound by per-op overhead at these widths); bit-equal to the path
+            # below without a norm, equal to fp32 rounding with one.
             if self._scratch is None:
                 self._scratch = PackedLinearScratch(*self.packed.shape)
             y, nonzero = packed_ternary_linear(
                 x, self.packed, self.scale, self.out_features, self.bias, sparsity=self.sparsity, n_keep=self.n_keep,
                 block_size=self.block_size, impl="cpu", scratch=self._scratch, norm=self.norm,
             )
-            if self.record_input_zeros:
-                self.input_zeros += x.numel() - nonzero
-                self.input_numel += x.numel()
+            self.count_nonzero(nonzero, x.numel())
             return y.to(x.dtype)
         values, x_scale = self.quantize_input(rms_norm(x, self.norm).to(x.dtype))
         self.observe(values)
@@ -133,9 +137,7 @@ class SparseInputLinear(FusedNorm, ZeroCounting, nn.Module):
             x, self.weight_t, self.bias, sparsity=self.sparsity, n_keep=self.n_keep, block_size=self.block_size,
             impl="cpu" if fused else "torch", scratch=self._scratch, norm=self.norm,
         )
-        if self.record_input_zeros:
-            self.input_zeros += x.numel() - kept
-            self.input_numel += x.numel()
+        self.count_nonzero(kept, x.numel())
         return y.to(x.dtype)
 
     def accounting_entry(self):

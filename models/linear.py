@@ -55,8 +55,13 @@ class ZeroCounting:
     def observe(self, x: torch.Tensor) -> None:
         """Counts the zeros of an already transformed input while recording is on."""
         if self.record_input_zeros:
-            self.input_zeros += int((x == 0).sum())
-            self.input_numel += x.numel()
+            self.count_nonzero(int((x != 0).sum()), x.numel())
+
+    def count_nonzero(self, nonzero: int, numel: int) -> None:
+        """Adds an input of ``numel`` values of which ``nonzero`` survived (a kernel's own count)."""
+        if self.record_input_zeros:
+            self.input_zeros += numel - nonzero
+            self.input_numel += numel
 
     @property
     def nominal_input_sparsity(self) -> float:

@@ -15,6 +15,9 @@ import torch
 
 from zoo.kernels._dispatch import resolve_impl
 from zoo.kernels.ternary_matmul import reference
+from zoo.kernels.ternary_matmul._compiled import PackedLinearScratch, SparseLinearScratch
+from zoo.kernels.ternary_matmul._compiled import isa as cpu_kernel_isa
+from zoo.kernels.ternary_matmul.reference import rms_norm
 from zoo.kernels.ternary_matmul.cpu import sparse_input_linear, sparse_ternary_linear
 
 HAS_TRITON = True
@@ -130,4 +133,10 @@ def ternary_matmul(x: torch.Tensor, weight: torch.Tensor, *, impl: str = "auto")
     return torch.nn.functional.linear(x, ternary_quantize(weight))
 
 
-__all__ = ["packed_ternary_linear", "sparse_projection", "sparse_input_linear", "sparse_ternary_linear", "ternary_accumulate", "ternary_linear", "ternary_matmul"]
+__all__ = [
+    "PackedLinearScratch",
+    "SparseLinearScratch",
+    "cpu_kernel_isa",
+    "packed_ternary_linear",
+    "rms_norm",
+    "sparse_projection", "sparse_input_linear", "sparse_ternary_linear", "ternary_accumulate", "ternary_linear", "ternary_matmul"]

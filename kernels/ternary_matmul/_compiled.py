@@ -31,6 +31,7 @@ _tried = False
 
 
 def _cache_dir() -> Path:
+    # The rule of zoo.paths.zoo_home, restated: zoo.kernels imports nothing above it.
     explicit = os.environ.get("ZOO_HOME")
     root = Path(explicit).expanduser() if explicit else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "moezoo"
     return root / "kernels"

@@ -101,10 +101,11 @@ QUICK_PACKED_SHAPES = [(4096, 4096)]
 def _cpu_packed_gemv(shapes, densities=(1.0, 0.4), threads=(1, 2)) -> list[dict[str, Any]]:
     """The compiled packed ternary x int8 GEMV (batch 1), with GB/s of packed weights read, per
     thread count, against dense fp32 ``F.linear`` of the same shape timed in the same loop."""
+    from zoo.kernels import cpu_kernel_can_run
     from zoo.kernels.pack import pack_ternary
-    from zoo.kernels.ternary_matmul import _compiled
+    from zoo.kernels.ternary_matmul import cpu_kernel_isa, ternary_accumulate
 
-    if not _compiled.available():
+    if not cpu_kernel_can_run(torch.empty(0)):
         return []
     records = []
     previous = torch.get_num_threads()
@@ -120,7 +121,7 @@ def _cpu_packed_gemv(shapes, densities=(1.0, 0.4), threads=(1, 2)) -> list[dict[
                 kept = float((x != 0).float().mean())
                 for count in threads:
                     torch.set_num_threads(count)
-                    candidate, dense = (lambda: _compiled.ternary_accumulate(x, packed, n_out)), (lambda: F.linear(dense_x, weight))
+                    candidate, dense = (lambda: ternary_accumulate(x, packed, n_out, impl="cpu")), (lambda: F.linear(dense_x, weight))
                     # cold: interleaved with the 4-byte dense weight, which evicts the packed one from
                     # the caches every round; warm: each run back to back, the packed weight in cache
                     # (where a small model's weights stay while it decodes).
@@ -131,7 +132,7 @@ def _cpu_packed_gemv(shapes, densities=(1.0, 0.4), threads=(1, 2)) -> list[dict[
                         records.append(record(
                             "packed_ternary_gemv", time_s=time_s, baseline_s=baseline, baseline="F.linear fp32 dense, same threads",
                             device="cpu", shape=f"1x{k_in}->{n_out}", in_features=k_in, out_features=n_out, dtype="int8 x 2-bit",
-                            density=density, kept_fraction=kept, threads=count, cache=cache, isa=_compiled.isa(), impl="cpu",
+                            density=density, kept_fraction=kept, threads=count, cache=cache, isa=cpu_kernel_isa(), impl="cpu",
                             gbps=read / time_s / 1e9, gbps_per_thread=read / time_s / 1e9 / count, roofline_fraction=None,
                         ))
     finally:
