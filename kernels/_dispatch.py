@@ -1,7 +1,7 @@
 """Chooses between an op's PyTorch reference, its Triton kernel and its compiled CPU kernel.
 
 One vocabulary for every op: ``torch`` (the reference), ``triton``, ``cpu`` (C compiled on first
-use, see ``ternary_matmul/_compiled.py``) and ``auto``. ``auto`` takes Triton when the op has a
+use, see ``zoo.kernels.compiled``) and ``auto``. ``auto`` takes Triton when the op has a
 kernel and it can run (a CUDA tensor, or any tensor under ``TRITON_INTERPRET=1``), else the
 compiled CPU kernel for a CPU tensor when the op has one and it built, else the reference.
 ``ZOO_KERNEL=torch|triton|cpu`` forces a path for every ``auto`` call, which is how benchmarks
@@ -35,9 +35,9 @@ def triton_can_run(x: torch.Tensor) -> bool:
 
 
 def cpu_kernel_can_run(x: torch.Tensor) -> bool:
-    from zoo.kernels.ternary_matmul import _compiled
+    from zoo.kernels import compiled
 
-    return x.device.type == "cpu" and _compiled.available()
+    return x.device.type == "cpu" and compiled.available()
 
 
 def resolve_impl(impl: str, x: torch.Tensor, *, op: str, has_triton: bool, has_cpu: bool = False) -> str:

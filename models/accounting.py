@@ -80,8 +80,8 @@ def nominal_input_sparsity(model: nn.Module) -> dict[str, float]:
 
 @contextmanager
 def recording_input_zeros(model: nn.Module) -> Iterator[None]:
-    """Within the block, every accounted module counts the zeros of its (transformed) input."""
-    modules = [m for _, m, _ in accounted_modules(model) if hasattr(m, "record_input_zeros")]
+    """Within the block, every projection's input transform counts the zeros it produces."""
+    modules = [m for m in model.modules() if hasattr(m, "record_input_zeros")]
     for module in modules:
         module.record_input_zeros, module.input_zeros, module.input_numel = True, 0, 0
     try:
@@ -89,6 +89,11 @@ def recording_input_zeros(model: nn.Module) -> Iterator[None]:
     finally:
         for module in modules:
             module.record_input_zeros = False
+
+
+def recorded_input_sparsity(model: nn.Module) -> dict[str, float]:
+    """Per accounted module, the zero fraction its input transform recorded (0 where none was)."""
+    return {name: getattr(m, "input_sparsity", None) or 0.0 for name, m, _ in accounted_modules(model)}
 
 
 @torch.no_grad()
@@ -100,10 +105,9 @@ def measure_input_sparsity(model: nn.Module, batches: Iterable[torch.Tensor]) ->
         with recording_input_zeros(model):
             for tokens in batches:
                 model(tokens)
-            measured = {name: getattr(m, "input_sparsity", None) for name, m, _ in accounted_modules(model)}
+            return recorded_input_sparsity(model)
     finally:
         model.train(was_training)
-    return {name: value if value is not None else 0.0 for name, value in measured.items()}
 
 
 def _lm_head_bytes(model: nn.Module) -> float:

@@ -60,7 +60,7 @@ class Attention(nn.Module):
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.kv_heads, config.head_dim
         qkv_out = (config.n_heads + 2 * config.kv_heads) * config.head_dim
         self.wqkv = ZooLinear.from_config(config, config.dim, qkv_out, site="attn_in", bias=config.qkv_bias)
-        self.sub_norm = RMSNorm(config.dim, config.norm_eps) if config.has_sub_norm else nn.Identity()
+        self.sub_norm = RMSNorm(config.dim, config.norm_eps, config.kernel) if config.has_sub_norm else nn.Identity()
         self.wo = ZooLinear.from_config(config, config.dim, config.dim, site="attn_out")
 
     def forward(self, x: torch.Tensor, freqs: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:

@@ -20,9 +20,9 @@ from zoo.models.norm import RMSNorm
 class Block(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.attn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attn_norm = RMSNorm(config.dim, config.norm_eps, config.kernel)
         self.attn = Attention(config)
-        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps, config.kernel)
         self.ffn = build_ffn(config)
 
     def forward(self, x: torch.Tensor, freqs: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
@@ -36,7 +36,7 @@ class Decoder(nn.Module):
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.norm = RMSNorm(config.dim, config.norm_eps, config.kernel)
         self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_embeddings.weight

@@ -35,7 +35,7 @@ class GatedFeedForward(nn.Module):
         self.hidden_dim = hidden
         self.act = config.ffn_act
         self.w_gate_up = ZooLinear.from_config(config, config.dim, 2 * hidden, site="ffn_in")
-        self.sub_norm = RMSNorm(hidden, config.norm_eps) if config.has_sub_norm else nn.Identity()
+        self.sub_norm = RMSNorm(hidden, config.norm_eps, config.kernel) if config.has_sub_norm else nn.Identity()
         self.w_down = ZooLinear.from_config(config, hidden, config.dim, site="ffn_down")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

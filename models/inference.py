@@ -19,18 +19,10 @@ import torch
 from torch import nn
 
 import zoo.kernels as kernels
-from zoo.kernels import cpu_kernel_can_run
-from zoo.kernels.ternary_matmul import (
-    PackedLinearScratch,
-    SparseLinearScratch,
-    packed_ternary_linear,
-    rms_norm,
-    sparse_projection,
-    ternary_accumulate,
-)
+from zoo.kernels.ternary_matmul import packed_ternary_linear, sparse_projection
 from zoo.kernels import moe as moe_ops
 from zoo.models.ffn import GatedFeedForward, glu_activation
-from zoo.models.linear import ZeroCounting, ZooLinear
+from zoo.models.linear import TransformedInput, ZooLinear
 from zoo.models.moe import ExpertBank, MoEFeedForward
 from zoo.models.norm import RMSNorm
 
@@ -51,56 +43,32 @@ class FusedNorm:
         return None if self.norm_weight is None else (self.norm_weight, self.norm_eps)
 
 
-class PackedTernaryLinear(FusedNorm, ZeroCounting, nn.Module):
-    """``y = (x_q · T) · α / s_x (+ b)`` with ``T`` packed 2 bits a weight (``[in, ceil(out/4)]`` uint8)."""
+class PackedTernaryLinear(FusedNorm, TransformedInput, nn.Module):
+    """``y = (x_q · T) · α / s_x (+ b)`` with ``T`` packed 2 bits a weight (``[in, ceil(out/4)]`` uint8).
+
+    ``x_q, s_x`` come from the training form's own :class:`InputTransform` rule, kept as integers;
+    the kernel layer runs the whole projection (``zoo.kernels.ternary_matmul.packed_ternary_linear``).
+    """
 
     def __init__(self, source: ZooLinear) -> None:
         super().__init__()
         if source.weight_quant != "ternary" or source.act_quant != "int8":
             raise ValueError(f"PackedTernaryLinear: needs ternary weights with int8 inputs, got {source.weight_quant}/{source.act_quant}")
         self.in_features, self.out_features, self.site = source.in_features, source.out_features, source.site
-        self.sparsity, self.n_keep, self.block_size = source.sparsity, source.n_keep, source.block_size
-        self.weight_quant, self.act_quant, self.kernel = "ternary", "int8", source.kernel
+        self.weight_quant, self.kernel = "ternary", source.kernel
+        self.input_transform = source.input_transform
         values, alpha = kernels.ternary_quantize_raw(source.weight.detach().float())
         self.register_buffer("packed", kernels.pack_ternary(values.to(torch.int8)))
         self.register_buffer("scale", alpha.reshape(()).float())
         self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
         self.register_buffer("norm_weight", None)
-        self._scratch = None  # the compiled kernel's work buffers, made at the first CPU call
-
-    def quantize_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(int8 values, per-row scale ``[..., 1]``): the training form's input rule, kept as integers."""
-        if self.sparsity == "topk":
-            values, scale, _ = kernels.topk_int8_quantize_raw(x, self.n_keep, impl=self._impl(x))
-            return values.to(torch.int8), scale
-        if self.sparsity == "block":
-            x = kernels.block_topk_sparsify(x, self.n_keep, self.block_size, impl=self._impl(x))
-        values, scale = kernels.int8_quantize_raw(x, impl=self._impl(x))
-        return values.to(torch.int8), scale
-
-    def _impl(self, x: torch.Tensor) -> str:
-        # the transforms have torch and Triton paths; "cpu" names only the packed GEMV's kernel
-        return "auto" if self.kernel in ("auto", "cpu") else self.kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel == "auto" and cpu_kernel_can_run(x):
-            # One compiled call does the folded norm, the input rule, the packed GEMV and the
-            # rescale (decode is bound by per-op overhead at these widths); bit-equal to the path
-            # below without a norm, equal to fp32 rounding with one.
-            if self._scratch is None:
-                self._scratch = PackedLinearScratch(*self.packed.shape)
-            y, nonzero = packed_ternary_linear(
-                x, self.packed, self.scale, self.out_features, self.bias, sparsity=self.sparsity, n_keep=self.n_keep,
-                block_size=self.block_size, impl="cpu", scratch=self._scratch, norm=self.norm,
-            )
-            self.count_nonzero(nonzero, x.numel())
-            return y.to(x.dtype)
-        values, x_scale = self.quantize_input(rms_norm(x, self.norm).to(x.dtype))
-        self.observe(values)
-        acc = ternary_accumulate(values, self.packed, self.out_features, impl=self.kernel)
-        y = acc.to(torch.float32) * (self.scale / x_scale.to(torch.float32))
-        if self.bias is not None:
-            y = y + self.bias
+        y, nonzero = packed_ternary_linear(
+            x, self.packed, self.scale, self.out_features, self.bias, sparsity=self.sparsity, n_keep=self.n_keep,
+            block_size=self.block_size, impl=self.kernel, norm=self.norm,
+        )
+        self.input_transform.count_nonzero(nonzero, x.numel())
         return y.to(x.dtype)
 
     def accounting_entry(self):
@@ -109,11 +77,11 @@ class PackedTernaryLinear(FusedNorm, ZeroCounting, nn.Module):
         return LinearAccount(self.in_features * self.out_features, self.site, TERNARY_PACKED_BITS, SCALE_BYTES, self.usage)
 
     def extra_repr(self) -> str:
-        rule = {"topk": f"topk={self.n_keep}/{self.in_features}", "block": f"block={self.n_keep}:{self.block_size}"}.get(self.sparsity, "dense")
-        return f"in={self.in_features}, out={self.out_features}, site={self.site}, packed 2-bit, acts=int8, {rule}"
+        rule = ", ".join(self.input_transform.describe())
+        return f"in={self.in_features}, out={self.out_features}, site={self.site}, packed 2-bit, {rule}"
 
 
-class SparseInputLinear(FusedNorm, ZeroCounting, nn.Module):
+class SparseInputLinear(FusedNorm, TransformedInput, nn.Module):
     """A full-precision Q-Sparse projection for inference: the weight held transposed (``[in, out]``,
     its dtype kept) so that each input channel is one row, and only the kept channels' rows read."""
 
@@ -122,22 +90,18 @@ class SparseInputLinear(FusedNorm, ZeroCounting, nn.Module):
         if source.weight_quant != "none" or source.act_quant != "none" or source.sparsity == "none":
             raise ValueError("SparseInputLinear: needs a full-precision projection with top-K or N:M inputs")
         self.in_features, self.out_features, self.site = source.in_features, source.out_features, source.site
-        self.sparsity, self.n_keep, self.block_size, self.kernel = source.sparsity, source.n_keep, source.block_size, source.kernel
-        self.weight_quant, self.act_quant = "none", "none"
+        self.weight_quant, self.kernel = "none", source.kernel
+        self.input_transform = source.input_transform
         self.register_buffer("weight_t", source.weight.detach().t().contiguous())
         self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
         self.register_buffer("norm_weight", None)
-        self._scratch = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fused = self.kernel == "auto" and cpu_kernel_can_run(x) and self.weight_t.dtype in (torch.float32, torch.bfloat16)
-        if fused and self._scratch is None:
-            self._scratch = SparseLinearScratch(self.in_features)
         y, kept = sparse_projection(
             x, self.weight_t, self.bias, sparsity=self.sparsity, n_keep=self.n_keep, block_size=self.block_size,
-            impl="cpu" if fused else "torch", scratch=self._scratch, norm=self.norm,
+            impl=self.kernel, norm=self.norm,
         )
-        self.count_nonzero(kept, x.numel())
+        self.input_transform.count_nonzero(kept, x.numel())
         return y.to(x.dtype)
 
     def accounting_entry(self):
@@ -146,7 +110,7 @@ class SparseInputLinear(FusedNorm, ZeroCounting, nn.Module):
         return LinearAccount(self.in_features * self.out_features, self.site, BF16_BITS, 0, self.usage)
 
     def extra_repr(self) -> str:
-        rule = f"topk={self.n_keep}/{self.in_features}" if self.sparsity == "topk" else f"block={self.n_keep}:{self.block_size}"
+        rule = ", ".join(self.input_transform.describe())
         return f"in={self.in_features}, out={self.out_features}, site={self.site}, {self.weight_t.dtype}, {rule}"
 
 
@@ -264,9 +228,8 @@ class InferenceMoE(nn.Module):
 
 def expert_projection(bank: ExpertBank, expert: int, usage: float) -> nn.Module:
     """Expert ``expert`` of a stacked bank as one projection, in inference form where one exists."""
-    single = ZooLinear(bank.in_features, bank.out_features, site=bank.site, weight_quant=bank.weight_quant, act_quant=bank.act_quant,
-                       sparsity=bank.sparsity, k_ratio=1.0, block_size=bank.block_size, kernel=bank.kernel)
-    single.n_keep = bank.n_keep
+    single = ZooLinear(bank.in_features, bank.out_features, site=bank.site, weight_quant=bank.weight_quant, kernel=bank.kernel)
+    single.input_transform = bank.input_transform  # every expert keeps the bank's rule, and counts into it
     single.weight = nn.Parameter(bank.weight.detach()[expert].clone(), requires_grad=False)
     projection = inference_module(single) or single
     projection.usage = usage

@@ -6,7 +6,7 @@ per token (fused with the mask when both are on), then multiplied by the weight,
 with absmean when requested. All three steps train with straight-through gradients, so the
 latent weights stay full precision and ``dX`` stays dense.
 
-Every layer can record how many of its inputs were zero, which is what Q-Sparse's activated
+The input rule is one module, :class:`InputTransform`, composed by every projection; it can record how many of its inputs were zero, which is what Q-Sparse's activated
 parameter count (§3.6) is measured from.
 """
 from __future__ import annotations
@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import zoo.kernels as kernels
-from zoo.kernels.ternary_matmul import sparse_input_linear
-from zoo.kernels.ternary_matmul import ternary_matmul as kernels_ternary_matmul
+from zoo.kernels.ternary_matmul import latent_ternary_linear
 from zoo.models.config import ModelConfig, kept_channels
 
 
@@ -40,17 +39,46 @@ def frozen_cache(module: nn.Module, tag: str, compute: Callable[[], torch.Tensor
     return cache[tag][1]
 
 
-class ZeroCounting:
-    """Counts the zero inputs a projection sees while ``record_input_zeros`` is on (Q-Sparse §3.6).
+class InputTransform(nn.Module):
+    """The input rule of one projection, ``Q_x(S(x))``: Q-Sparse's top-K or N:M mask ``S``, then
+    BitNet's per-token int8 ``Q_x``, as one module that every projection form composes (the
+    training-form :class:`ZooLinear`, the MoE expert banks and the packed inference layers), so
+    they cannot drift apart. It also counts the zeros it produces while ``record_input_zeros`` is
+    on, which is what Q-Sparse's activated parameter count (§3.6) is measured from.
 
-    Shared by the training-form projections and the packed inference form; the owner defines
-    ``sparsity``, ``n_keep``, ``block_size`` and ``in_features``.
+    Holds no parameters: the state dicts of its owners do not change.
     """
 
     record_input_zeros = False
     input_zeros = 0
     input_numel = 0
-    usage = 1.0  # mean share of tokens whose forward reads this projection (k/E for a routed expert)
+
+    def __init__(self, in_features: int, *, act_quant: str = "none", sparsity: str = "none", k_ratio: float = 1.0,
+                 block_size: int = 32, kernel: str = "auto", owner: str = "projection") -> None:
+        super().__init__()
+        self.in_features, self.act_quant, self.sparsity = in_features, act_quant, sparsity
+        self.block_size, self.kernel = block_size, kernel
+        width = self.width
+        kept = kept_channels(k_ratio, width) if sparsity != "none" else width
+        if not 1 <= kept <= width:
+            raise ValueError(f"{owner}: k_ratio={k_ratio} keeps {kept} of {width} channels; need at least 1")
+        self.n_keep = kept
+
+    @property
+    def width(self) -> int:
+        """The channels one top-K choice ranges over: the row, or one block of N:M."""
+        return self.block_size if self.sparsity == "block" else self.in_features
+
+    @property
+    def int8(self) -> bool:
+        return self.act_quant == "int8"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``Q_x(S(x))`` with straight-through gradients (the kernel layer picks the implementation)."""
+        x = kernels.input_transform(x, sparsity=self.sparsity, n_keep=self.n_keep, block_size=self.block_size,
+                                    int8=self.int8, impl=self.kernel)
+        self.observe(x)
+        return x
 
     def observe(self, x: torch.Tensor) -> None:
         """Counts the zeros of an already transformed input while recording is on."""
@@ -58,26 +86,68 @@ class ZeroCounting:
             self.count_nonzero(int((x != 0).sum()), x.numel())
 
     def count_nonzero(self, nonzero: int, numel: int) -> None:
-        """Adds an input of ``numel`` values of which ``nonzero`` survived (a kernel's own count)."""
-        if self.record_input_zeros:
-            self.input_zeros += numel - nonzero
+        """Adds an input of ``numel`` values of which ``nonzero`` survived (a fused kernel's own count)."""
+        if self.record_input_zeros:  # int(): a GPU kernel's count is a tensor, read only while recording
+            self.input_zeros += numel - int(nonzero)
             self.input_numel += numel
 
     @property
     def nominal_input_sparsity(self) -> float:
         """Zero fraction the top-K rule alone guarantees: 1 − K/D (natural zeros come on top)."""
-        width = self.block_size if self.sparsity == "block" else self.in_features
-        return 1.0 - self.n_keep / width
+        return 1.0 - self.n_keep / self.width
 
     @property
     def input_sparsity(self) -> float | None:
         """Measured fraction of zero inputs since recording started (None if nothing recorded)."""
         return self.input_zeros / self.input_numel if self.input_numel else None
 
+    def describe(self) -> list[str]:
+        parts = [f"acts={self.act_quant}"] if self.act_quant != "none" else []
+        if self.sparsity == "topk":
+            parts.append(f"topk={self.n_keep}/{self.in_features}")
+        elif self.sparsity == "block":
+            parts.append(f"block={self.n_keep}:{self.block_size}")
+        return parts
 
-class SparseProjection(ZeroCounting, nn.Module):
-    """What every zoo projection shares, whatever the shape of its weight: the BitNet / Q-Sparse
-    choices, the input transform ``S(Q_x(x))`` and the counting of zero inputs (Q-Sparse §3.6).
+    def extra_repr(self) -> str:
+        return ", ".join(self.describe()) or "identity"
+
+
+class TransformedInput:
+    """A projection whose input goes through an :class:`InputTransform` (``self.input_transform``):
+    its rule and its zero counts, read through the projection (what accounting and logs ask)."""
+
+    input_transform: InputTransform
+    usage = 1.0  # mean share of tokens whose forward reads this projection (k/E for a routed expert)
+
+    @property
+    def sparsity(self) -> str:
+        return self.input_transform.sparsity
+
+    @property
+    def act_quant(self) -> str:
+        return self.input_transform.act_quant
+
+    @property
+    def n_keep(self) -> int:
+        return self.input_transform.n_keep
+
+    @property
+    def block_size(self) -> int:
+        return self.input_transform.block_size
+
+    @property
+    def nominal_input_sparsity(self) -> float:
+        return self.input_transform.nominal_input_sparsity
+
+    @property
+    def input_sparsity(self) -> float | None:
+        return self.input_transform.input_sparsity
+
+
+class SparseProjection(TransformedInput, nn.Module):
+    """What every training-form zoo projection shares, whatever the shape of its weight: the
+    BitNet / Q-Sparse choices and the :class:`InputTransform` ``S(Q_x(x))`` of its input.
 
     :class:`ZooLinear` (``[out, in]``) and the MoE expert banks (``[E, out, in]``) both build on it,
     so experts cannot drift from the dense projections.
@@ -100,11 +170,10 @@ class SparseProjection(ZeroCounting, nn.Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(*weight_shape))
-        self.weight_quant, self.act_quant, self.sparsity = weight_quant, act_quant, sparsity
-        self.kernel = kernel
+        self.weight_quant, self.kernel = weight_quant, kernel
         self.site = site  # which Q-Sparse site this projection is: attn_in, attn_out, ffn_in, ffn_down
-        self.block_size = block_size
-        self.n_keep = self._kept_channels(k_ratio, block_size)
+        self.input_transform = InputTransform(in_features, act_quant=act_quant, sparsity=sparsity, k_ratio=k_ratio,
+                                              block_size=block_size, kernel=kernel, owner=type(self).__name__)
         nn.init.normal_(self.weight, std=0.02)
 
     @staticmethod
@@ -119,37 +188,14 @@ class SparseProjection(ZeroCounting, nn.Module):
             kernel=config.kernel,
         )
 
-    def _kept_channels(self, k_ratio: float, block_size: int) -> int:
-        width = block_size if self.sparsity == "block" else self.in_features
-        kept = kept_channels(k_ratio, width) if self.sparsity != "none" else width
-        if not 1 <= kept <= width:
-            raise ValueError(f"{type(self).__name__}: k_ratio={k_ratio} keeps {kept} of {width} channels; need at least 1")
-        return kept
-
     def transform_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Sparsify then quantise the input: the ``S(Q_x(x))`` of the forward."""
-        impl = self.kernel
-        if self.sparsity == "topk" and self.act_quant == "int8":
-            # One pass: the row max is always kept, so mask and scale come from the same row.
-            return kernels.topk_int8_quantize(x, self.n_keep, impl=impl)
-        if self.sparsity == "topk":
-            x = kernels.topk_sparsify(x, self.n_keep, impl=impl)
-        elif self.sparsity == "block":
-            x = kernels.block_topk_sparsify(x, self.n_keep, self.block_size, impl=impl)
-        if self.act_quant == "int8":
-            x = kernels.int8_quantize(x, impl=impl)
-        return x
+        """Sparsify then quantise the input: the ``S(Q_x(x))`` of the forward (zeros counted)."""
+        return self.input_transform(x)
 
     def extra_repr(self) -> str:
         parts = [f"in={self.in_features}", f"out={self.out_features}", f"site={self.site}"]
         if self.weight_quant != "none":
             parts.append(f"weights={self.weight_quant}")
-        if self.act_quant != "none":
-            parts.append(f"acts={self.act_quant}")
-        if self.sparsity == "topk":
-            parts.append(f"topk={self.n_keep}/{self.in_features}")
-        elif self.sparsity == "block":
-            parts.append(f"block={self.n_keep}:{self.block_size}")
         return ", ".join(parts)
 
 
@@ -171,33 +217,10 @@ class ZooLinear(SparseProjection):
         return self.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.transform_input(x)
-        self.observe(x)
-        if self._sparse_decode_applies(x):
-            y = sparse_input_linear(x, self._decode_weight_t())
-            return y + self.bias if self.bias is not None else y
-        if self.weight_quant == "ternary" and self.kernel == "triton":
-            # Quantise + pack + the packed Triton matmul, STE to the latent weight. Opt-in only:
-            # the kernel is parity-tested under the interpreter but not yet tuned on a GPU.
-            y = kernels_ternary_matmul(x, self.weight, impl="triton")
-            return y + self.bias if self.bias is not None else y
-        return F.linear(x, self.effective_weight(), self.bias)
-
-    # Decoding a few tokens on a CPU reads only the weight rows of the channels top-K kept.
-    DECODE_MAX_ROWS = 16
-
-    def _sparse_decode_applies(self, x: torch.Tensor) -> bool:
-        return (
-            self.sparsity != "none"
-            and self.kernel == "auto"
-            and x.device.type == "cpu"
-            and not torch.is_grad_enabled()
-            and x.numel() <= self.DECODE_MAX_ROWS * self.in_features
-        )
-
-    def _decode_weight_t(self) -> torch.Tensor:
-        """``effective_weight()ᵀ`` as a contiguous ``[in, out]`` copy, rebuilt whenever the weight changes."""
-        return frozen_cache(self, "decode_t", lambda: self.effective_weight().detach().t().contiguous())
+        x = self.input_transform(x)
+        if self.weight_quant == "ternary":
+            return latent_ternary_linear(x, self.weight, self.bias, impl=self.kernel, quantized=self.effective_weight)
+        return F.linear(x, self.weight, self.bias)
 
     def accounting_entry(self):
         from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount

@@ -244,7 +244,6 @@ class MoEFeedForward(nn.Module):
         # Top-K and int8 are per token, so the expert input is transformed once per token rather
         # than once per token-expert assignment.
         h = self.w_gate_up.transform_input(x)
-        self.w_gate_up.observe(h)
         if backend == "megablocks":
             out, tokens_per_expert = self._megablocks_experts(h, weights, experts)
         else:
@@ -264,7 +263,6 @@ class MoEFeedForward(nn.Module):
         if self.sub_norm is not None:
             h = self.sub_norm(h, groups.sorted_experts)
         h = self.w_down.transform_input(h)
-        self.w_down.observe(h)
         return self.w_down(h, groups)
 
     def _megablocks_experts(self, h: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor):

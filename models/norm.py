@@ -4,15 +4,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from zoo.kernels.norm import rms_norm
+
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+    """``x / sqrt(mean(x²) + eps) · w``, normalised in fp32 so bf16 activations do not lose the
+    small-variance channels; ``kernel`` is the zoo's kernel choice (the compiled CPU kernel under
+    ``auto``, see :func:`zoo.kernels.norm.rms_norm`)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, kernel: str = "auto") -> None:
         super().__init__()
-        self.eps = eps
+        self.eps, self.kernel = eps, kernel
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32 so bf16 activations do not lose the small-variance channels.
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.to(x.dtype) * self.weight
+        return rms_norm(x, self.weight, self.eps, impl=self.kernel)

@@ -19,7 +19,8 @@ def test_wheel_contents(tmp_path):
     assert top_level == {"zoo"}, top_level  # never the generic names `models` or `kernels`
     for required in ("zoo/models/decoder.py", "zoo/kernels/topk/reference.py", "zoo/kernels/moe/reference.py",
                      "zoo/configs/bitnet-qsparse-tiny.yaml", "zoo/store/manifest.json",
-                     "zoo/kernels/ternary_matmul/ternary_gemv.c"):  # the CPU kernel is compiled on first use
+                     "zoo/kernels/compiled/ternary_gemv.c", "zoo/kernels/compiled/topk_rows.c",
+                     "zoo/kernels/compiled/zoo_cpu.h"):  # the CPU kernels are compiled on first use
         assert required in names, required
     yaml_in_wheel = {n.split("/")[-1] for n in names if n.startswith("zoo/configs/")}
     assert yaml_in_wheel == {p.name for p in (ROOT / "configs").glob("*.yaml")}

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.aggregation import SumMetric
 
-from zoo.models.accounting import account, recording_input_zeros
+from zoo.models.accounting import account, recorded_input_sparsity, recording_input_zeros
 from zoo.models.config import ModelConfig
 from zoo.models.decoder import Decoder
 
@@ -188,7 +188,7 @@ class ZooLitModule(L.LightningModule):
         if measure:
             with recording_input_zeros(self.model):
                 nll, count = self._lm_loss(batch)
-                stats = account(self.model, {n: m.input_sparsity or 0.0 for n, m in self.model.named_modules() if hasattr(m, "record_input_zeros")})
+                stats = account(self.model, recorded_input_sparsity(self.model))
         else:
             nll, count = self._lm_loss(batch)
         loss = nll / count

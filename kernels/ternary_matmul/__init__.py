@@ -6,19 +6,21 @@ channels that Q-Sparse (arXiv 2407.10969) zeroed.
   channels non-zero in the batch) on CUDA or under the interpreter, else the torch reference.
 * :func:`ternary_matmul`: the training/prefill form, ``F.linear(x, ternary_quantize(W))`` on the
   latent weight, with straight-through gradients (Triton: quantise+pack, then the packed kernel).
-* :func:`sparse_input_linear` / :func:`sparse_ternary_linear`: the CPU decode path (torch only),
-  reading only the weight rows of the kept channels.
+* :func:`latent_ternary_linear`: what a training-form projection calls (Triton opt-in, else torch).
+* :func:`packed_ternary_linear` / :func:`sparse_projection`: the inference form's whole projection
+  (input rule, matmul, rescale), one compiled CPU call (:mod:`zoo.kernels.compiled`) or the reference.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
+from zoo.kernels import compiled
 from zoo.kernels._dispatch import resolve_impl
 from zoo.kernels.ternary_matmul import reference
-from zoo.kernels.ternary_matmul._compiled import PackedLinearScratch, SparseLinearScratch
-from zoo.kernels.ternary_matmul._compiled import isa as cpu_kernel_isa
+from zoo.kernels.compiled import isa as cpu_kernel_isa
 from zoo.kernels.ternary_matmul.reference import rms_norm
-from zoo.kernels.ternary_matmul.cpu import sparse_input_linear, sparse_ternary_linear
 
 HAS_TRITON = True
 
@@ -47,9 +49,7 @@ def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, i
     """
     chosen = resolve_impl(impl, x_q, op="ternary_accumulate", has_triton=HAS_TRITON, has_cpu=True)
     if chosen == "cpu":
-        from zoo.kernels.ternary_matmul import _compiled
-
-        return _compiled.ternary_accumulate(x_q, packed, n_out)
+        return compiled.ternary_accumulate(x_q, packed, n_out)
     if chosen == "triton":
         from zoo.kernels.ternary_matmul import _triton
 
@@ -76,23 +76,41 @@ def packed_ternary_linear(
     n_keep: int = 0,
     block_size: int = 1,
     impl: str = "auto",
-    scratch=None,
     norm: tuple[torch.Tensor, float] | None = None,
-) -> tuple[torch.Tensor, int]:
+) -> tuple[torch.Tensor, int | torch.Tensor]:
     """The inference form's whole projection: [RMSNorm], top-K / N:M, int8, packed ternary GEMV, rescale.
 
-    Returns ``(y fp32 [..., n_out], number of non-zero int8 inputs)``. ``cpu``: one call of the
-    compiled kernel (``scratch``: a reusable :class:`_compiled.PackedLinearScratch`); ``torch``:
-    the reference, equal to it bit for bit without ``norm``. ``norm = (gain, eps)``: the RMSNorm
-    in front of the projection, fused (its sum of squares runs in another order than torch's, so
-    with it the two agree to fp32 rounding, which can move an int8 value by one).
+    Returns ``(y fp32 [..., n_out], number of non-zero int8 inputs)``. ``auto``: the compiled CPU
+    kernel for a CPU tensor (one call), else the torch reference, equal to it bit for bit without
+    ``norm``. ``triton`` (opt-in until a GPU run shows it faster): the Triton top-K/int8 and packed
+    GEMV kernels; its count is a device tensor, so nothing waits for the GPU. ``norm = (gain,
+    eps)``: the RMSNorm in front of the projection, fused (the compiled kernel sums squares in
+    another order than torch, so with it the two agree to fp32 rounding, which can move an int8
+    value by one).
     """
     _check_sparsity("packed_ternary_linear", sparsity)
+    if impl == "triton":
+        return _triton_packed_linear(x, packed, alpha, n_out, bias, sparsity, n_keep, block_size, norm)
     if resolve_impl(impl, x, op="packed_ternary_linear", has_triton=False, has_cpu=True) == "cpu":
-        from zoo.kernels.ternary_matmul import _compiled
-
-        return _compiled.packed_linear(x, packed, float(alpha), n_out, bias, sparsity, n_keep, block_size, scratch, norm)
+        return compiled.packed_linear(x, packed, float(alpha), n_out, bias, sparsity, n_keep, block_size, norm=norm)
     return reference.packed_ternary_linear(x, packed, alpha, n_out, bias, sparsity, n_keep, block_size, norm)
+
+
+def _triton_packed_linear(x, packed, alpha, n_out, bias, sparsity, n_keep, block_size, norm):
+    resolve_impl("triton", x, op="packed_ternary_linear", has_triton=True)
+    from zoo.kernels import quant, topk
+    from zoo.kernels.ternary_matmul import _triton
+
+    rows = rms_norm(x.detach(), norm).to(x.dtype)
+    if sparsity == "topk":
+        values, scale, _ = topk.topk_int8_quantize_raw(rows, n_keep, impl="triton")
+    else:
+        if sparsity == "block":
+            rows = topk.block_topk_sparsify(rows, n_keep, block_size, impl="triton")
+        values, scale = quant.int8_quantize_raw(rows, impl="triton")
+    values = values.to(torch.int8)
+    y = _triton.ternary_gemv(values, packed, alpha, n_out, scale)
+    return (y + bias if bias is not None else y), (values != 0).sum()
 
 
 def sparse_projection(
@@ -104,22 +122,45 @@ def sparse_projection(
     n_keep: int = 0,
     block_size: int = 1,
     impl: str = "auto",
-    scratch=None,
     norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """The inference form of a full-precision Q-Sparse projection: ``(x ⊙ M) · weight_t (+ b)``,
     after the RMSNorm ``norm = (gain, eps)`` in front of it when given.
 
-    ``weight_t`` is the transposed weight ``[K, N]`` (fp32 or bf16) so each input channel is one
-    row; ``cpu`` reads only the rows of the kept channels (one compiled call, fp32 sums in another
-    order than the reference: equal to it within fp32 rounding). Returns ``(y fp32, kept inputs)``.
+    ``weight_t`` is the transposed weight ``[K, N]`` so each input channel is one row. ``auto``:
+    the compiled CPU kernel for a CPU tensor and an fp32 or bf16 weight (one call that reads only
+    the rows of the kept channels; fp32 sums in another order than the reference, so equal to it
+    within fp32 rounding), else the reference. Returns ``(y fp32, kept non-zero inputs)``.
     """
     _check_sparsity("sparse_projection", sparsity)
-    if resolve_impl(impl, x, op="sparse_projection", has_triton=False, has_cpu=True) == "cpu":
-        from zoo.kernels.ternary_matmul import _compiled
-
-        return _compiled.sparse_linear(x, weight_t, bias, sparsity, n_keep, block_size, scratch, norm=norm)
+    chosen = resolve_impl(impl, x, op="sparse_projection", has_triton=False, has_cpu=True)
+    if chosen == "cpu" and (impl == "cpu" or weight_t.dtype in compiled.SPARSE_WEIGHT_DTYPES):
+        return compiled.sparse_linear(x, weight_t, bias, sparsity, n_keep, block_size, norm=norm)
     return reference.sparse_projection(x, weight_t, bias, sparsity, n_keep, block_size, norm)
+
+
+def latent_ternary_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    impl: str = "auto",
+    quantized: Callable[[], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The training form of a ternary projection: ``F.linear(x, W_q·α, b)`` of the latent ``weight``
+    ``[N, K]``, dX dense, dW to the latent weight (STE).
+
+    ``triton`` (opt-in, not ``auto``: parity-tested under the interpreter, not yet shown faster on
+    a GPU) quantises, packs and runs the packed Triton matmul. Otherwise torch: ``quantized()``
+    when given (the caller's cache of ``W_q·α`` for frozen weights), else the reference quantiser.
+    """
+    if impl == "triton":
+        y = ternary_matmul(x, weight, impl="triton")
+        return y + bias if bias is not None else y
+    resolve_impl(impl, x, op="latent_ternary_linear", has_triton=HAS_TRITON, has_cpu=True)  # validates the name
+    from zoo.kernels.quant.reference import ternary_quantize
+
+    return torch.nn.functional.linear(x, quantized() if quantized is not None else ternary_quantize(weight), bias)
 
 
 def ternary_matmul(x: torch.Tensor, weight: torch.Tensor, *, impl: str = "auto") -> torch.Tensor:
@@ -134,9 +175,12 @@ def ternary_matmul(x: torch.Tensor, weight: torch.Tensor, *, impl: str = "auto")
 
 
 __all__ = [
-    "PackedLinearScratch",
-    "SparseLinearScratch",
     "cpu_kernel_isa",
     "packed_ternary_linear",
     "rms_norm",
-    "sparse_projection", "sparse_input_linear", "sparse_ternary_linear", "ternary_accumulate", "ternary_linear", "ternary_matmul"]
+    "latent_ternary_linear",
+    "sparse_projection",
+    "ternary_accumulate",
+    "ternary_linear",
+    "ternary_matmul",
+]

@@ -1,4 +1,8 @@
-"""Top-K activation sparsity (Q-Sparse, arXiv 2407.10969): per token, N:M block, and fused with int8."""
+"""Top-K activation sparsity (Q-Sparse, arXiv 2407.10969): per token, N:M block, and fused with int8.
+
+:func:`input_transform` is the whole input rule of a projection, ``Q_x(S(x))``, in one call: the
+compiled CPU kernel (one pass per row), the Triton kernels, or the torch references composed.
+"""
 from __future__ import annotations
 
 import torch
@@ -74,7 +78,38 @@ def block_topk_mask(x: torch.Tensor, n_keep: int, block: int, *, impl: str = "au
     return reference.block_topk_mask(x, n_keep, block)
 
 
+def input_transform(
+    x: torch.Tensor, *, sparsity: str = "none", n_keep: int = 0, block_size: int = 1, int8: bool = False, impl: str = "auto"
+) -> torch.Tensor:
+    """A projection's input rule: top-K (``sparsity="topk"``, ``n_keep`` of the row) or N:M
+    (``"block"``, ``n_keep`` of every ``block_size``) or none, then per-token int8 fake
+    quantisation when ``int8``; straight-through gradient. Every path gives the reference's values
+    bit for bit (the Triton one in x's dtype, see :func:`topk_int8_quantize`)."""
+    if sparsity not in ("none", "topk", "block"):
+        raise ValueError(f"input_transform: sparsity must be none, topk or block, got {sparsity!r}")
+    if sparsity == "none" and not int8:
+        return x
+    chosen = resolve_impl(impl, x, op="input_transform", has_triton=HAS_TRITON, has_cpu=True)
+    if chosen == "cpu":
+        from zoo.kernels.topk import cpu
+
+        return cpu.input_transform(x, sparsity, n_keep, block_size, int8)
+    if sparsity == "topk" and int8:
+        # One pass: the row max is always kept, so mask and scale come from the same row.
+        return topk_int8_quantize(x, n_keep, impl=chosen)
+    if sparsity == "topk":
+        x = topk_sparsify(x, n_keep, impl=chosen)
+    elif sparsity == "block":
+        x = block_topk_sparsify(x, n_keep, block_size, impl=chosen)
+    if int8:
+        from zoo.kernels.quant import int8_quantize
+
+        x = int8_quantize(x, impl=chosen)
+    return x
+
+
 __all__ = [
+    "input_transform",
     "block_topk_mask",
     "block_topk_sparsify",
     "topk_int8_quantize",

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from zoo.kernels import pack_ternary
-from zoo.kernels.ternary_matmul import _compiled, reference, ternary_accumulate
+from zoo.kernels import compiled
+from zoo.kernels.ternary_matmul import reference, ternary_accumulate
 
-pytestmark = pytest.mark.skipif(not _compiled.available(), reason="no C compiler: the torch path is used instead")
+pytestmark = pytest.mark.skipif(not compiled.available(), reason="no C compiler: the torch path is used instead")
 
 PATHS = [False, True]  # force_scalar
 
@@ -34,7 +35,7 @@ def case(n_out, k_in, rows, density, seed=0):
 def test_accumulator_equals_the_reference_exactly(n_out, k_in, rows, density, threads, force_scalar):
     x, packed = case(n_out, k_in, rows, density)
     expected = reference.ternary_accumulate(x, packed, n_out)
-    got = _compiled.ternary_accumulate(x, packed, n_out, threads=threads, force_scalar=force_scalar)
+    got = compiled.ternary_accumulate(x, packed, n_out, threads=threads, force_scalar=force_scalar)
     assert got.dtype == torch.int32 and torch.equal(got, expected)
 
 
@@ -46,7 +47,7 @@ def test_extreme_sums_do_not_overflow(force_scalar):
     packed = pack_ternary(weight)
     for value in (127, -127):
         x = torch.full((1, k_in), value, dtype=torch.int8)
-        got = _compiled.ternary_accumulate(x, packed, 256, force_scalar=force_scalar)
+        got = compiled.ternary_accumulate(x, packed, 256, force_scalar=force_scalar)
         assert torch.equal(got, reference.ternary_accumulate(x, packed, 256))
         assert got[0, 0].item() == value * k_in and got[0, -1].item() == -value * k_in
 
@@ -55,7 +56,7 @@ def test_batched_leading_dims_and_dispatch():
     x, packed = case(300, 64, 6, 0.5)
     x = x.reshape(2, 3, 64)
     expected = reference.ternary_accumulate(x, packed, 300)
-    assert torch.equal(_compiled.ternary_accumulate(x, packed, 300), expected)
+    assert torch.equal(compiled.ternary_accumulate(x, packed, 300), expected)
     assert torch.equal(ternary_accumulate(x, packed, 300, impl="cpu"), expected)
     assert torch.equal(ternary_accumulate(x, packed, 300, impl="auto"), expected)  # auto takes the kernel on a CPU
 
@@ -63,15 +64,15 @@ def test_batched_leading_dims_and_dispatch():
 def test_bad_inputs_are_named():
     x, packed = case(64, 32, 1, 1.0)
     with pytest.raises(TypeError, match="int8"):
-        _compiled.ternary_accumulate(x.float(), packed, 64)
+        compiled.ternary_accumulate(x.float(), packed, 64)
     with pytest.raises(ValueError, match="do not fit"):
-        _compiled.ternary_accumulate(x[:, :16], packed, 64)
+        compiled.ternary_accumulate(x[:, :16], packed, 64)
     with pytest.raises(ValueError, match="do not fit"):
-        _compiled.ternary_accumulate(x, packed, 200)
+        compiled.ternary_accumulate(x, packed, 200)
 
 
 def test_isa_is_reported():
-    assert _compiled.isa() in ("avx2", "scalar")
+    assert compiled.isa() in ("avx2", "scalar")
 
 
 def test_without_the_kernel_auto_falls_back_and_cpu_raises():
@@ -132,7 +133,7 @@ def test_sparse_projection_matches_the_reference(dtype, sparsity, n_keep, block,
     weight_t = torch.randn(128, 300, generator=generator).to(dtype)
     bias = torch.randn(300, generator=generator)
     expected, kept = ref.sparse_projection(x, weight_t, bias, sparsity, n_keep, block)
-    got, got_kept = _compiled.sparse_linear(x, weight_t, bias, sparsity, n_keep, block, force_scalar=force_scalar)
+    got, got_kept = compiled.sparse_linear(x, weight_t, bias, sparsity, n_keep, block, force_scalar=force_scalar)
     torch.testing.assert_close(got, expected)  # fp32 sums, another order: torch.testing's fp32 defaults
     assert got_kept == kept
 
@@ -167,7 +168,7 @@ def test_sparse_projection_split_over_threads(monkeypatch):
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        got, _ = _compiled.sparse_linear(x, weight_t, None, "none", 0, 1)
+        got, _ = compiled.sparse_linear(x, weight_t, None, "none", 0, 1)
     finally:
         torch.set_num_threads(previous)
     # 1024-term fp32 sums of order-30 values, added in another order than torch's: ~1e-5 apart

@@ -14,7 +14,6 @@ from zoo.kernels import ternary_matmul as tm
 from zoo.kernels._dispatch import resolve_impl
 from zoo.kernels.pack.reference import pack_ternary
 from zoo.kernels.ternary_matmul import reference
-from zoo.kernels.ternary_matmul.cpu import sparse_input_linear, sparse_ternary_linear
 from zoo.kernels.topk.reference import topk_int8_quantize_raw, topk_sparsify
 
 interpreted = pytest.mark.interpreter  # run in a TRITON_INTERPRET=1 child process (see conftest.py)
@@ -160,41 +159,6 @@ def test_triton_ternary_matmul_forward_and_gradients_match_torch(tokens):
         results.append((y.detach(), xi.grad, w.grad))
     for got, expected in zip(*results):
         torch.testing.assert_close(got, expected)
-
-
-# -- CPU sparse-input paths ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("strategy", ["auto", "bags", "union", "dense"])
-@pytest.mark.parametrize("batch", [1, 2, 3, 5])
-def test_sparse_input_linear_matches_f_linear(strategy, batch):
-    weight = torch.randn(22, 37, generator=_gen(10))
-    x = _sparse_batch(batch, 37, keep=11, seed=batch)
-    y = sparse_input_linear(x, weight.t().contiguous(), strategy=strategy)
-    torch.testing.assert_close(y, F.linear(x, weight))
-
-
-def test_sparse_input_linear_shapes_and_errors():
-    weight_t = torch.randn(16, 12, generator=_gen(11))
-    x = _sparse_batch(6, 16, keep=5, seed=12).reshape(2, 3, 16)
-    torch.testing.assert_close(sparse_input_linear(x, weight_t), x @ weight_t)
-    assert torch.equal(sparse_input_linear(torch.zeros(2, 16), weight_t), torch.zeros(2, 12))
-    with pytest.raises(ValueError):
-        sparse_input_linear(x, weight_t.t())  # [N, K] given where [K, N] is wanted
-    with pytest.raises(ValueError):
-        sparse_input_linear(torch.zeros(2, 12), weight_t.t().contiguous().t())  # not contiguous
-    with pytest.raises(ValueError):
-        sparse_input_linear(x, weight_t, strategy="magic")
-
-
-def test_sparse_ternary_linear_matches_reference():
-    weight = _ternary(19, 45, seed=13)
-    packed = pack_ternary(weight)
-    x = _sparse_batch(4, 45, keep=15, seed=14)
-    torch.testing.assert_close(sparse_ternary_linear(x, packed, 0.3, 19), reference.ternary_linear(x, packed, 0.3, 19))
-    q, scale, _ = topk_int8_quantize_raw(x, 15)
-    q = q.to(torch.int8)
-    assert torch.equal(sparse_ternary_linear(q, packed, 0.3, 19, scale), reference.ternary_linear(q, packed, 0.3, 19, scale))
 
 
 # -- GPU -------------------------------------------------------------------------------------------

@@ -122,24 +122,23 @@ def test_kernel_choice_never_changes_state_dict_keys():
 
 
 @pytest.mark.parametrize("variant", ["qsparse", "block", "bitnet-qsparse"])
-def test_cpu_sparse_decode_path_matches_the_dense_product(variant):
+def test_kernel_choice_changes_no_value_of_the_training_form(variant):
+    """``kernel: auto`` (the compiled input transform and RMSNorm on a CPU) and ``torch`` (the
+    references) give the same logits, in training and in cached decoding: the transforms agree bit
+    for bit (tests/kernels/test_input_transform.py), the norms to fp32 rounding."""
     torch.manual_seed(0)
     config = ModelConfig(**TINY, **VARIANTS[variant])
-    fast = Decoder(config).eval()
-    reference = Decoder(config.replace(kernel="torch")).eval()
+    fast = Decoder(config)
+    reference = Decoder(config.replace(kernel="torch"))
     reference.load_state_dict(fast.state_dict())
-    ids = tokens(batch=1)
+    ids = tokens(batch=2)
+    close = dict(rtol=1e-4, atol=1e-5)  # a norm's rounding can move one int8 value by one step
+    torch.testing.assert_close(fast(ids), reference(ids), **close)
     with torch.no_grad():
         caches_fast, caches_ref = fast.new_cache(1), reference.new_cache(1)
-        fast(ids[:, :4], caches_fast), reference(ids[:, :4], caches_ref)
+        torch.testing.assert_close(fast(ids[:1, :4], caches_fast), reference(ids[:1, :4], caches_ref), **close)
         for t in range(4, 12):
-            torch.testing.assert_close(fast(ids[:, t : t + 1], caches_fast), reference(ids[:, t : t + 1], caches_ref))
-    layer = fast.layers[0].attn.wqkv
-    assert "decode_t" in layer._frozen_cache  # the sparse path really ran
-    with torch.no_grad():
-        layer.weight.mul_(2)  # an in-place update must invalidate the cached transpose
-        x = torch.randn(1, TINY["dim"])
-        torch.testing.assert_close(layer(x), F.linear(layer.transform_input(x), layer.effective_weight()))
+            torch.testing.assert_close(fast(ids[:1, t : t + 1], caches_fast), reference(ids[:1, t : t + 1], caches_ref), **close)
 
 
 def test_frozen_weight_cache_follows_weight_updates():

@@ -51,7 +51,7 @@ def test_bench_kernels_cpu_quick(tmp_path):
     out = tmp_path / "kernels.jsonl"
     assert main(["bench", "kernels", "--quick", "--out", str(out)]) == 0
     ops = {r["op"] for r in read_records(out)}
-    assert {"sparse_input_linear", "topk_int8_quantize", "packed_ternary_gemv"} <= ops
+    assert {"sparse_projection", "topk_int8_quantize", "packed_ternary_gemv"} <= ops
     packed = [r for r in read_records(out) if r["op"] == "packed_ternary_gemv"]
     assert {r["threads"] for r in packed} == {1, 2} and all(r["gbps"] > 0 and r["isa"] in ("avx2", "scalar") for r in packed)
 

@@ -1,5 +1,9 @@
-"""The compiled CPU kernel of :mod:`zoo.kernels.ternary_matmul`: ``ternary_gemv.c`` built with the
-system C compiler on first use and loaded through ctypes.
+"""The compiled CPU kernels of zoo.kernels: BitNet b1.58 packed ternary GEMVs (arXiv 2402.17764)
+and Q-Sparse top-K transforms (arXiv 2407.10969) and RMSNorm, plain C (``ternary_gemv.c``, ``topk_rows.c``, ``rms_norm.c``)
+built with the system C compiler on first use and loaded through ctypes.
+
+These are raw ops without autograd or dispatch: each op's sub-package (``zoo.kernels.topk``,
+``zoo.kernels.ternary_matmul``) decides when to call them and pairs them with its reference.
 
 Why this way: a compiled extension built at install time needs torch in pip's isolated build
 environment, and a build requirement on torch makes pip download another (multi-GB CUDA) torch.
@@ -11,18 +15,19 @@ None after a one-line notice and callers keep the torch reference path.
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("ternary_gemv.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("ternary_gemv.c", "topk_rows.c", "rms_norm.c"))
+HEADER = Path(__file__).with_name("zoo_cpu.h")
 FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-std=c11", "-lm")
 ISA_NAMES = {1: "scalar", 2: "avx2"}
 
@@ -41,7 +46,7 @@ def _build(target: Path, compiler: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         partial = Path(tmp) / target.name
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(partial)], capture_output=True, text=True)
+        result = subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", str(partial)], capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(" ".join(result.stderr.split())[:300])
         os.replace(partial, target)  # atomic: a concurrent process sees the old name or the whole file
@@ -59,8 +64,9 @@ def library() -> ctypes.CDLL | None:
     if compiler is None:
         print("moezoo: no C compiler found; packed ternary layers use the slower torch path", file=sys.stderr)
         return None
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"ternary_gemv-{digest}.so"
+    code = b"".join(path.read_bytes() for path in (*SOURCES, HEADER))
+    digest = hashlib.sha256(code + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"zoo_cpu-{digest}.so"
     try:
         if not target.is_file():
             _build(target, compiler)
@@ -86,6 +92,14 @@ def library() -> ctypes.CDLL | None:
         ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p,
         *([ctypes.c_void_p] * 7), ctypes.c_int, ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p,
     ]
+    lib.zoo_topk_rows.restype = ctypes.c_int64
+    lib.zoo_topk_rows.argtypes = [
+        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+    ]
+    lib.zoo_rms_norm_forward.restype = None
+    lib.zoo_rms_norm_forward.argtypes = [*([ctypes.c_void_p] * 2), ctypes.c_int64, ctypes.c_int64, ctypes.c_float, *([ctypes.c_void_p] * 2), ctypes.c_int]
+    lib.zoo_rms_norm_backward.restype = ctypes.c_int
+    lib.zoo_rms_norm_backward.argtypes = [*([ctypes.c_void_p] * 4), ctypes.c_int64, ctypes.c_int64, *([ctypes.c_void_p] * 2), ctypes.c_int]
     _library = lib
     return lib
 
@@ -100,10 +114,17 @@ def isa() -> str:
     return ISA_NAMES.get(lib.zoo_ternary_gemv_isa(), "unknown") if lib is not None else "none"
 
 
-@functools.lru_cache(maxsize=16)
-def _gemv_scratch(k_in: int, nb: int) -> "PackedLinearScratch":
-    # Reused work buffers per shape (an allocation costs as much as a small GEMV); one call at a time.
-    return PackedLinearScratch(k_in, nb)
+_scratches = threading.local()
+
+
+def _scratch(kind: type, *shape: int):
+    """Work buffers of one kind and shape, made once per thread and reused by every call: decoding
+    calls each projection every token, and an allocation costs as much as a small GEMV."""
+    cache = _scratches.__dict__.setdefault("by_shape", {})
+    key = (kind, shape)
+    if key not in cache:
+        cache[key] = kind(*shape)
+    return cache[key]
 
 
 def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, threads: int | None = None, force_scalar: bool = False) -> torch.Tensor:
@@ -119,7 +140,7 @@ def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, t
     rows = x_q.reshape(-1, k_in).contiguous()
     packed = packed.contiguous()
     acc = torch.empty(rows.shape[0], 4 * nb, dtype=torch.int32)
-    scratch = _gemv_scratch(k_in, nb)
+    scratch = _scratch(PackedLinearScratch, k_in, nb)
     lib.zoo_ternary_gemv(
         packed.data_ptr(), k_in, nb, rows.data_ptr(), rows.shape[0], acc.data_ptr(), scratch.kept.data_ptr(),
         scratch.acc16.data_ptr(), scratch.acc32.data_ptr(), torch.get_num_threads() if threads is None else threads, int(force_scalar),
@@ -128,15 +149,15 @@ def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, t
 
 
 SPARSITY_MODES = {"none": 0, "topk": 1, "block": 2}
+SPARSE_WEIGHT_DTYPES = (torch.float32, torch.bfloat16)
 
 
 class PackedLinearScratch:
-    """Work buffers of one packed projection, allocated once: decoding calls it every token and
-    an allocation costs as much as the arithmetic at tiny widths. Not shared between threads."""
+    """Work buffers of the packed GEMV and projection for one shape (see :func:`_scratch`)."""
 
     def __init__(self, k_in: int, nb: int) -> None:
         block = 128 * max(1, nb // 32)
-        self.magnitudes = torch.empty(k_in, dtype=torch.float32)
+        self.magnitudes = torch.empty(2 * k_in, dtype=torch.float32)  # the top-K selection's values and candidates
         self.keep = torch.empty(k_in, dtype=torch.uint8)
         self.q = torch.empty(k_in, dtype=torch.int8)
         self.acc = torch.empty(4 * nb, dtype=torch.int32)
@@ -149,7 +170,7 @@ class PackedLinearScratch:
 
 def packed_linear(
     x: torch.Tensor, packed: torch.Tensor, alpha: float, n_out: int, bias: torch.Tensor | None, sparsity: str, n_keep: int,
-    block_size: int, scratch: PackedLinearScratch | None = None, norm: tuple[torch.Tensor, float] | None = None,
+    block_size: int, *, norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32 ``[..., n_out]``, non-zero int8 inputs): the fused [RMSNorm] / top-K / int8 /
     packed GEMV / scale; ``norm`` = (fp32 gain, eps) of the RMSNorm in front, or None."""
@@ -160,7 +181,7 @@ def packed_linear(
     rows = x.reshape(-1, k_in)
     if rows.dtype != torch.float32 or not rows.is_contiguous():
         rows = rows.float().contiguous()
-    scratch = scratch or PackedLinearScratch(k_in, nb)
+    scratch = _scratch(PackedLinearScratch, k_in, nb)
     y = torch.empty(rows.shape[0], n_out, dtype=torch.float32)
     nonzero = lib.zoo_packed_linear(
         rows.data_ptr(), rows.shape[0], k_in, SPARSITY_MODES[sparsity], n_keep, block_size, packed.data_ptr(), nb, n_out,
@@ -180,10 +201,10 @@ def _norm_arguments(norm: tuple[torch.Tensor, float] | None, k_in: int, scratch)
 
 
 class SparseLinearScratch:
-    """Work buffers of one full-precision sparse projection (see :class:`PackedLinearScratch`)."""
+    """Work buffers of the full-precision sparse projection for one width (see :func:`_scratch`)."""
 
     def __init__(self, k_in: int) -> None:
-        self.magnitudes = torch.empty(k_in, dtype=torch.float32)
+        self.magnitudes = torch.empty(2 * k_in, dtype=torch.float32)  # the top-K selection's values and candidates
         self.keep = torch.empty(k_in, dtype=torch.uint8)
         self.kept = torch.empty(k_in, dtype=torch.int32)
         self.values = torch.empty(k_in, dtype=torch.float32)
@@ -193,14 +214,14 @@ class SparseLinearScratch:
 
 def sparse_linear(
     x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None, sparsity: str, n_keep: int, block_size: int,
-    scratch: SparseLinearScratch | None = None, *, force_scalar: bool = False, norm: tuple[torch.Tensor, float] | None = None,
+    *, force_scalar: bool = False, norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32 ``[..., N]``, kept non-zero inputs): top-K / N:M of ``x`` times ``weight_t``
     (``[K, N]``, fp32 or bf16), reading only the rows of the kept channels."""
     lib = library()
     if lib is None:
         raise RuntimeError("sparse_linear: the compiled CPU kernel is unavailable (no compiler, or ZOO_CPU_KERNELS=0)")
-    if weight_t.dtype not in (torch.float32, torch.bfloat16) or not weight_t.is_contiguous() or weight_t.device.type != "cpu":
+    if weight_t.dtype not in SPARSE_WEIGHT_DTYPES or not weight_t.is_contiguous() or weight_t.device.type != "cpu":
         raise TypeError(f"sparse_linear: expected a contiguous fp32 or bf16 CPU weight [K, N], got {weight_t.dtype} on {weight_t.device}")
     k_in, n_out = weight_t.shape
     if x.shape[-1] != k_in:
@@ -208,7 +229,7 @@ def sparse_linear(
     rows = x.reshape(-1, k_in)
     if rows.dtype != torch.float32 or not rows.is_contiguous():
         rows = rows.float().contiguous()
-    scratch = scratch or SparseLinearScratch(k_in)
+    scratch = _scratch(SparseLinearScratch, k_in)
     y = torch.empty(rows.shape[0], n_out, dtype=torch.float32)
     nonzero = lib.zoo_sparse_linear(
         rows.data_ptr(), rows.shape[0], k_in, SPARSITY_MODES[sparsity], n_keep, block_size, weight_t.data_ptr(),
@@ -216,3 +237,73 @@ def sparse_linear(
         *scratch.pointers, torch.get_num_threads(), int(force_scalar), *_norm_arguments(norm, k_in, scratch),
     )
     return y.reshape(*x.shape[:-1], n_out), nonzero
+
+
+def topk_rows(x: torch.Tensor, sparsity: str, n_keep: int, block_size: int, quantize: bool) -> tuple[torch.Tensor, int]:
+    """(``S(x)``, or its int8 fake quantisation ``Q(S(x))``, in x's dtype; non-zero outputs): the
+    input transform of a training-form projection, per row of the last dimension.
+
+    Computed in fp32 (a bf16 or fp16 ``x`` is widened and the result cast back, which is exact:
+    the reference selects on the same values and quantises in fp32 too).
+    """
+    lib = library()
+    if lib is None:
+        raise RuntimeError("topk_rows: the compiled CPU kernel is unavailable (no compiler, or ZOO_CPU_KERNELS=0)")
+    if x.device.type != "cpu" or not x.is_floating_point():
+        raise TypeError(f"topk_rows: expected a floating CPU tensor, got {x.dtype} on {x.device}")
+    k_in = x.shape[-1]
+    width = block_size if sparsity == "block" else k_in
+    if sparsity == "block" and (block_size < 1 or k_in % block_size):
+        raise ValueError(f"topk_rows: block_size={block_size} must divide the {k_in} channels")
+    if sparsity != "none" and not 1 <= n_keep <= width:
+        raise ValueError(f"topk_rows: n_keep must be in [1, {width}], got {n_keep}")
+    rows = x.detach().reshape(-1, k_in)
+    if rows.dtype != torch.float32 or not rows.is_contiguous():
+        rows = rows.float().contiguous()
+    out = torch.empty_like(rows)
+    nonzero = lib.zoo_topk_rows(
+        rows.data_ptr(), rows.shape[0], k_in, SPARSITY_MODES[sparsity], n_keep, block_size, int(quantize), out.data_ptr(), torch.get_num_threads()
+    )
+    if nonzero < 0:
+        raise MemoryError("topk_rows: the kernel could not allocate its row buffers")
+    return out.to(x.dtype).reshape(x.shape), nonzero
+
+
+def rms_norm_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`rms_norm_forward` takes these tensors: fp32 on the CPU, one gain per channel."""
+    return (
+        x.dtype == torch.float32 and weight.dtype == torch.float32 and x.device.type == "cpu" and weight.device.type == "cpu"
+        and weight.dim() == 1 and weight.numel() == x.shape[-1]
+    )
+
+
+def _norm_operands(op: str, x: torch.Tensor, weight: torch.Tensor) -> tuple[ctypes.CDLL, torch.Tensor, torch.Tensor]:
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"{op}: the compiled CPU kernel is unavailable (no compiler, or ZOO_CPU_KERNELS=0)")
+    if not rms_norm_supported(x, weight):
+        raise TypeError(f"{op}: expected fp32 CPU x [..., D] and gain [D], got {x.dtype} {tuple(x.shape)} and {weight.dtype} {tuple(weight.shape)}")
+    return lib, x.detach().reshape(-1, x.shape[-1]).contiguous(), weight.detach().contiguous()
+
+
+def rms_norm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``y = x / sqrt(mean(x²) + eps) · weight``, ``1 / rms`` per row ``[rows]``) for fp32 CPU tensors."""
+    lib, rows, weight = _norm_operands("rms_norm_forward", x, weight)
+    y = torch.empty_like(rows)
+    rstd = torch.empty(rows.shape[0], dtype=torch.float32)
+    lib.zoo_rms_norm_forward(rows.data_ptr(), weight.data_ptr(), rows.shape[0], rows.shape[1], float(eps), y.data_ptr(), rstd.data_ptr(),
+                             torch.get_num_threads())
+    return y.reshape(x.shape), rstd
+
+
+def rms_norm_backward(x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, dweight) of :func:`rms_norm_forward` for the output gradient ``grad``."""
+    lib, rows, weight = _norm_operands("rms_norm_backward", x, weight)
+    grad_rows = grad.reshape(rows.shape).float().contiguous()
+    dx = torch.empty_like(rows)
+    dw = torch.empty_like(weight)
+    status = lib.zoo_rms_norm_backward(rows.data_ptr(), weight.data_ptr(), rstd.contiguous().data_ptr(), grad_rows.data_ptr(), rows.shape[0],
+                                       rows.shape[1], dx.data_ptr(), dw.data_ptr(), torch.get_num_threads())
+    if status != 0:
+        raise MemoryError("rms_norm_backward: the kernel could not allocate its partial sums")
+    return dx.reshape(x.shape), dw

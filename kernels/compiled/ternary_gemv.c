@@ -16,12 +16,7 @@
  * and 64 * 508 < 32768), so nothing overflows.
  * The scalar path computes the same sums directly and serves other CPUs and the row tails.
  */
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "zoo_cpu.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -199,47 +194,6 @@ void zoo_ternary_gemv(const uint8_t *packed, int64_t k_in, int64_t nb, const int
  * projection, fused so that decoding pays one call per site).
  */
 
-/* The k-th largest of v[0..n) (k >= 1), by Hoare selection on a scratch copy. */
-static float kth_largest(float *v, int64_t n, int64_t k) {
-    int64_t lo = 0, hi = n - 1, target = k - 1;
-    while (lo < hi) {
-        const float pivot = v[lo + (hi - lo) / 2];
-        int64_t i = lo, j = hi;
-        while (i <= j) {
-            while (v[i] > pivot) ++i;
-            while (v[j] < pivot) --j;
-            if (i <= j) {
-                const float t = v[i];
-                v[i] = v[j];
-                v[j] = t;
-                ++i;
-                --j;
-            }
-        }
-        if (target <= j) hi = j;
-        else if (target >= i) lo = i;
-        else break;
-    }
-    return v[target];
-}
-
-/* Marks the n_keep largest |x| of x[0..n) in keep[0..n): above the threshold, then ties in index order. */
-static void select_top(const float *x, int64_t n, int64_t n_keep, float *scratch, uint8_t *keep) {
-    if (n_keep >= n) {
-        memset(keep, 1, (size_t)n);
-        return;
-    }
-    for (int64_t c = 0; c < n; ++c) scratch[c] = fabsf(x[c]);
-    const float threshold = kth_largest(scratch, n, n_keep);
-    int64_t above = 0;
-    for (int64_t c = 0; c < n; ++c) above += fabsf(x[c]) > threshold;
-    int64_t ties_left = n_keep - above;
-    for (int64_t c = 0; c < n; ++c) {
-        const float m = fabsf(x[c]);
-        keep[c] = m > threshold || (m == threshold && ties_left-- > 0);
-    }
-}
-
 /* RMSNorm of one row into out (fp32; the sum of squares in double): x / sqrt(mean(x^2) + eps) * w. */
 static const float *rms_normed(const float *x, int64_t n, const float *w, float eps, float *out) {
     if (!w) return x;
@@ -259,14 +213,12 @@ int64_t zoo_packed_linear(const float *x, int64_t rows, int64_t k_in, int mode, 
         const float *xr = rms_normed(x + r * k_in, k_in, norm_w, norm_eps, normed);
         float amax = 0.0f;
         for (int64_t c = 0; c < k_in; ++c) amax = fmaxf(amax, fabsf(xr[c]));
-        /* torch evaluates the reference's 127.0 / t as t.reciprocal() * 127: the same two roundings */
-        const float scale = (1.0f / fmaxf(amax, 1e-5f)) * 127.0f;
-        if (mode == 1) select_top(xr, k_in, n_keep, magnitudes, keep);
+        const float scale = zoo_int8_scale(amax);
+        if (mode == 1) zoo_select_top(xr, k_in, n_keep, magnitudes, keep);
         else if (mode == 2)
-            for (int64_t b0 = 0; b0 < k_in; b0 += block) select_top(xr + b0, block, n_keep, magnitudes, keep + b0);
+            for (int64_t b0 = 0; b0 < k_in; b0 += block) zoo_select_top(xr + b0, block, n_keep, magnitudes, keep + b0);
         for (int64_t c = 0; c < k_in; ++c) {
-            float v = rintf(xr[c] * scale);
-            v = v < -128.0f ? -128.0f : (v > 127.0f ? 127.0f : v);
+            const float v = zoo_int8_value(xr[c], scale);
             q[c] = (mode == 0 || keep[c]) ? (int8_t)v : 0;
             nonzero += q[c] != 0;
         }
@@ -364,9 +316,9 @@ int64_t zoo_sparse_linear(const float *x, int64_t rows, int64_t k_in, int mode, 
     for (int64_t r = 0; r < rows; ++r) {
         const float *xr = rms_normed(x + r * k_in, k_in, norm_w, norm_eps, normed);
         float *yr = y + r * n_out;
-        if (mode == 1) select_top(xr, k_in, n_keep, magnitudes, keep);
+        if (mode == 1) zoo_select_top(xr, k_in, n_keep, magnitudes, keep);
         else if (mode == 2)
-            for (int64_t b0 = 0; b0 < k_in; b0 += block) select_top(xr + b0, block, n_keep, magnitudes, keep + b0);
+            for (int64_t b0 = 0; b0 < k_in; b0 += block) zoo_select_top(xr + b0, block, n_keep, magnitudes, keep + b0);
         int64_t n_kept = 0;
         for (int64_t c = 0; c < k_in; ++c) {
             if ((mode == 0 || keep[c]) && xr[c] != 0.0f) {

@@ -1,0 +1,152 @@
+/* Q-Sparse's input transform for training on CPUs (arXiv 2407.10969): per token, keep the K
+ * largest magnitudes of the row (or of every block of M channels, the N:M variant), optionally
+ * fake-quantised to int8 per token as BitNet b1.58 does (arXiv 2402.17764).
+ *
+ * torch's reference spends most of this transform in kthvalue, a cumsum for the ties and five
+ * elementwise passes; here each row is one selection (Hoare's, O(D) expected) and one pass, rows
+ * split over OpenMP threads. Exactly the reference's values: the same threshold, the same tie
+ * rule, the same fp32 roundings (see zoo_cpu.h).
+ */
+#include <stdlib.h>
+
+#include "zoo_cpu.h"
+
+/* |v| as bits: non-negative floats order exactly like their bit patterns read as integers. */
+static inline int32_t magnitude_bits(float v) {
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    return (int32_t)(bits & 0x7fffffffu);
+}
+
+static int64_t count_at_least(const int32_t *bits, int64_t n, int32_t t) {
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; ++i) count += bits[i] >= t;
+    return count;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static int64_t count_at_least_avx2(const int32_t *bits, int64_t n, int32_t t) {
+    return count_at_least(bits, n, t); /* the same loop, vectorised eight lanes wide */
+}
+#endif
+
+/* The k-th largest (1 <= k <= n) of bits[0..n) (each >= 0): the largest t with at least k values
+ * >= t, found bit by bit from the top. Each step is one branch-free count, vectorised (a
+ * comparison-based selection spends its time in mispredicted branches instead). Every eight bits
+ * the values are narrowed to those sharing t's prefix so far (the ones above it only lower k),
+ * so most steps count a small fraction of the row. cand holds n values. */
+static int32_t kth_largest_bits(const int32_t *bits, int64_t n, int64_t k, int32_t *cand) {
+#if defined(__x86_64__)
+    static int avx2 = -1;
+    if (avx2 < 0) avx2 = __builtin_cpu_supports("avx2");
+#endif
+    const int32_t *src = bits;
+    int32_t t = 0;
+    for (int b = 30; b >= 0; --b) {
+        const int32_t candidate = t | (1 << b);
+#if defined(__x86_64__)
+        const int64_t count = avx2 ? count_at_least_avx2(src, n, candidate) : count_at_least(src, n, candidate);
+#else
+        const int64_t count = count_at_least(src, n, candidate);
+#endif
+        if (count >= k) t = candidate;
+        if (b == 23 || b == 15 || b == 7) {
+            const int32_t prefix = t >> b;
+            int64_t kept = 0, above = 0;
+            for (int64_t i = 0; i < n; ++i) {
+                const int32_t p = src[i] >> b;
+                cand[kept] = src[i]; /* kept <= i: safe when src is cand */
+                kept += p == prefix;
+                above += p > prefix;
+            }
+            src = cand;
+            n = kept;
+            k -= above;
+        }
+    }
+    return t;
+}
+
+void zoo_select_top(const float *x, int64_t n, int64_t n_keep, float *scratch, uint8_t *keep) {
+    if (n_keep >= n) {
+        memset(keep, 1, (size_t)n);
+        return;
+    }
+    int32_t *bits = (int32_t *)scratch; /* n values, then n candidates of the selection */
+    for (int64_t c = 0; c < n; ++c) bits[c] = magnitude_bits(x[c]);
+    if (n <= 64) {
+        /* Short rows (N:M blocks): the rank of each channel, counted directly (n² compares,
+         * vectorised), kept if fewer than n_keep channels outrank it; the lower index wins ties. */
+        for (int64_t c = 0; c < n; ++c) {
+            int64_t rank = 0;
+            for (int64_t o = 0; o < n; ++o) rank += bits[o] > bits[c] || (bits[o] == bits[c] && o < c);
+            keep[c] = rank < n_keep;
+        }
+        return;
+    }
+    const int32_t threshold = kth_largest_bits(bits, n, n_keep, bits + n);
+    int64_t above = 0;
+    for (int64_t c = 0; c < n; ++c) {
+        keep[c] = bits[c] > threshold; /* branch-free: which side a channel falls is a coin toss */
+        above += keep[c];
+    }
+    /* the slots left go to channels equal to the threshold, lower index first (rarely more than one) */
+    for (int64_t c = 0, ties_left = n_keep - above; c < n && ties_left > 0; ++c) {
+        if (bits[c] == threshold) {
+            keep[c] = 1;
+            --ties_left;
+        }
+    }
+}
+
+/* out[r] = S(x[r]), or with quant the int8 fake quantisation q / s of it, for rows of k_in fp32.
+ * mode 0: keep every channel, 1: the n_keep largest of the row, 2: n_keep of every block.
+ * Returns the number of non-zero outputs (Q-Sparse's zero count), or -1 if memory ran out. */
+int64_t zoo_topk_rows(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block, int quant, float *out,
+                      int threads) {
+    int64_t nonzero = 0;
+    int failed = 0;
+    if (threads < 1 || rows < 2 * threads) threads = 1;
+#pragma omp parallel num_threads(threads) reduction(+ : nonzero) reduction(| : failed)
+    {
+        float *magnitudes = malloc(sizeof(float) * 2 * (size_t)k_in);
+        uint8_t *keep = malloc((size_t)k_in);
+        if (!magnitudes || !keep) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            if (failed) continue;
+            const float *xr = x + r * k_in;
+            float *yr = out + r * k_in;
+            if (mode == 1) zoo_select_top(xr, k_in, n_keep, magnitudes, keep);
+            else if (mode == 2)
+                for (int64_t b0 = 0; b0 < k_in; b0 += block) zoo_select_top(xr + b0, block, n_keep, magnitudes, keep + b0);
+            float scale = 1.0f;
+            if (quant) {
+                float amax = 0.0f;
+                for (int64_t c = 0; c < k_in; ++c) {
+                    const float m = fabsf(xr[c]);
+                    amax = m > amax ? m : amax;
+                }
+                scale = zoo_int8_scale(amax);
+            }
+            if (mode == 0)
+                for (int64_t c = 0; c < k_in; ++c) keep[c] = 1;
+            int64_t row_nonzero = 0;
+            for (int64_t c = 0; c < k_in; ++c) {
+                /* x where kept, +0 elsewhere, by masking the bits: branch-free, so it vectorises */
+                uint32_t bits;
+                memcpy(&bits, xr + c, sizeof bits);
+                bits &= 0u - (uint32_t)keep[c];
+                float v;
+                memcpy(&v, &bits, sizeof v);
+                if (quant) v = zoo_int8_value(v, scale) / scale;
+                yr[c] = v;
+                row_nonzero += v != 0.0f;
+            }
+            nonzero += row_nonzero;
+        }
+        free(magnitudes);
+        free(keep);
+    }
+    return failed ? -1 : nonzero;
+}

@@ -1,0 +1,32 @@
+/* What the CPU kernels of zoo.kernels.compiled share: Q-Sparse's top-K selection (arXiv 2407.10969)
+ * and BitNet b1.58's per-token absmax int8 rule (arXiv 2402.17764), written once so that the
+ * training transform and the fused inference projections cannot drift apart. */
+#ifndef ZOO_CPU_H
+#define ZOO_CPU_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Marks in keep[0..n) the n_keep largest |x| of x[0..n): those above the n_keep-th largest
+ * magnitude, then ties in index order (the lower index wins, as zoo.kernels.topk does).
+ * scratch holds 2n floats. */
+void zoo_select_top(const float *x, int64_t n, int64_t n_keep, float *scratch, uint8_t *keep);
+
+/* The int8 scale of a row whose largest magnitude is amax. torch evaluates the reference's
+ * 127.0 / t as t.reciprocal() * 127: the same two roundings, so the scales agree bit for bit. */
+static inline float zoo_int8_scale(float amax) { return (1.0f / fmaxf(amax, 1e-5f)) * 127.0f; }
+
+/* round-half-even(v * scale) clamped to [-128, 127], as torch.round and clamp do in fp32. Adding
+ * and subtracting 1.5 * 2^23 rounds to the nearest integer, ties to even, for |v * scale| < 2^22
+ * (here |v * scale| <= 127 by the choice of scale), without a call to rintf. */
+static inline float zoo_int8_value(float v, float scale) {
+    const float magic = 12582912.0f;
+    const float q = (v * scale + magic) - magic;
+    return q < -128.0f ? -128.0f : (q > 127.0f ? 127.0f : q);
+}
+
+#endif
