@@ -9,9 +9,8 @@ and the outputs are scattered back scaled by their routing weights in fp32.
 
 Expert weights are stacked, ``w_gate_up [E, 2F, D]`` (gate rows, then up rows, as in the dense
 :class:`~zoo.models.ffn.GatedFeedForward`) and ``w_down [E, D, F]``, each ternarised with one
-absmean scale per expert. Every backend (``moe_impl``) shares these parameters and state-dict
-keys: ``reference`` loops over experts, ``grouped_mm`` uses torch's grouped matmul, ``megablocks``
-calls megablocks' gather/scatter and grouped GEMM on CUDA, ``triton`` awaits its kernel.
+absmean scale per expert. Every backend (``moe_impl``, a name of the registry in
+:mod:`zoo.models.moe_backends`) shares these parameters and state-dict keys.
 
 Auxiliary losses (Switch-style load balancing, ST-MoE router z-loss) and the token counts of the
 last forward stay on the module as ``last_aux_losses`` and ``tokens_per_expert``.
@@ -19,7 +18,6 @@ last forward stay on the module as ``last_aux_losses`` and ``tokens_per_expert``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -27,20 +25,21 @@ from torch import nn
 
 import zoo.kernels as kernels
 from zoo.kernels import moe as moe_ops
-from zoo.kernels._dispatch import triton_can_run
 from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
 from zoo.models.config import ModelConfig
 from zoo.models.ffn import GatedFeedForward, glu_activation
 from zoo.models.linear import SparseProjection, frozen_cache
-
-MEGABLOCKS_INSTALL = (
-    "install it on a CUDA machine whose torch it supports with `pip install --no-deps megablocks stanford-stk "
-    "grouped_gemm` (megablocks 0.10.0 pins torch 2.7.0 and imports only with CUDA)"
+from zoo.models.moe_backends import (
+    MOE_BACKENDS,
+    ExpertGroups,
+    ExpertShapes,
+    MoEBackend,
+    MoEBackendUnavailable,
+    megablocks_ops,
+    resolve_moe_backend,
 )
 
-
-class MoEBackendUnavailable(RuntimeError):
-    """The requested ``moe_impl`` cannot run on this machine, device or dtype."""
+__all__ = ["ExpertBank", "ExpertGroups", "MoEBackendUnavailable", "MoEFeedForward", "Router", "from_megablocks", "to_megablocks"]
 
 
 class Router(nn.Linear):
@@ -56,24 +55,6 @@ class Router(nn.Linear):
 
     def accounting_entry(self) -> LinearAccount:
         return LinearAccount(self.weight.numel(), "router", BF16_BITS)
-
-
-@dataclass
-class ExpertGroups:
-    """Where each expert's rows lie in the permuted batch, and which backend multiplies them."""
-
-    tokens_per_expert: torch.Tensor  # int64 [E], on the device
-    offsets: torch.Tensor  # int64 [E], end of each expert's slice
-    sorted_experts: torch.Tensor  # expert id of every permuted row
-    backend: str  # loop | grouped_mm | megablocks | triton
-    _sizes: list[int] | None = field(default=None, repr=False)
-
-    @property
-    def sizes(self) -> list[int]:
-        """Counts on the host, copied once per forward and shared by both expert projections."""
-        if self._sizes is None:
-            self._sizes = self.tokens_per_expert.tolist()
-        return self._sizes
 
 
 class ExpertBank(SparseProjection):
@@ -101,17 +82,7 @@ class ExpertBank(SparseProjection):
 
     def forward(self, x: torch.Tensor, groups: ExpertGroups) -> torch.Tensor:
         """``x[slice_e] · W_eᵀ`` for every expert; ``x`` is permuted and already transformed."""
-        weight = self.effective_weight()
-        if groups.backend == "megablocks":
-            import grouped_gemm
-
-            # grouped_gemm wants the counts on the host, as megablocks' own GroupedMLP passes them.
-            return grouped_gemm.ops.gmm(x.contiguous(), weight, groups.tokens_per_expert.cpu(), trans_b=True)
-        if groups.backend == "grouped_mm":
-            return moe_ops.grouped_linear(x, weight, groups.tokens_per_expert, groups.offsets, impl="grouped_mm")
-        if groups.backend == "triton":
-            return moe_ops.grouped_linear(x, weight, groups.tokens_per_expert, groups.offsets, impl="triton", sizes=groups.sizes)
-        return moe_ops.grouped_linear(x, weight, groups.tokens_per_expert, groups.offsets, impl="loop", sizes=groups.sizes)
+        return MOE_BACKENDS[groups.backend].grouped_linear(x, self.effective_weight(), groups)
 
     def accounting_entry(self) -> LinearAccount:
         if self.weight_quant == "ternary":
@@ -135,16 +106,6 @@ class ExpertRMSNorm(nn.Module):
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.to(x.dtype) * self.weight.index_select(0, experts)
-
-
-def _megablocks():
-    """megablocks' ops module, or a clear error saying how to get it."""
-    try:
-        import grouped_gemm  # noqa: F401 - megablocks' grouped path runs on it
-        import megablocks.ops as ops
-    except Exception as error:  # ImportError, or the CUDA-only extension failing to load
-        raise MoEBackendUnavailable(f"moe_impl='megablocks' needs megablocks with CUDA: {MEGABLOCKS_INSTALL}; import failed with {error!r}") from error
-    return ops
 
 
 class MoEFeedForward(nn.Module):
@@ -201,55 +162,30 @@ class MoEFeedForward(nn.Module):
             self.selection_bias.zero_()
 
     # Backend choice ------------------------------------------------------------------------------
-    def _grouped_mm_runs(self, x: torch.Tensor) -> bool:
-        # The projection choices act row by row before each product, so only dtype, device and
-        # row alignment decide whether the grouped matmul applies.
-        return moe_ops.grouped_mm_supported(x.device, x.dtype, self.dim, 2 * self.hidden_dim, self.hidden_dim)
-
     def backend(self, x: torch.Tensor) -> str:
-        """``loop``, ``grouped_mm`` or ``megablocks`` for an input like ``x``; raises if ``moe_impl`` cannot run."""
-        impl = self.moe_impl
-        if impl == "reference":
-            return "loop"
-        if impl == "auto":
-            return "grouped_mm" if self._grouped_mm_runs(x) else "loop"
-        if impl == "grouped_mm":
-            if not self._grouped_mm_runs(x):
-                raise MoEBackendUnavailable(
-                    f"moe_impl='grouped_mm' cannot run for {x.dtype} on {x.device} with torch {torch.__version__}: it needs "
-                    f"F.grouped_mm support for this dtype/device and dim={self.dim}, hidden={self.hidden_dim} whose rows are "
-                    "multiples of 16 bytes; use moe_impl='auto' or 'reference'"
-                )
-            return "grouped_mm"
-        if impl == "megablocks":
-            _megablocks()
-            if not x.is_cuda:
-                raise MoEBackendUnavailable(f"moe_impl='megablocks' runs on CUDA tensors only, got a {x.device.type} tensor")
-            return "megablocks"
-        if impl == "triton":
-            if not triton_can_run(x):
-                raise MoEBackendUnavailable(
-                    f"moe_impl='triton' needs triton and a CUDA tensor (or TRITON_INTERPRET=1), got a {x.device.type} tensor"
-                )
-            return "triton"
-        raise ValueError(f"ModelConfig.moe_impl must be one of auto, reference, grouped_mm, megablocks, triton, got {impl!r}")
+        """The name of the backend (see :mod:`zoo.models.moe_backends`) that ``moe_impl`` gives for
+        an input like ``x``; raises :class:`MoEBackendUnavailable` if the named one cannot run."""
+        return self._backend(x).name
+
+    def _backend(self, x: torch.Tensor) -> MoEBackend:
+        return resolve_moe_backend(self.moe_impl, x, ExpertShapes(self.dim, self.hidden_dim))
 
     # Forward -------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])
-        backend = self.backend(x)
+        backend = self._backend(x)
         logits = self.router(x)
         weights, experts = moe_ops.route(logits, self.top_k, self.renormalize, self.selection_bias)
         # Top-K and int8 are per token, so the expert input is transformed once per token rather
         # than once per token-expert assignment.
         h = self.w_gate_up.transform_input(x)
-        if backend == "megablocks":
+        if backend.routing == "megablocks":
             out, tokens_per_expert = self._megablocks_experts(h, weights, experts)
         else:
-            ops_impl = "triton" if backend == "triton" else "torch"
+            ops_impl = backend.routing  # torch or triton
             h_sorted, order, tokens_per_expert, offsets = moe_ops.permute(h, experts, self.n_experts, impl=ops_impl)
-            groups = ExpertGroups(tokens_per_expert, offsets, experts.reshape(-1).index_select(0, order), backend)
+            groups = ExpertGroups(tokens_per_expert, offsets, experts.reshape(-1).index_select(0, order), backend.name)
             out = moe_ops.unpermute(self._experts(h_sorted, groups), order, weights, x.shape[0], impl=ops_impl)
         if self.shared is not None:
             out = out + self.shared(x)
@@ -266,7 +202,7 @@ class MoEFeedForward(nn.Module):
         return self.w_down(h, groups)
 
     def _megablocks_experts(self, h: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor):
-        ops = _megablocks()
+        ops = megablocks_ops()
         flat = experts.reshape(-1).int()
         end_bit = max(int(math.ceil(math.log2(self.n_experts))), 1)
         bin_ids, indices = ops.sort(flat, end_bit)

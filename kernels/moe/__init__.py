@@ -53,14 +53,15 @@ def grouped_linear(
     tokens_per_expert: torch.Tensor,
     offsets: torch.Tensor,
     *,
-    impl: str = "loop",
+    impl: str = "reference",
     sizes: list[int] | None = None,
 ) -> torch.Tensor:
-    """``x[slice_e] · weight[e]ᵀ`` per expert; ``impl`` is ``loop`` (the oracle), ``grouped_mm`` or ``triton``.
+    """``x[slice_e] · weight[e]ᵀ`` per expert; ``impl`` is ``reference`` (a loop over experts: the
+    oracle), ``grouped_mm`` or ``triton``, the MoE backends' names.
 
     ``sizes`` (the counts on the host) saves the loop its one device-to-host copy.
     """
-    if impl == "loop":
+    if impl == "reference":
         return reference.grouped_linear_loop(x, weight, sizes if sizes is not None else tokens_per_expert.tolist())
     if impl == "grouped_mm":
         return reference.grouped_linear_mm(x, weight, offsets)
@@ -69,7 +70,7 @@ def grouped_linear(
         from zoo.kernels.moe import function
 
         return function.grouped_linear(x, weight, sizes if sizes is not None else tokens_per_expert.tolist())
-    raise ValueError(f"grouped_linear: impl must be 'loop', 'grouped_mm' or 'triton', got {impl!r}")
+    raise ValueError(f"grouped_linear: impl must be 'reference', 'grouped_mm' or 'triton', got {impl!r}")
 
 
 __all__ = [

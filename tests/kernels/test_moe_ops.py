@@ -157,7 +157,7 @@ def test_grouped_mm_matches_loop_forward_and_backward(broadcast_grad):
     w = torch.randn(4, 24, 16, requires_grad=True)
     x2, w2 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
     y = moe.grouped_linear(x, w, counts, counts.cumsum(0), impl="grouped_mm")
-    y_ref = moe.grouped_linear(x2, w2, counts, counts.cumsum(0), impl="loop")
+    y_ref = moe.grouped_linear(x2, w2, counts, counts.cumsum(0), impl="reference")
     torch.testing.assert_close(y, y_ref)
     if broadcast_grad:
         # out.sum().backward() hands the grouped matmul an expanded (zero-stride) gradient.
@@ -179,7 +179,7 @@ def test_grouped_mm_bf16_error_no_worse_than_torch_bf16():
     w = torch.randn(4, 16, 32)
     exact = moe.grouped_linear(x.double(), w.double(), counts, counts.cumsum(0))
     grouped = moe.grouped_linear(x.bfloat16(), w.bfloat16(), counts, counts.cumsum(0), impl="grouped_mm")
-    loop = moe.grouped_linear(x.bfloat16(), w.bfloat16(), counts, counts.cumsum(0), impl="loop")
+    loop = moe.grouped_linear(x.bfloat16(), w.bfloat16(), counts, counts.cumsum(0), impl="reference")
     assert grouped.dtype == torch.bfloat16
     err_grouped = (grouped.double() - exact).abs().max()
     err_loop = (loop.double() - exact).abs().max()
@@ -214,7 +214,7 @@ def test_grouped_mm_cuda_bf16_matches_loop():
     w = torch.randn(4, 256, 128, device="cuda")
     exact = moe.grouped_linear(x, w, counts, counts.cumsum(0))
     grouped = moe.grouped_linear(x.bfloat16(), w.bfloat16(), counts, counts.cumsum(0), impl="grouped_mm")
-    loop = moe.grouped_linear(x.bfloat16(), w.bfloat16(), counts, counts.cumsum(0), impl="loop")
+    loop = moe.grouped_linear(x.bfloat16(), w.bfloat16(), counts, counts.cumsum(0), impl="reference")
     assert (grouped.float() - exact).abs().max() <= 2 * (loop.float() - exact).abs().max() + 1e-6
 
 

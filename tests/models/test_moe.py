@@ -224,7 +224,7 @@ def test_grouped_mm_backend_matches_reference(variant, broadcast_grad):
         if ref.sub_norm is not None:
             ref.sub_norm.weight.uniform_(0.5, 1.5)
         fast.load_state_dict(ref.state_dict())
-    assert ref.backend(torch.randn(1, 32)) == "loop" and fast.backend(torch.randn(1, 32)) == "grouped_mm"
+    assert ref.backend(torch.randn(1, 32)) == "reference" and fast.backend(torch.randn(1, 32)) == "grouped_mm"
     x = torch.randn(3, 7, 32)
     x[0, :, 0] = 40.0  # a crowded expert next to empty ones
     grad_out = None if broadcast_grad else torch.randn(3, 7, 32)
@@ -244,9 +244,9 @@ def test_grouped_mm_backend_matches_reference(variant, broadcast_grad):
 
 def test_auto_picks_grouped_mm_only_where_it_runs():
     aligned = MoEFeedForward(moe_config(moe_impl="auto"))
-    assert aligned.backend(torch.randn(2, 32)) == ("grouped_mm" if CPU_GROUPED_MM else "loop")
+    assert aligned.backend(torch.randn(2, 32)) == ("grouped_mm" if CPU_GROUPED_MM else "reference")
     odd = MoEFeedForward(moe_config(moe_impl="auto", expert_ffn_dim=10))  # 10 fp32 = 40 bytes per row
-    assert odd.backend(torch.randn(2, 32)) == "loop"
+    assert odd.backend(torch.randn(2, 32)) == "reference"
     assert odd(torch.randn(2, 32)).shape == (2, 32)
     explicit = MoEFeedForward(moe_config(moe_impl="grouped_mm", expert_ffn_dim=10))
     with pytest.raises(MoEBackendUnavailable, match="grouped_mm"):
@@ -467,3 +467,40 @@ def test_cuda_bf16_backend_error_no_worse_than_reference_bf16(impl):
     err_fast = (fast(x.bfloat16()).float() - want).abs().max()
     err_ref = (ref16(x.bfloat16()).float() - want).abs().max()
     assert err_fast <= 2 * err_ref + 1e-6
+
+
+def test_backends_are_one_registry_with_the_config_vocabulary():
+    from zoo.models.config import MOE_IMPLS
+    from zoo.models.moe_backends import MOE_BACKENDS, ExpertShapes, MoEBackend, register_moe_backend, resolve_moe_backend
+
+    assert set(MOE_IMPLS) == {"auto", *MOE_BACKENDS}  # ModelConfig accepts exactly the registered names
+    x = torch.randn(4, 32)
+    assert resolve_moe_backend("reference", x, ExpertShapes(32, 48)).name == "reference"
+    with pytest.raises(MoEBackendUnavailable, match="megablocks"):
+        resolve_moe_backend("megablocks", x, ExpertShapes(32, 48))
+    with pytest.raises(ValueError, match="moe_impl"):
+        resolve_moe_backend("tutel", x, ExpertShapes(32, 48))
+    with pytest.raises(ValueError, match="taken"):
+        register_moe_backend(MoEBackend("reference", "again", lambda x, s: None, lambda x, w, g: x))
+
+
+def test_a_registered_backend_serves_the_layer():
+    from zoo.models import moe_backends
+
+    calls = []
+
+    def counting_linear(x, weight, groups):
+        calls.append(groups.backend)
+        return moe_backends.MOE_BACKENDS["reference"].grouped_linear(x, weight, groups)
+
+    backend = moe_backends.MoEBackend("counting", "test double", lambda x, s: None, counting_linear)
+    moe_backends.register_moe_backend(backend)
+    try:
+        reference = MoEFeedForward(moe_config(moe_impl="reference"))
+        layer = MoEFeedForward(moe_config(moe_impl="reference"))
+        layer.load_state_dict(reference.state_dict())
+        layer.moe_impl = "counting"
+        x = torch.randn(2, 5, 32)
+        assert torch.equal(layer(x), reference(x)) and calls == ["counting", "counting"]
+    finally:
+        del moe_backends.MOE_BACKENDS["counting"]
