@@ -121,7 +121,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     module = importlib.import_module(f"zoo.bench.{args.what}")
     accepted = inspect.signature(module.run).parameters
     wanted = {"device": args.device, "quick": args.quick or None, "configs": args.config, "threads": args.threads}
-    options = {key: value for key, value in wanted.items() if value is not None and key in accepted}
+    options = {key: value for key, value in wanted.items() if value is not None}
+    if "threads" in options and "threads" not in accepted:
+        import torch
+
+        torch.set_num_threads(options.pop("threads"))  # the benchmark takes the process's thread count
+    ignored = sorted(key for key in options if key not in accepted)
+    if ignored:
+        flags = ", ".join("--" + {"configs": "config"}.get(key, key) for key in ignored)
+        raise SystemExit(f"zoo bench {args.what}: {flags} does not apply to this benchmark")
     records = module.run(**options)
     for item in records:
         print(json.dumps(item, sort_keys=True))

@@ -18,9 +18,10 @@ static inline int32_t magnitude_bits(float v) {
     return (int32_t)(bits & 0x7fffffffu);
 }
 
-static int64_t count_at_least(const int32_t *bits, int64_t n, int32_t t) {
-    int64_t count = 0;
-    for (int64_t i = 0; i < n; ++i) count += bits[i] >= t;
+/* int32 counts (rows are far below 2^31 channels), so a vector holds eight of them */
+static inline __attribute__((always_inline)) int64_t count_at_least(const int32_t *bits, int64_t n, int32_t t) {
+    int32_t count = 0;
+    for (int32_t i = 0; i < (int32_t)n; ++i) count += bits[i] >= t;
     return count;
 }
 
@@ -67,6 +68,37 @@ static int32_t kth_largest_bits(const int32_t *bits, int64_t n, int64_t k, int32
     return t;
 }
 
+/* Short rows (N:M blocks, n <= 64): the rank of each channel, counted directly, kept if fewer than
+ * n_keep channels outrank it (the lower index wins ties). n² compares, in a loop over c that
+ * vectorises without horizontal sums: faster than n passes of a threshold search at this size. */
+static inline __attribute__((always_inline)) void rank_select_generic(const int32_t *bits, int32_t n, int32_t n_keep, uint8_t *keep) {
+    int32_t rank[64];
+    for (int32_t c = 0; c < n; ++c) rank[c] = 0;
+    for (int32_t o = 0; o < n; ++o) {
+        const int32_t other = bits[o];
+        for (int32_t c = 0; c < n; ++c) rank[c] += (other > bits[c]) | ((other == bits[c]) & (o < c));
+    }
+    for (int32_t c = 0; c < n; ++c) keep[c] = rank[c] < n_keep;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static void rank_select_avx2(const int32_t *bits, int32_t n, int32_t n_keep, uint8_t *keep) {
+    rank_select_generic(bits, n, n_keep, keep); /* the same loops, eight lanes wide */
+}
+#endif
+
+static void rank_select(const int32_t *bits, int32_t n, int32_t n_keep, uint8_t *keep) {
+#if defined(__x86_64__)
+    static int avx2 = -1;
+    if (avx2 < 0) avx2 = __builtin_cpu_supports("avx2");
+    if (avx2) {
+        rank_select_avx2(bits, n, n_keep, keep);
+        return;
+    }
+#endif
+    rank_select_generic(bits, n, n_keep, keep);
+}
+
 void zoo_select_top(const float *x, int64_t n, int64_t n_keep, float *scratch, uint8_t *keep) {
     if (n_keep >= n) {
         memset(keep, 1, (size_t)n);
@@ -75,13 +107,7 @@ void zoo_select_top(const float *x, int64_t n, int64_t n_keep, float *scratch, u
     int32_t *bits = (int32_t *)scratch; /* n values, then n candidates of the selection */
     for (int64_t c = 0; c < n; ++c) bits[c] = magnitude_bits(x[c]);
     if (n <= 64) {
-        /* Short rows (N:M blocks): the rank of each channel, counted directly (n² compares,
-         * vectorised), kept if fewer than n_keep channels outrank it; the lower index wins ties. */
-        for (int64_t c = 0; c < n; ++c) {
-            int64_t rank = 0;
-            for (int64_t o = 0; o < n; ++o) rank += bits[o] > bits[c] || (bits[o] == bits[c] && o < c);
-            keep[c] = rank < n_keep;
-        }
+        rank_select(bits, (int32_t)n, (int32_t)n_keep, keep);
         return;
     }
     const int32_t threshold = kth_largest_bits(bits, n, n_keep, bits + n);
