@@ -76,12 +76,17 @@ class Attention(nn.Module):
         if cache is not None:
             start = cache.length
             k, v = cache.append(k, v)
+        gqa = self.n_heads != self.n_kv_heads
         if start == 0:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_heads != self.n_kv_heads)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        elif seq == 1:
+            # One new query, the last position: it sees every cached key, so no mask to build
+            # (decoding's common case, where building one cost more than the attention itself).
+            out = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
         else:
             # New queries sit at positions start..start+seq-1 and see every cached key up to their own.
             positions = torch.arange(start, start + seq, device=x.device)
             mask = torch.arange(k.shape[2], device=x.device)[None, :] <= positions[:, None]
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_heads != self.n_kv_heads)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         out = out.transpose(1, 2).reshape(batch, seq, q_size)
         return self.wo(self.sub_norm(out))

@@ -60,12 +60,22 @@ class PackedTernaryLinear(FusedNorm, TransformedInput, nn.Module):
         values, alpha = kernels.ternary_quantize_raw(source.weight.detach().float())
         self.register_buffer("packed", kernels.pack_ternary(values.to(torch.int8)))
         self.register_buffer("scale", alpha.reshape(()).float())
+        self._alpha_key, self._alpha = None, 0.0
         self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
         self.register_buffer("norm_weight", None)
 
+    @property
+    def alpha(self) -> float:
+        """The scale as a Python float, read from the buffer again only when it changed (a load, a
+        copy, a move): every call needs it, and reading a tensor to the host costs a torch op."""
+        key = (self.scale.data_ptr(), self.scale._version)
+        if key != self._alpha_key:
+            self._alpha_key, self._alpha = key, float(self.scale)
+        return self._alpha
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y, nonzero = packed_ternary_linear(
-            x, self.packed, self.scale, self.out_features, self.bias, sparsity=self.sparsity, n_keep=self.n_keep,
+            x, self.packed, self.alpha, self.out_features, self.bias, sparsity=self.sparsity, n_keep=self.n_keep,
             block_size=self.block_size, impl=self.kernel, norm=self.norm,
         )
         self.input_transform.count_nonzero(nonzero, x.numel())

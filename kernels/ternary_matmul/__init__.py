@@ -68,7 +68,7 @@ def _check_sparsity(op: str, sparsity: str) -> None:
 def packed_ternary_linear(
     x: torch.Tensor,
     packed: torch.Tensor,
-    alpha: torch.Tensor,
+    alpha: torch.Tensor | float,
     n_out: int,
     bias: torch.Tensor | None = None,
     *,
