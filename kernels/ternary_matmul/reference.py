@@ -71,7 +71,8 @@ def packed_ternary_linear(
     elif sparsity == "block":
         values = values * block_topk_mask(x32, n_keep, block_size)
     q = values.to(torch.int8)
-    y = ternary_accumulate(q, packed, n_out).to(torch.float32) * (alpha.float() / scale)
+    alpha = torch.as_tensor(alpha, dtype=torch.float32, device=x.device)
+    y = ternary_accumulate(q, packed, n_out).to(torch.float32) * (alpha / scale)
     if bias is not None:
         y = y + bias.float()
     return y, int((q != 0).sum())

@@ -1,5 +1,5 @@
-"""Ternary linear on 2-bit packed weights: the reference, the Triton sparse-input GEMV (through
-the interpreter) and the CPU sparse-input paths.
+"""Ternary linear on 2-bit packed weights: the reference and the Triton sparse-input GEMV and
+packed projection (through the interpreter); the compiled CPU paths are in test_cpu_kernel.py.
 
 Integer accumulators of int8 activations are compared exactly; float paths at torch.testing
 defaults (fp32), and bf16 by comparing the kernel's error with torch's bf16 error.
@@ -115,6 +115,23 @@ def test_triton_bf16_error_no_worse_than_torch_bf16(batch):
     kernel_error = (y.double() - exact).abs().max()
     torch_error = (torch_bf16.double() - exact).abs().max()
     assert kernel_error <= 2 * torch_error
+
+
+@interpreted
+@pytest.mark.parametrize("sparsity,n_keep,block", [("none", 0, 1), ("topk", 20, 1), ("block", 4, 8)])
+def test_triton_packed_projection_matches_the_reference(sparsity, n_keep, block):
+    """The inference form's whole projection on the Triton path (opt-in): the same int8 inputs and
+    zero count as the reference, the same outputs to fp32 rounding, with a bias and a folded norm."""
+    weight = _ternary(24, 40, seed=10)
+    packed = pack_ternary(weight)
+    x = torch.randn(3, 40, generator=_gen(11))
+    bias = torch.randn(24, generator=_gen(12))
+    norm = (torch.rand(40, generator=_gen(13)) + 0.5, 1e-5)
+    options = dict(sparsity=sparsity, n_keep=n_keep, block_size=block, norm=norm)
+    y, nonzero = tm.packed_ternary_linear(x, packed, 0.3, 24, bias, impl="triton", **options)
+    expected, expected_nonzero = tm.packed_ternary_linear(x, packed, 0.3, 24, bias, impl="torch", **options)
+    torch.testing.assert_close(y, expected)
+    assert int(nonzero) == expected_nonzero
 
 
 @interpreted

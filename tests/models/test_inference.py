@@ -22,9 +22,9 @@ VARIANTS = {
 }
 
 
-def trained_pair(variant):
+def trained_pair(variant, kernel="auto"):
     torch.manual_seed(0)
-    model = Decoder(ModelConfig(**TINY, **VARIANTS[variant])).eval()
+    model = Decoder(ModelConfig(**TINY, **VARIANTS[variant], kernel=kernel)).eval()
     with torch.no_grad():  # spread the weights so ternarisation and top-K have something to choose
         for p in model.parameters():
             if p.dim() >= 2:
@@ -42,6 +42,18 @@ def test_logits_and_greedy_tokens_match_the_training_form(variant):
         torch.testing.assert_close(fast(tokens), model(tokens), rtol=1e-4, atol=1e-4)
     prompt = tokens[:1, :8]
     assert torch.equal(generate(fast, prompt, 24, temperature=0), generate(model, prompt, 24, temperature=0))
+
+
+@pytest.mark.parametrize("variant", ["bitnet-qsparse", "bitnet-block", "qsparse", "bitnet-qsparse-moe-shared"])
+def test_the_torch_path_of_the_inference_form_agrees_with_the_compiled_one(variant):
+    """``kernel: torch`` (and machines without a C compiler) run the references end to end."""
+    _, fast = trained_pair(variant)
+    _, slow = trained_pair(variant, kernel="torch")
+    tokens = torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(slow(tokens), fast(tokens), rtol=1e-4, atol=1e-4)
+    prompt = tokens[:1, :8]
+    assert torch.equal(generate(slow, prompt, 24, temperature=0), generate(fast, prompt, 24, temperature=0))
 
 
 def test_ternary_projections_hold_packed_weights_only():
