@@ -263,24 +263,3 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     out = export_hf(args.src, args.out, getattr(args, "model_type", None), dtype=getattr(args, "dtype", None) or "float32")
     print(f"Hugging Face checkpoint written to {out}")
     return 0
-
-
-def add_import_hf_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of ``zoo import-hf`` on ``parser`` (a subparser), with ``func`` set."""
-    parser.add_argument("src", help="Hugging Face model directory (config.json + safetensors)")
-    parser.add_argument("out", help="release directory to write")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="ModelConfig overrides, e.g. sparsity=topk k_ratio=0.6")
-    parser.add_argument("--name", default=None, help="model name for the model card")
-    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="dtype of the stored weights (default float32)")
-    parser.set_defaults(func=cmd_import_hf)
-    return parser
-
-
-def add_export_hf_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of ``zoo export-hf`` on ``parser`` (a subparser), with ``func`` set."""
-    parser.add_argument("src", help="moezoo release directory")
-    parser.add_argument("out", help="directory to write config.json and model.safetensors into")
-    parser.add_argument("--model-type", dest="model_type", default=None, choices=MODEL_TYPES, help="default: qwen2 with q/k/v biases, else llama")
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    parser.set_defaults(func=cmd_export_hf)
-    return parser

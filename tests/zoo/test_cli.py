@@ -1,0 +1,28 @@
+"""The ``zoo`` command's parser: light to build (``zoo --help`` imports no torch) and in step
+with the modules whose commands it defers to."""
+import subprocess
+import sys
+
+from zoo import hf_cli
+
+
+def test_building_the_parser_imports_no_torch():
+    code = "import sys; from zoo.cli import build_parser; build_parser(); print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_help_lists_the_commands():
+    result = subprocess.run([sys.executable, "-m", "zoo.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for command in ("list", "generate", "bench", "import-hf", "export-hf", "scaling"):
+        assert command in result.stdout
+
+
+def test_hf_argument_choices_match_the_converter():
+    from zoo.hf import DTYPES
+    from zoo.models.convert import MODEL_TYPES
+
+    assert hf_cli.HF_MODEL_TYPES == MODEL_TYPES
+    assert set(hf_cli.DTYPE_NAMES) == set(DTYPES)

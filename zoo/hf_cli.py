@@ -1,0 +1,43 @@
+"""The arguments of ``zoo import-hf`` and ``zoo export-hf`` (Hugging Face Llama / Mistral / Qwen2
+checkpoints, see :mod:`zoo.hf`), kept free of torch: building the ``zoo`` parser, which
+``zoo --help`` does, must not import it. The commands import :mod:`zoo.hf` when they run."""
+from __future__ import annotations
+
+import argparse
+
+# Equal to zoo.models.convert.MODEL_TYPES and zoo.hf.DTYPES (tests/zoo/test_cli.py keeps them so).
+HF_MODEL_TYPES = ("llama", "mistral", "qwen2")
+DTYPE_NAMES = ("bfloat16", "float16", "float32")
+
+
+def _cmd_import_hf(args: argparse.Namespace) -> int:
+    from zoo.hf import cmd_import_hf
+
+    return cmd_import_hf(args)
+
+
+def _cmd_export_hf(args: argparse.Namespace) -> int:
+    from zoo.hf import cmd_export_hf
+
+    return cmd_export_hf(args)
+
+
+def add_import_hf_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``zoo import-hf`` on ``parser`` (a subparser), with ``func`` set."""
+    parser.add_argument("src", help="Hugging Face model directory (config.json + safetensors)")
+    parser.add_argument("out", help="release directory to write")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="ModelConfig overrides, e.g. sparsity=topk k_ratio=0.6")
+    parser.add_argument("--name", default=None, help="model name for the model card")
+    parser.add_argument("--dtype", default=None, choices=DTYPE_NAMES, help="dtype of the stored weights (default float32)")
+    parser.set_defaults(func=_cmd_import_hf)
+    return parser
+
+
+def add_export_hf_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``zoo export-hf`` on ``parser`` (a subparser), with ``func`` set."""
+    parser.add_argument("src", help="moezoo release directory")
+    parser.add_argument("out", help="directory to write config.json and model.safetensors into")
+    parser.add_argument("--model-type", dest="model_type", default=None, choices=HF_MODEL_TYPES, help="default: qwen2 with q/k/v biases, else llama")
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
+    parser.set_defaults(func=_cmd_export_hf)
+    return parser
