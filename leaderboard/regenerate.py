@@ -97,7 +97,7 @@ def hub_manifest(hub: str | None) -> dict:
 
     url = hub or zoo_hub.default_hub()
     # zoo.hub resolves manifests privately; reusing its reader keeps validation in one place.
-    found = zoo_hub._fetch_hub_manifest(url, "(leaderboard)", zoo_hub.DEFAULT_TIMEOUT)
+    found = zoo_hub.fetch_hub_manifest(url, "(leaderboard)", zoo_hub.DEFAULT_TIMEOUT)
     return found[0] if found is not None else zoo_hub.load_manifest()
 
 

@@ -436,7 +436,8 @@ class Corpus:
             return tuple(s for s in SPLITS if s in self.data_files)
         return tuple(s for s in SPLITS if s in self._hub_dataset())
 
-    def _require(self, split: str) -> None:
+    def require(self, split: str) -> None:
+        """Raises a one-line error naming the splits there are unless this corpus has ``split``."""
         _check_split(split)
         if split not in self.splits:
             hint = f" (add data_files[{split!r}])" if self.kind == "local" else ""
@@ -463,7 +464,7 @@ class Corpus:
 
     def documents(self, split: str) -> Iterator[str]:
         """The documents of ``split``, in their fixed order."""
-        self._require(split)
+        self.require(split)
         if self.kind == "shakespeare":
             works = shakespeare_works()
             chosen = split_works({name: len(text.encode("utf-8")) for name, text in works.items()})[split]
@@ -889,7 +890,7 @@ class ZooDataModule(L.LightningDataModule):
         """The windows of ``split`` (tokenised and cached on first use)."""
         _check_split(split)
         if split not in self._datasets:
-            self.source._require(split)
+            self.source.require(split)
             meta = self._prepare_split(split)
             windows = TokenWindows(self.token_cache_dir() / f"{split}.npy", self.max_seq_len)
             if windows.num_tokens != meta["num_tokens"]:
@@ -904,12 +905,12 @@ class ZooDataModule(L.LightningDataModule):
 
     def num_tokens(self, split: str) -> int:
         """Tokens in ``split`` (documents and separators)."""
-        self.source._require(_check_split(split))
+        self.source.require(_check_split(split))
         return self._prepare_split(split)["num_tokens"]
 
     def num_bytes(self, split: str) -> int:
         """UTF-8 bytes of ``split``'s text (documents and separators)."""
-        self.source._require(_check_split(split))
+        self.source.require(_check_split(split))
         return self._prepare_split(split)["num_bytes"]
 
     def bytes_per_token(self, split: str) -> float:

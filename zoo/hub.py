@@ -412,7 +412,7 @@ def _describe(exc: BaseException, timeout: float) -> str:
 _NET_ERRORS = (OSError, http.client.HTTPException)
 
 
-def _fetch_hub_manifest(hub: str, name: str, timeout: float) -> tuple[dict, str] | None:
+def fetch_hub_manifest(hub: str, name: str, timeout: float) -> tuple[dict, str] | None:
     """The hub's own manifest, or ``None`` when the hub has none (a bytes-only mirror)."""
     origin = _hub_url(hub, MANIFEST_NAME)
     if _hub_kind(hub) == "file" and not _local_root(hub).is_dir():
@@ -442,7 +442,7 @@ def _resolve_manifest(hub: str, name: str, root: Path, offline: bool, timeout: f
         shipped = shipped_store() / MANIFEST_NAME
         return load_manifest(shipped), str(shipped)
     try:
-        found = _fetch_hub_manifest(hub, name, timeout)
+        found = fetch_hub_manifest(hub, name, timeout)
     except DownloadError:
         # Hub unreachable: what is already cached can still be verified against the copy
         # kept from the last successful contact; anything missing fails on its own.
