@@ -25,6 +25,7 @@ from torch import nn
 
 import zoo.kernels as kernels
 from zoo.kernels import moe as moe_ops
+from zoo.kernels.norm.reference import rms_norm as reference_rms_norm
 from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
 from zoo.models.config import ModelConfig
 from zoo.models.ffn import GatedFeedForward, glu_activation
@@ -102,10 +103,9 @@ class ExpertRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(n_experts, dim))
 
     def forward(self, x: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-        # The same arithmetic as RMSNorm, so one expert reproduces the dense FFN exactly.
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.to(x.dtype) * self.weight.index_select(0, experts)
+        # RMSNorm's reference arithmetic with each row's expert gain, so one expert reproduces the
+        # dense FFN's torch path exactly.
+        return reference_rms_norm(x, self.weight.index_select(0, experts), self.eps)
 
 
 class MoEFeedForward(nn.Module):

@@ -108,6 +108,20 @@ def available() -> bool:
     return library() is not None
 
 
+def _loaded(op: str) -> ctypes.CDLL:
+    """The library, or the one error every op gives when it cannot be built."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"{op}: the compiled CPU kernel is unavailable (no compiler, or ZOO_CPU_KERNELS=0)")
+    return lib
+
+
+def _fp32_rows(x: torch.Tensor, k_in: int) -> torch.Tensor:
+    """``x`` as contiguous fp32 rows ``[-1, k_in]``: a view when it already is, else one copy."""
+    rows = x.reshape(-1, k_in)
+    return rows if rows.dtype == torch.float32 and rows.is_contiguous() else rows.float().contiguous()
+
+
 def isa() -> str:
     """The instruction set the library dispatches to on this CPU ("avx2" or "scalar")."""
     lib = library()
@@ -129,9 +143,7 @@ def _scratch(kind: type, *shape: int):
 
 def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, threads: int | None = None, force_scalar: bool = False) -> torch.Tensor:
     """``x_q · W_qᵀ`` as exact int32, ``x_q`` int8 ``[..., K]``, ``packed`` uint8 ``[K, ceil(N/4)]``."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("ternary_accumulate: the compiled CPU kernel is unavailable (no compiler, or ZOO_CPU_KERNELS=0)")
+    lib = _loaded("ternary_accumulate")
     if x_q.dtype != torch.int8 or packed.dtype != torch.uint8 or x_q.device.type != "cpu" or packed.device.type != "cpu":
         raise TypeError(f"ternary_accumulate(cpu): expected int8 x and uint8 packed CPU tensors, got {x_q.dtype} on {x_q.device} and {packed.dtype} on {packed.device}")
     k_in, nb = packed.shape
@@ -174,13 +186,9 @@ def packed_linear(
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32 ``[..., n_out]``, non-zero int8 inputs): the fused [RMSNorm] / top-K / int8 /
     packed GEMV / scale; ``norm`` = (fp32 gain, eps) of the RMSNorm in front, or None."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("packed_linear: the compiled CPU kernel is unavailable (no compiler, or ZOO_CPU_KERNELS=0)")
+    lib = _loaded("packed_linear")
     k_in, nb = packed.shape
-    rows = x.reshape(-1, k_in)
-    if rows.dtype != torch.float32 or not rows.is_contiguous():
-        rows = rows.float().contiguous()
+    rows = _fp32_rows(x, k_in)
     scratch = _scratch(PackedLinearScratch, k_in, nb)
     y = torch.empty(rows.shape[0], n_out, dtype=torch.float32)
     nonzero = lib.zoo_packed_linear(
@@ -218,17 +226,13 @@ def sparse_linear(
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32 ``[..., N]``, kept non-zero inputs): top-K / N:M of ``x`` times ``weight_t``
     (``[K, N]``, fp32 or bf16), reading only the rows of the kept channels."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("sparse_linear: the compiled CPU kernel is unavailable (no compiler, or ZOO_CPU_KERNELS=0)")
+    lib = _loaded("sparse_linear")
     if weight_t.dtype not in SPARSE_WEIGHT_DTYPES or not weight_t.is_contiguous() or weight_t.device.type != "cpu":
         raise TypeError(f"sparse_linear: expected a contiguous fp32 or bf16 CPU weight [K, N], got {weight_t.dtype} on {weight_t.device}")
     k_in, n_out = weight_t.shape
     if x.shape[-1] != k_in:
         raise ValueError(f"sparse_linear: x [..., {x.shape[-1]}] does not fit a [K={k_in}, N={n_out}] weight")
-    rows = x.reshape(-1, k_in)
-    if rows.dtype != torch.float32 or not rows.is_contiguous():
-        rows = rows.float().contiguous()
+    rows = _fp32_rows(x, k_in)
     scratch = _scratch(SparseLinearScratch, k_in)
     y = torch.empty(rows.shape[0], n_out, dtype=torch.float32)
     nonzero = lib.zoo_sparse_linear(
@@ -246,9 +250,7 @@ def topk_rows(x: torch.Tensor, sparsity: str, n_keep: int, block_size: int, quan
     Computed in fp32 (a bf16 or fp16 ``x`` is widened and the result cast back, which is exact:
     the reference selects on the same values and quantises in fp32 too).
     """
-    lib = library()
-    if lib is None:
-        raise RuntimeError("topk_rows: the compiled CPU kernel is unavailable (no compiler, or ZOO_CPU_KERNELS=0)")
+    lib = _loaded("topk_rows")
     if x.device.type != "cpu" or not x.is_floating_point():
         raise TypeError(f"topk_rows: expected a floating CPU tensor, got {x.dtype} on {x.device}")
     k_in = x.shape[-1]
@@ -257,9 +259,7 @@ def topk_rows(x: torch.Tensor, sparsity: str, n_keep: int, block_size: int, quan
         raise ValueError(f"topk_rows: block_size={block_size} must divide the {k_in} channels")
     if sparsity != "none" and not 1 <= n_keep <= width:
         raise ValueError(f"topk_rows: n_keep must be in [1, {width}], got {n_keep}")
-    rows = x.detach().reshape(-1, k_in)
-    if rows.dtype != torch.float32 or not rows.is_contiguous():
-        rows = rows.float().contiguous()
+    rows = _fp32_rows(x.detach(), k_in)
     out = torch.empty_like(rows)
     nonzero = lib.zoo_topk_rows(
         rows.data_ptr(), rows.shape[0], k_in, SPARSITY_MODES[sparsity], n_keep, block_size, int(quantize), out.data_ptr(), torch.get_num_threads()
@@ -278,9 +278,7 @@ def rms_norm_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def _norm_operands(op: str, x: torch.Tensor, weight: torch.Tensor) -> tuple[ctypes.CDLL, torch.Tensor, torch.Tensor]:
-    lib = library()
-    if lib is None:
-        raise RuntimeError(f"{op}: the compiled CPU kernel is unavailable (no compiler, or ZOO_CPU_KERNELS=0)")
+    lib = _loaded(op)
     if not rms_norm_supported(x, weight):
         raise TypeError(f"{op}: expected fp32 CPU x [..., D] and gain [D], got {x.dtype} {tuple(x.shape)} and {weight.dtype} {tuple(weight.shape)}")
     return lib, x.detach().reshape(-1, x.shape[-1]).contiguous(), weight.detach().contiguous()

@@ -133,11 +133,11 @@ static int x86_level(void) {
 #endif
 }
 
-static int use_avx2(void) { return x86_level() >= 1; }
+int zoo_has_avx2(void) { return x86_level() >= 1; }
 static int use_fma(void) { return x86_level() >= 2; }
 
 /* Which path the library takes on this CPU: 2 = AVX2, 1 = scalar. */
-int zoo_ternary_gemv_isa(void) { return use_avx2() ? 2 : 1; }
+int zoo_ternary_gemv_isa(void) { return zoo_has_avx2() ? 2 : 1; }
 
 /* acc[rows][4*nb] = x[rows][K] (int8) times the packed ternary weight, for each row reading only
  * the byte rows of its nonzero channels. acc is overwritten. kept_scratch holds K int32,
@@ -145,7 +145,7 @@ int zoo_ternary_gemv_isa(void) { return use_avx2() ? 2 : 1; }
  * splits the output slices over OpenMP threads. force_scalar = 1 takes the scalar path (tests). */
 void zoo_ternary_gemv(const uint8_t *packed, int64_t k_in, int64_t nb, const int8_t *x, int64_t rows, int32_t *acc,
                       int32_t *kept_scratch, int16_t *acc16, int32_t *acc32, int threads, int force_scalar) {
-    const int avx2 = use_avx2() && !force_scalar;
+    const int avx2 = zoo_has_avx2() && !force_scalar;
     for (int64_t r = 0; r < rows; ++r) {
         const int8_t *xr = x + r * k_in;
         int32_t *out = acc + r * 4 * nb;

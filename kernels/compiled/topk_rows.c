@@ -38,8 +38,7 @@ __attribute__((target("avx2"))) static int64_t count_at_least_avx2(const int32_t
  * so most steps count a small fraction of the row. cand holds n values. */
 static int32_t kth_largest_bits(const int32_t *bits, int64_t n, int64_t k, int32_t *cand) {
 #if defined(__x86_64__)
-    static int avx2 = -1;
-    if (avx2 < 0) avx2 = __builtin_cpu_supports("avx2");
+    const int avx2 = zoo_has_avx2();
 #endif
     const int32_t *src = bits;
     int32_t t = 0;
@@ -89,9 +88,7 @@ __attribute__((target("avx2"))) static void rank_select_avx2(const int32_t *bits
 
 static void rank_select(const int32_t *bits, int32_t n, int32_t n_keep, uint8_t *keep) {
 #if defined(__x86_64__)
-    static int avx2 = -1;
-    if (avx2 < 0) avx2 = __builtin_cpu_supports("avx2");
-    if (avx2) {
+    if (zoo_has_avx2()) {
         rank_select_avx2(bits, n, n_keep, keep);
         return;
     }
@@ -169,7 +166,7 @@ int64_t zoo_topk_rows(const float *x, int64_t rows, int64_t k_in, int mode, int6
     int failed = 0;
     if (threads < 1 || rows < 2 * threads) threads = 1;
 #if defined(__x86_64__)
-    const int avx2 = __builtin_cpu_supports("avx2");
+    const int avx2 = zoo_has_avx2();
 #endif
 #pragma omp parallel num_threads(threads) reduction(+ : nonzero) reduction(| : failed)
     {

@@ -11,6 +11,9 @@
 #include <omp.h>
 #endif
 
+/* Whether this CPU runs AVX2 (read once; 0 off x86). Every kernel's runtime dispatch asks this. */
+int zoo_has_avx2(void);
+
 /* Marks in keep[0..n) the n_keep largest |x| of x[0..n): those above the n_keep-th largest
  * magnitude, then ties in index order (the lower index wins, as zoo.kernels.topk does).
  * scratch holds 2n floats. */

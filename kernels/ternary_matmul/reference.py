@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from zoo.kernels.norm.reference import rms_norm as reference_rms_norm
 from zoo.kernels.pack.reference import unpack_ternary
 
 
@@ -49,8 +50,7 @@ def rms_norm(x: torch.Tensor, norm: tuple[torch.Tensor, float] | None) -> torch.
     if norm is None:
         return x
     weight, eps = norm
-    x32 = x.float()
-    return x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
+    return reference_rms_norm(x.float(), weight.float(), eps)
 
 
 def packed_ternary_linear(
