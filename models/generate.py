@@ -31,6 +31,14 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def next_logits(model: Decoder, token: torch.Tensor, caches) -> torch.Tensor:
+    """``[B, vocab]`` logits of ``token [B]`` appended to ``caches``: through the inference form's
+    compiled decode step where it applies (``zoo.models.decode_step``), else the modules."""
+    step = getattr(model, "decode_step", None)
+    logits = step.logits(token, caches) if step is not None else None
+    return logits if logits is not None else model(token[:, None], caches)[:, -1]
+
+
 @torch.no_grad()
 def generate(
     model: Decoder,
@@ -67,6 +75,6 @@ def generate(
             caches = model.new_cache(prompt.shape[0])
             logits = model(context, caches)[:, -1]
         else:
-            logits = model(token[:, None], caches)[:, -1]
+            logits = next_logits(model, token, caches)
     model.train(was_training)
     return torch.stack(new_tokens, dim=1) if new_tokens else prompt.new_zeros(prompt.shape[0], 0)

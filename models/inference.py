@@ -8,7 +8,8 @@ every ternary :class:`~zoo.models.linear.ZooLinear` whose inputs are int8 become
 then per-token absmax int8), so ``y = (Σ_k q_k·t_nk) · α / s`` is the training form's
 ``F.linear(q/s, t·α)`` summed exactly in integers first; greedy tokens agree. A full-precision
 projection with top-K inputs becomes a :class:`SparseInputLinear` (its weight transposed, dtype
-kept: only the kept channels' rows are read); dense full-precision projections stay as they are.
+kept: only the kept channels' rows are read), a dense one a :class:`FullPrecisionLinear` (the
+same weight, ``F.linear`` without the training form's per-call input-rule dispatch).
 A MoE FFN becomes an :class:`InferenceMoE`: each expert's projections converted the same way,
 and a token reads only the weights of the experts its router chose. Not converted: ternary
 projections without int8 inputs (none of the zoo's entries has them).
@@ -16,10 +17,11 @@ projections without int8 inputs (none of the zoo's entries has them).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import zoo.kernels as kernels
-from zoo.kernels.ternary_matmul import packed_ternary_linear, sparse_projection
+from zoo.kernels.ternary_matmul import prepare_packed_ternary_linear, prepare_sparse_projection
 from zoo.kernels import moe as moe_ops
 from zoo.models.ffn import GatedFeedForward, glu_activation
 from zoo.models.linear import TransformedInput, ZooLinear
@@ -27,27 +29,67 @@ from zoo.models.moe import ExpertBank, MoEFeedForward
 from zoo.models.norm import RMSNorm
 
 
-class FusedNorm:
-    """The RMSNorm in front of a projection, folded into it: decoding then pays one kernel call per
-    site instead of a norm's five torch ops. ``norm_weight`` is None until :meth:`fuse_norm`."""
+class PreparedProjection:
+    """An inference projection that asks the kernel layer once for its whole call
+    (``zoo.kernels.ternary_matmul.prepare_*``: kernel chosen, weight side checked and converted)
+    and then only calls it, because decoding calls every projection once a token and each torch
+    check costs about a microsecond here. The prepared call is dropped whenever the weights may
+    have changed (a load, a move or cast, a fused norm), and never pickled or deep-copied: it is
+    rebuilt on the next call. The RMSNorm in front of the projection can be folded into it
+    (:meth:`fuse_norm`): decoding then pays one kernel call per site instead of a norm's five
+    torch ops; ``norm_weight`` is None until then."""
 
     norm_weight: torch.Tensor | None
     norm_eps = 0.0
+    prepared = None
+
+    def prepare(self):
+        raise NotImplementedError
+
+    def forget_prepared(self) -> None:
+        self.__dict__.pop("prepared", None)
 
     def fuse_norm(self, weight: torch.Tensor, eps: float) -> None:
         self.register_buffer("norm_weight", weight.detach().float().contiguous().clone())
         self.norm_eps = float(eps)
+        self.forget_prepared()
 
     @property
     def norm(self) -> tuple[torch.Tensor, float] | None:
         return None if self.norm_weight is None else (self.norm_weight, self.norm_eps)
 
+    def prepared_call(self):
+        """The kernel layer's prepared call of this projection, made on first use."""
+        call = self.prepared
+        if call is None:
+            call = self.prepared = self.prepare()
+        return call
 
-class PackedTernaryLinear(FusedNorm, TransformedInput, nn.Module):
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The prepared call on ``x``, its non-zero inputs counted, in ``x``'s dtype."""
+        y, nonzero = self.prepared_call()(x)
+        self.input_transform.count_nonzero(nonzero, x.numel())
+        return y if y.dtype == x.dtype else y.to(x.dtype)
+
+    def _apply(self, fn, recurse=True):
+        self.forget_prepared()
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.forget_prepared()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("prepared", None)
+        return state
+
+
+class PackedTernaryLinear(PreparedProjection, TransformedInput, nn.Module):
     """``y = (x_q · T) · α / s_x (+ b)`` with ``T`` packed 2 bits a weight (``[in, ceil(out/4)]`` uint8).
 
     ``x_q, s_x`` come from the training form's own :class:`InputTransform` rule, kept as integers;
-    the kernel layer runs the whole projection (``zoo.kernels.ternary_matmul.packed_ternary_linear``).
+    the kernel layer runs the whole projection (``zoo.kernels.ternary_matmul.prepare_packed_ternary_linear``).
     """
 
     def __init__(self, source: ZooLinear) -> None:
@@ -60,26 +102,17 @@ class PackedTernaryLinear(FusedNorm, TransformedInput, nn.Module):
         values, alpha = kernels.ternary_quantize_raw(source.weight.detach().float())
         self.register_buffer("packed", kernels.pack_ternary(values.to(torch.int8)))
         self.register_buffer("scale", alpha.reshape(()).float())
-        self._alpha_key, self._alpha = None, 0.0
         self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
         self.register_buffer("norm_weight", None)
 
-    @property
-    def alpha(self) -> float:
-        """The scale as a Python float, read from the buffer again only when it changed (a load, a
-        copy, a move): every call needs it, and reading a tensor to the host costs a torch op."""
-        key = (self.scale.data_ptr(), self.scale._version)
-        if key != self._alpha_key:
-            self._alpha_key, self._alpha = key, float(self.scale)
-        return self._alpha
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y, nonzero = packed_ternary_linear(
-            x, self.packed, self.alpha, self.out_features, self.bias, sparsity=self.sparsity, n_keep=self.n_keep,
+    def prepare(self):
+        return prepare_packed_ternary_linear(
+            self.packed, float(self.scale), self.out_features, self.bias, sparsity=self.sparsity, n_keep=self.n_keep,
             block_size=self.block_size, impl=self.kernel, norm=self.norm,
         )
-        self.input_transform.count_nonzero(nonzero, x.numel())
-        return y.to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(x)
 
     def accounting_entry(self):
         from zoo.models.accounting import SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
@@ -91,7 +124,7 @@ class PackedTernaryLinear(FusedNorm, TransformedInput, nn.Module):
         return f"in={self.in_features}, out={self.out_features}, site={self.site}, packed 2-bit, {rule}"
 
 
-class SparseInputLinear(FusedNorm, TransformedInput, nn.Module):
+class SparseInputLinear(PreparedProjection, TransformedInput, nn.Module):
     """A full-precision Q-Sparse projection for inference: the weight held transposed (``[in, out]``,
     its dtype kept) so that each input channel is one row, and only the kept channels' rows read."""
 
@@ -106,13 +139,14 @@ class SparseInputLinear(FusedNorm, TransformedInput, nn.Module):
         self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
         self.register_buffer("norm_weight", None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y, kept = sparse_projection(
-            x, self.weight_t, self.bias, sparsity=self.sparsity, n_keep=self.n_keep, block_size=self.block_size,
-            impl=self.kernel, norm=self.norm,
+    def prepare(self):
+        return prepare_sparse_projection(
+            self.weight_t, self.bias, sparsity=self.sparsity, n_keep=self.n_keep, block_size=self.block_size, impl=self.kernel,
+            norm=self.norm,
         )
-        self.input_transform.count_nonzero(kept, x.numel())
-        return y.to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(x)
 
     def accounting_entry(self):
         from zoo.models.accounting import BF16_BITS, LinearAccount
@@ -124,6 +158,34 @@ class SparseInputLinear(FusedNorm, TransformedInput, nn.Module):
         return f"in={self.in_features}, out={self.out_features}, site={self.site}, {self.weight_t.dtype}, {rule}"
 
 
+class FullPrecisionLinear(TransformedInput, nn.Module):
+    """A full-precision projection whose input rule is the identity (dense entries, the experts of a
+    dense MoE), for inference: ``F.linear`` alone, since the training form's per-call input-rule
+    dispatch costs as much as a small GEMV on this class of CPU. Natural zeros are still counted
+    while recording. Holds the source's parameters as they are (same names, dtype and storage)."""
+
+    def __init__(self, source: ZooLinear) -> None:
+        super().__init__()
+        if source.weight_quant != "none" or source.act_quant != "none" or source.sparsity != "none":
+            raise ValueError("FullPrecisionLinear: needs a full-precision projection without an input rule")
+        self.in_features, self.out_features, self.site = source.in_features, source.out_features, source.site
+        self.weight_quant, self.kernel = "none", source.kernel
+        self.input_transform = source.input_transform
+        self.weight, self.bias = source.weight, source.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.input_transform.observe(x)
+        return F.linear(x, self.weight, self.bias)
+
+    def accounting_entry(self):
+        from zoo.models.accounting import BF16_BITS, LinearAccount
+
+        return LinearAccount(self.weight.numel(), self.site, BF16_BITS, 0, self.usage)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, site={self.site}, {self.weight.dtype}"
+
+
 def inference_module(module: nn.Module) -> nn.Module | None:
     """The inference-form replacement of a training-form projection or MoE FFN, or None to keep it."""
     if isinstance(module, MoEFeedForward):
@@ -132,15 +194,15 @@ def inference_module(module: nn.Module) -> nn.Module | None:
         return None
     if module.weight_quant == "ternary" and module.act_quant == "int8":
         return PackedTernaryLinear(module)
-    if module.weight_quant == "none" and module.act_quant == "none" and module.sparsity != "none":
-        return SparseInputLinear(module)
+    if module.weight_quant == "none" and module.act_quant == "none":
+        return SparseInputLinear(module) if module.sparsity != "none" else FullPrecisionLinear(module)
     return None
 
 
 def fuse_norm_into(owner: nn.Module, norm_name: str, projection: nn.Module) -> None:
     """Folds ``owner.<norm_name>`` (an RMSNorm whose output only ``projection`` reads) into it."""
     norm = getattr(owner, norm_name)
-    if isinstance(norm, RMSNorm) and isinstance(projection, FusedNorm) and projection.norm_weight is None:
+    if isinstance(norm, RMSNorm) and isinstance(projection, PreparedProjection) and projection.norm_weight is None:
         projection.fuse_norm(norm.weight, norm.eps)
         setattr(owner, norm_name, nn.Identity())
 
@@ -167,6 +229,9 @@ def to_inference(model: nn.Module) -> nn.Module:
                 setattr(parent, name, replacement)
     fuse_norms(model)
     model.inference_form = True
+    from zoo.models.decode_step import DecodeStep  # it builds on this module's classes
+
+    model.decode_step = DecodeStep(model)  # what zoo.generate decodes one token with
     return model.eval()
 
 
@@ -194,7 +259,7 @@ class InferenceMoE(nn.Module):
         self.gate_up = nn.ModuleList(expert_projection(source.w_gate_up, e, usage) for e in range(source.n_experts))
         self.down = nn.ModuleList(expert_projection(source.w_down, e, usage) for e in range(source.n_experts))
         self.sub_norm = source.sub_norm  # per-expert gains, applied to each expert's rows
-        if self.sub_norm is not None and all(isinstance(p, FusedNorm) for p in self.down):
+        if self.sub_norm is not None and all(isinstance(p, PreparedProjection) for p in self.down):
             for expert, projection in enumerate(self.down):  # folded into each expert's down projection
                 projection.fuse_norm(self.sub_norm.weight[expert], self.sub_norm.eps)
             self.sub_norm = None
@@ -205,7 +270,7 @@ class InferenceMoE(nn.Module):
         flat = x.reshape(-1, self.dim)
         weights, experts = moe_ops.route(self.router(flat), self.top_k, self.renormalize, self.selection_bias)
         if flat.shape[0] == 1:  # decoding one token: no grouping needed, k experts in turn
-            return self._one_token(flat, weights[0], experts[0]).reshape(x.shape)
+            return self._one_token(flat, weights[0].tolist(), experts[0].tolist()).reshape(x.shape)
         out = torch.zeros_like(flat, dtype=torch.float32)
         for expert in experts.unique().tolist():
             rows, choice = (experts == expert).nonzero(as_tuple=True)
@@ -220,15 +285,17 @@ class InferenceMoE(nn.Module):
             out = out + self.shared(flat)
         return out.reshape(x.shape)
 
-    def _one_token(self, flat: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    def _one_token(self, flat: torch.Tensor, weights: list[float], experts: list[int]) -> torch.Tensor:
+        # Routing read back as Python numbers (two small copies) rather than indexed tensor by
+        # tensor: at decode widths each torch op costs as much as a tiny expert's GEMV.
         out = None
-        for choice, expert in enumerate(experts.tolist()):
+        for weight, expert in zip(weights, experts):
             gate, up = self.gate_up[expert](flat).chunk(2, dim=-1)
             h = glu_activation(gate, up, self.act)
             if self.sub_norm is not None:
-                h = self.sub_norm(h, experts[choice : choice + 1])
-            y = self.down[expert](h).float() * weights[choice]
-            out = y if out is None else out + y
+                h = self.sub_norm(h, torch.tensor([expert]))
+            y = self.down[expert](h).float()
+            out = y * weight if out is None else torch.add(out, y, alpha=weight)
         out = out.to(flat.dtype)
         return out + self.shared(flat) if self.shared is not None else out
 

@@ -1,5 +1,6 @@
 """The compiled CPU kernels of zoo.kernels: BitNet b1.58 packed ternary GEMVs (arXiv 2402.17764)
-and Q-Sparse top-K transforms (arXiv 2407.10969) and RMSNorm, plain C (``ternary_gemv.c``, ``topk_rows.c``, ``rms_norm.c``)
+and Q-Sparse top-K transforms (arXiv 2407.10969), RMSNorm and a whole decode step (``program``),
+plain C (``ternary_gemv.c``, ``topk_rows.c``, ``rms_norm.c``, ``decode_step.c``)
 built with the system C compiler on first use and loaded through ctypes.
 
 These are raw ops without autograd or dispatch: each op's sub-package (``zoo.kernels.topk``,
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("ternary_gemv.c", "topk_rows.c", "rms_norm.c"))
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("ternary_gemv.c", "topk_rows.c", "rms_norm.c", "decode_step.c"))
 HEADER = Path(__file__).with_name("zoo_cpu.h")
 FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-std=c11", "-lm")
 ISA_NAMES = {1: "scalar", 2: "avx2"}
@@ -98,6 +99,8 @@ def library() -> ctypes.CDLL | None:
     ]
     lib.zoo_rms_norm_forward.restype = None
     lib.zoo_rms_norm_forward.argtypes = [*([ctypes.c_void_p] * 2), ctypes.c_int64, ctypes.c_int64, ctypes.c_float, *([ctypes.c_void_p] * 2), ctypes.c_int]
+    lib.zoo_run_program.restype = ctypes.c_int64
+    lib.zoo_run_program.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
     lib.zoo_rms_norm_backward.restype = ctypes.c_int
     lib.zoo_rms_norm_backward.argtypes = [*([ctypes.c_void_p] * 4), ctypes.c_int64, ctypes.c_int64, *([ctypes.c_void_p] * 2), ctypes.c_int]
     _library = lib
@@ -116,8 +119,10 @@ def _loaded(op: str) -> ctypes.CDLL:
     return lib
 
 
-def _fp32_rows(x: torch.Tensor, k_in: int) -> torch.Tensor:
+def _fp32_rows(x: torch.Tensor, k_in: int, op: str) -> torch.Tensor:
     """``x`` as contiguous fp32 rows ``[-1, k_in]``: a view when it already is, else one copy."""
+    if x.shape[-1] != k_in or x.device.type != "cpu":
+        raise ValueError(f"{op}: x [..., {x.shape[-1]}] on {x.device} does not fit a CPU weight of {k_in} input channels")
     rows = x.reshape(-1, k_in)
     return rows if rows.dtype == torch.float32 and rows.is_contiguous() else rows.float().contiguous()
 
@@ -180,32 +185,66 @@ class PackedLinearScratch:
         self.pointers = [t.data_ptr() for t in (self.magnitudes, self.keep, self.q, self.acc, self.kept, self.acc16, self.acc32)]
 
 
+class PackedLinear:
+    """The fused [RMSNorm] / top-K / int8 / packed GEMV / scale projection with its weight-side
+    operands checked and converted once; calling it with ``x`` runs one C call.
+
+    Why prepared: decoding calls each projection once a token, and on this class of CPU every torch
+    check or conversion costs about a microsecond, so re-validating the weight side per call took as
+    long as the C work of a small projection. Holds its tensors (not raw pointers): a copy stays valid.
+    """
+
+    def __init__(self, packed: torch.Tensor, alpha: float, n_out: int, bias: torch.Tensor | None, sparsity: str, n_keep: int,
+                 block_size: int, norm: tuple[torch.Tensor, float] | None = None) -> None:
+        self.function = _loaded("packed_linear").zoo_packed_linear
+        if packed.dtype != torch.uint8 or packed.dim() != 2 or packed.device.type != "cpu":
+            raise TypeError(f"packed_linear: expected a uint8 CPU packed weight [K, ceil(N/4)], got {packed.dtype} {tuple(packed.shape)} on {packed.device}")
+        self.k_in, self.nb = packed.shape
+        if not (self.nb - 1) * 4 < n_out <= self.nb * 4:
+            raise ValueError(f"packed_linear: packed {tuple(packed.shape)} does not hold n_out={n_out} outputs")
+        self.packed, self.n_out, self.alpha = packed.contiguous(), n_out, float(alpha)
+        self.bias = None if bias is None else bias.detach().float().contiguous()
+        self.mode, self.n_keep, self.block_size = SPARSITY_MODES[sparsity], n_keep, block_size
+        self.norm_weight, self.norm_eps = _checked_norm(norm, self.k_in)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(``y`` fp32 ``[..., n_out]``, non-zero int8 inputs) for ``x [..., K]``."""
+        rows = _fp32_rows(x, self.k_in, "packed_linear")
+        scratch = _scratch(PackedLinearScratch, self.k_in, self.nb)
+        y = torch.empty(rows.shape[0], self.n_out, dtype=torch.float32)
+        nonzero = self.function(
+            rows.data_ptr(), rows.shape[0], self.k_in, self.mode, self.n_keep, self.block_size, self.packed.data_ptr(), self.nb, self.n_out,
+            self.alpha, _pointer(self.bias), y.data_ptr(), *scratch.pointers, torch.get_num_threads(), *_norm_pointers(self, scratch),
+        )
+        return y.view(*x.shape[:-1], self.n_out), nonzero
+
+
 def packed_linear(
     x: torch.Tensor, packed: torch.Tensor, alpha: float, n_out: int, bias: torch.Tensor | None, sparsity: str, n_keep: int,
     block_size: int, *, norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32 ``[..., n_out]``, non-zero int8 inputs): the fused [RMSNorm] / top-K / int8 /
     packed GEMV / scale; ``norm`` = (fp32 gain, eps) of the RMSNorm in front, or None."""
-    lib = _loaded("packed_linear")
-    k_in, nb = packed.shape
-    rows = _fp32_rows(x, k_in)
-    scratch = _scratch(PackedLinearScratch, k_in, nb)
-    y = torch.empty(rows.shape[0], n_out, dtype=torch.float32)
-    nonzero = lib.zoo_packed_linear(
-        rows.data_ptr(), rows.shape[0], k_in, SPARSITY_MODES[sparsity], n_keep, block_size, packed.data_ptr(), nb, n_out,
-        alpha, None if bias is None else bias.float().contiguous().data_ptr(), y.data_ptr(), *scratch.pointers, torch.get_num_threads(),
-        *_norm_arguments(norm, k_in, scratch),
-    )
-    return y.reshape(*x.shape[:-1], n_out), nonzero
+    return PackedLinear(packed, alpha, n_out, bias, sparsity, n_keep, block_size, norm)(x)
 
 
-def _norm_arguments(norm: tuple[torch.Tensor, float] | None, k_in: int, scratch) -> tuple:
+def _pointer(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+def _checked_norm(norm: tuple[torch.Tensor, float] | None, k_in: int) -> tuple[torch.Tensor | None, float]:
     if norm is None:
-        return (None, 0.0, None)
+        return None, 0.0
     weight, eps = norm
-    if weight.dtype != torch.float32 or not weight.is_contiguous() or weight.numel() != k_in:
-        raise ValueError(f"norm: expected a contiguous fp32 gain of {k_in} channels, got {weight.dtype} {tuple(weight.shape)}")
-    return (weight.data_ptr(), float(eps), scratch.normed.data_ptr())
+    if weight.dtype != torch.float32 or not weight.is_contiguous() or weight.numel() != k_in or weight.device.type != "cpu":
+        raise ValueError(f"norm: expected a contiguous fp32 CPU gain of {k_in} channels, got {weight.dtype} {tuple(weight.shape)}")
+    return weight, float(eps)
+
+
+def _norm_pointers(prepared, scratch) -> tuple:
+    if prepared.norm_weight is None:
+        return (None, 0.0, None)
+    return (prepared.norm_weight.data_ptr(), prepared.norm_eps, scratch.normed.data_ptr())
 
 
 class SparseLinearScratch:
@@ -220,27 +259,41 @@ class SparseLinearScratch:
         self.pointers = [t.data_ptr() for t in (self.magnitudes, self.keep, self.kept, self.values)]
 
 
+class SparseLinear:
+    """The full-precision Q-Sparse projection (top-K / N:M of ``x``, then only the kept channels'
+    rows of ``weight_t [K, N]``, fp32 or bf16, read), prepared once like :class:`PackedLinear`."""
+
+    def __init__(self, weight_t: torch.Tensor, bias: torch.Tensor | None, sparsity: str, n_keep: int, block_size: int, *,
+                 force_scalar: bool = False, norm: tuple[torch.Tensor, float] | None = None) -> None:
+        self.function = _loaded("sparse_linear").zoo_sparse_linear
+        if weight_t.dtype not in SPARSE_WEIGHT_DTYPES or not weight_t.is_contiguous() or weight_t.device.type != "cpu" or weight_t.dim() != 2:
+            raise TypeError(f"sparse_linear: expected a contiguous fp32 or bf16 CPU weight [K, N], got {weight_t.dtype} on {weight_t.device}")
+        self.weight_t, (self.k_in, self.n_out) = weight_t, weight_t.shape
+        self.bf16 = int(weight_t.dtype == torch.bfloat16)
+        self.bias = None if bias is None else bias.detach().float().contiguous()
+        self.mode, self.n_keep, self.block_size, self.force_scalar = SPARSITY_MODES[sparsity], n_keep, block_size, int(force_scalar)
+        self.norm_weight, self.norm_eps = _checked_norm(norm, self.k_in)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(``y`` fp32 ``[..., N]``, kept non-zero inputs) for ``x [..., K]``."""
+        rows = _fp32_rows(x, self.k_in, "sparse_linear")
+        scratch = _scratch(SparseLinearScratch, self.k_in)
+        y = torch.empty(rows.shape[0], self.n_out, dtype=torch.float32)
+        nonzero = self.function(
+            rows.data_ptr(), rows.shape[0], self.k_in, self.mode, self.n_keep, self.block_size, self.weight_t.data_ptr(), self.bf16,
+            self.n_out, _pointer(self.bias), y.data_ptr(), *scratch.pointers, torch.get_num_threads(), self.force_scalar,
+            *_norm_pointers(self, scratch),
+        )
+        return y.view(*x.shape[:-1], self.n_out), nonzero
+
+
 def sparse_linear(
     x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None, sparsity: str, n_keep: int, block_size: int,
     *, force_scalar: bool = False, norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32 ``[..., N]``, kept non-zero inputs): top-K / N:M of ``x`` times ``weight_t``
     (``[K, N]``, fp32 or bf16), reading only the rows of the kept channels."""
-    lib = _loaded("sparse_linear")
-    if weight_t.dtype not in SPARSE_WEIGHT_DTYPES or not weight_t.is_contiguous() or weight_t.device.type != "cpu":
-        raise TypeError(f"sparse_linear: expected a contiguous fp32 or bf16 CPU weight [K, N], got {weight_t.dtype} on {weight_t.device}")
-    k_in, n_out = weight_t.shape
-    if x.shape[-1] != k_in:
-        raise ValueError(f"sparse_linear: x [..., {x.shape[-1]}] does not fit a [K={k_in}, N={n_out}] weight")
-    rows = _fp32_rows(x, k_in)
-    scratch = _scratch(SparseLinearScratch, k_in)
-    y = torch.empty(rows.shape[0], n_out, dtype=torch.float32)
-    nonzero = lib.zoo_sparse_linear(
-        rows.data_ptr(), rows.shape[0], k_in, SPARSITY_MODES[sparsity], n_keep, block_size, weight_t.data_ptr(),
-        int(weight_t.dtype == torch.bfloat16), n_out, None if bias is None else bias.float().contiguous().data_ptr(), y.data_ptr(),
-        *scratch.pointers, torch.get_num_threads(), int(force_scalar), *_norm_arguments(norm, k_in, scratch),
-    )
-    return y.reshape(*x.shape[:-1], n_out), nonzero
+    return SparseLinear(weight_t, bias, sparsity, n_keep, block_size, force_scalar=force_scalar, norm=norm)(x)
 
 
 def topk_rows(x: torch.Tensor, sparsity: str, n_keep: int, block_size: int, quantize: bool) -> tuple[torch.Tensor, int]:
@@ -259,7 +312,7 @@ def topk_rows(x: torch.Tensor, sparsity: str, n_keep: int, block_size: int, quan
         raise ValueError(f"topk_rows: block_size={block_size} must divide the {k_in} channels")
     if sparsity != "none" and not 1 <= n_keep <= width:
         raise ValueError(f"topk_rows: n_keep must be in [1, {width}], got {n_keep}")
-    rows = _fp32_rows(x.detach(), k_in)
+    rows = _fp32_rows(x.detach(), k_in, "topk_rows")
     out = torch.empty_like(rows)
     nonzero = lib.zoo_topk_rows(
         rows.data_ptr(), rows.shape[0], k_in, SPARSITY_MODES[sparsity], n_keep, block_size, int(quantize), out.data_ptr(), torch.get_num_threads()

@@ -11,9 +11,10 @@
  * with the pair (x[k1], x[k2]) by one vpmaddubsw (unsigned codes x signed activations, summed in
  * pairs into int16), i.e. c1*x1 + c2*x2 per output. Since c = w + 1, the accumulator is
  * sum(w*x) + sum(x) over the kept channels; the constant sum(x) is subtracted once at the end.
- The rows stream in order (pairs outside, 32-byte slices inside) into int16 accumulators
- * that stay in L1; those are flushed to int32 every 64 pairs (|c1*x1 + c2*x2| <= 2*2*127 = 508
- * and 64 * 508 < 32768), so nothing overflows.
+ * The rows stream in order (pairs outside, 32-byte slices inside) into int16 accumulators
+ * that stay in L1; those are flushed to int32 every 64 pairs (-512 <= c1*x1 + c2*x2 <= 508 for
+ * codes in {0, 1, 2} and int8 x, and 64 such terms stay within [-32768, 32512]), so nothing
+ * overflows.
  * The scalar path computes the same sums directly and serves other CPUs and the row tails.
  */
 #include "zoo_cpu.h"
@@ -43,27 +44,37 @@ static void gemv_scalar_bytes(const uint8_t *packed, int64_t nb, const int8_t *x
 
 #ifdef ZOO_X86
 /* One block of at most PAIRS_PER_FLUSH channel pairs over the slices [s0, s1) of 32 bytes (128
- * outputs each): pairs outside and slices inside, so each pair's two rows stream from memory in
- * order (two prefetchable streams; decoding reads weights from L3, where that is what counts:
- * measured 9.6 against 13.6 ms a token for bitnet-small with registers kept across 128 rows read
- * side by side). The int16 accumulators of all slices sit in acc16 (256 bytes a slice, in L1)
- * and are added to the int32 sums acc32 after the block ("permuted" layout: slice s, vector
- * r = 2*i + h for shift i and unpacklo/hi h, lane e). */
+ * outputs each): pairs outside and slices inside, so the rows stream from memory in order
+ * (decoding reads weights from L3, where that is what counts: measured 9.6 against 13.6 ms a
+ * token for bitnet-small with registers kept across 128 rows read side by side). Two pairs (four
+ * rows, four prefetchable streams) go through each slice together, so the int16 accumulators are
+ * loaded and stored once per four rows; a pair's two rows are interleaved byte by byte before the
+ * codes are cut out, so one shift and one mask serve both rows. The accumulators of all slices sit
+ * in acc16 (256 bytes a slice, in L1) and are added to the int32 sums acc32 after the block
+ * ("permuted" layout: slice s, vector r = 2*i + h for shift i and unpacklo/hi h, lane e). */
+__attribute__((target("avx2"))) static inline void avx2_pair_codes(const uint8_t *ra, const uint8_t *rb, __m256i xq, __m256i sum[8]) {
+    const __m256i low2 = _mm256_set1_epi8(3);
+    const __m256i a = _mm256_loadu_si256((const __m256i *)ra);
+    const __m256i b = _mm256_loadu_si256((const __m256i *)rb);
+    const __m256i lo = _mm256_unpacklo_epi8(a, b), hi = _mm256_unpackhi_epi8(a, b);
+    for (int i = 0; i < 4; ++i) { /* a 16-bit shift moves b's low bits into a's high ones: the mask drops them */
+        sum[2 * i] = _mm256_add_epi16(sum[2 * i], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(lo, 2 * i), low2), xq));
+        sum[2 * i + 1] = _mm256_add_epi16(sum[2 * i + 1], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(hi, 2 * i), low2), xq));
+    }
+}
+
 __attribute__((target("avx2"))) static void avx2_block(const uint8_t *const *ra, const uint8_t *const *rb, const __m256i *xq,
                                                                  int pairs, int64_t s0, int64_t s1, int16_t *acc16, int32_t *acc32) {
-    const __m256i low2 = _mm256_set1_epi8(3);
     memset(acc16 + 128 * s0, 0, sizeof(int16_t) * 128 * (s1 - s0));
-    for (int p = 0; p < pairs; ++p) {
+    for (int p = 0; p < pairs; p += 2) {
+        const int two = p + 1 < pairs;
         for (int64_t s = s0; s < s1; ++s) {
-            const __m256i a = _mm256_loadu_si256((const __m256i *)(ra[p] + 32 * s));
-            const __m256i b = _mm256_loadu_si256((const __m256i *)(rb[p] + 32 * s));
             __m256i *acc = (__m256i *)(acc16 + 128 * s);
-            for (int i = 0; i < 4; ++i) {
-                const __m256i ca = _mm256_and_si256(_mm256_srli_epi16(a, 2 * i), low2);
-                const __m256i cb = _mm256_and_si256(_mm256_srli_epi16(b, 2 * i), low2);
-                acc[2 * i] = _mm256_add_epi16(acc[2 * i], _mm256_maddubs_epi16(_mm256_unpacklo_epi8(ca, cb), xq[p]));
-                acc[2 * i + 1] = _mm256_add_epi16(acc[2 * i + 1], _mm256_maddubs_epi16(_mm256_unpackhi_epi8(ca, cb), xq[p]));
-            }
+            __m256i sum[8];
+            for (int r = 0; r < 8; ++r) sum[r] = _mm256_loadu_si256(acc + r);
+            avx2_pair_codes(ra[p] + 32 * s, rb[p] + 32 * s, xq[p], sum);
+            if (two) avx2_pair_codes(ra[p + 1] + 32 * s, rb[p + 1] + 32 * s, xq[p + 1], sum);
+            for (int r = 0; r < 8; ++r) _mm256_storeu_si256(acc + r, sum[r]);
         }
     }
     for (int64_t n = 128 * s0; n < 128 * s1; n += 8) {

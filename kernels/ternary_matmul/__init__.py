@@ -7,8 +7,10 @@ channels that Q-Sparse (arXiv 2407.10969) zeroed.
 * :func:`ternary_matmul`: the training/prefill form, ``F.linear(x, ternary_quantize(W))`` on the
   latent weight, with straight-through gradients (Triton: quantise+pack, then the packed kernel).
 * :func:`latent_ternary_linear`: what a training-form projection calls (Triton opt-in, else torch).
-* :func:`packed_ternary_linear` / :func:`sparse_projection`: the inference form's whole projection
-  (input rule, matmul, rescale), one compiled CPU call (:mod:`zoo.kernels.compiled`) or the reference.
+* :func:`prepare_packed_ternary_linear` / :func:`prepare_sparse_projection`: the inference form's
+  whole projection (input rule, matmul, rescale) chosen and checked once, then one compiled CPU call
+  (:mod:`zoo.kernels.compiled`) or the reference per ``x``; :func:`packed_ternary_linear` /
+  :func:`sparse_projection` are one such call.
 """
 from __future__ import annotations
 
@@ -65,8 +67,7 @@ def _check_sparsity(op: str, sparsity: str) -> None:
         raise ValueError(f"{op}: sparsity must be none, topk or block, got {sparsity!r}")
 
 
-def packed_ternary_linear(
-    x: torch.Tensor,
+def prepare_packed_ternary_linear(
     packed: torch.Tensor,
     alpha: torch.Tensor | float,
     n_out: int,
@@ -77,23 +78,31 @@ def packed_ternary_linear(
     block_size: int = 1,
     impl: str = "auto",
     norm: tuple[torch.Tensor, float] | None = None,
-) -> tuple[torch.Tensor, int | torch.Tensor]:
-    """The inference form's whole projection: [RMSNorm], top-K / N:M, int8, packed ternary GEMV, rescale.
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, int | torch.Tensor]]:
+    """The inference form's whole projection, chosen and checked once: a function of ``x`` returning
+    ``(y fp32 [..., n_out], number of non-zero int8 inputs)``. [RMSNorm], top-K / N:M, int8,
+    packed ternary GEMV, rescale.
 
-    Returns ``(y fp32 [..., n_out], number of non-zero int8 inputs)``. ``auto``: the compiled CPU
-    kernel for a CPU tensor (one call), else the torch reference, equal to it bit for bit without
-    ``norm``. ``triton`` (opt-in until a GPU run shows it faster): the Triton top-K/int8 and packed
-    GEMV kernels; its count is a device tensor, so nothing waits for the GPU. ``norm = (gain,
-    eps)``: the RMSNorm in front of the projection, fused (the compiled kernel sums squares in
-    another order than torch, so with it the two agree to fp32 rounding, which can move an int8
-    value by one).
+    ``auto``: the compiled CPU kernel for CPU weights (one call), else the torch reference, equal to
+    it bit for bit without ``norm``. ``triton`` (opt-in until a GPU run shows it faster): the Triton
+    top-K/int8 and packed GEMV kernels; its count is a device tensor, so nothing waits for the GPU.
+    ``norm = (gain, eps)``: the RMSNorm in front of the projection, fused (the compiled kernel sums
+    squares in another order than torch, so with it the two agree to fp32 rounding, which can move
+    an int8 value by one). The choice (and ``ZOO_KERNEL``) is read here, not per call.
     """
     _check_sparsity("packed_ternary_linear", sparsity)
+    args = (packed, alpha, n_out, bias, sparsity, n_keep, block_size, norm)
     if impl == "triton":
-        return _triton_packed_linear(x, packed, alpha, n_out, bias, sparsity, n_keep, block_size, norm)
-    if resolve_impl(impl, x, op="packed_ternary_linear", has_triton=False, has_cpu=True) == "cpu":
-        return compiled.packed_linear(x, packed, float(alpha), n_out, bias, sparsity, n_keep, block_size, norm=norm)
-    return reference.packed_ternary_linear(x, packed, alpha, n_out, bias, sparsity, n_keep, block_size, norm)
+        return lambda x: _triton_packed_linear(x, *args)
+    if resolve_impl(impl, packed, op="packed_ternary_linear", has_triton=False, has_cpu=True) == "cpu":
+        return compiled.PackedLinear(packed, float(alpha), n_out, bias, sparsity, n_keep, block_size, norm)
+    return lambda x: reference.packed_ternary_linear(x, *args)
+
+
+def packed_ternary_linear(x: torch.Tensor, packed: torch.Tensor, alpha: torch.Tensor | float, n_out: int, bias: torch.Tensor | None = None,
+                          **choices) -> tuple[torch.Tensor, int | torch.Tensor]:
+    """One call of :func:`prepare_packed_ternary_linear` (same keyword choices) on ``x``."""
+    return prepare_packed_ternary_linear(packed, alpha, n_out, bias, **choices)(x)
 
 
 def _triton_packed_linear(x, packed, alpha, n_out, bias, sparsity, n_keep, block_size, norm):
@@ -113,8 +122,7 @@ def _triton_packed_linear(x, packed, alpha, n_out, bias, sparsity, n_keep, block
     return (y + bias if bias is not None else y), (values != 0).sum()
 
 
-def sparse_projection(
-    x: torch.Tensor,
+def prepare_sparse_projection(
     weight_t: torch.Tensor,
     bias: torch.Tensor | None = None,
     *,
@@ -123,20 +131,26 @@ def sparse_projection(
     block_size: int = 1,
     impl: str = "auto",
     norm: tuple[torch.Tensor, float] | None = None,
-) -> tuple[torch.Tensor, int]:
-    """The inference form of a full-precision Q-Sparse projection: ``(x ⊙ M) · weight_t (+ b)``,
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, int]]:
+    """The inference form of a full-precision Q-Sparse projection, chosen and checked once: a
+    function of ``x`` returning ``(y fp32, kept non-zero inputs)`` for ``(x ⊙ M) · weight_t (+ b)``,
     after the RMSNorm ``norm = (gain, eps)`` in front of it when given.
 
     ``weight_t`` is the transposed weight ``[K, N]`` so each input channel is one row. ``auto``:
-    the compiled CPU kernel for a CPU tensor and an fp32 or bf16 weight (one call that reads only
-    the rows of the kept channels; fp32 sums in another order than the reference, so equal to it
-    within fp32 rounding), else the reference. Returns ``(y fp32, kept non-zero inputs)``.
+    the compiled CPU kernel for a CPU fp32 or bf16 weight (one call that reads only the rows of the
+    kept channels; fp32 sums in another order than the reference, so equal to it within fp32
+    rounding), else the reference.
     """
     _check_sparsity("sparse_projection", sparsity)
-    chosen = resolve_impl(impl, x, op="sparse_projection", has_triton=False, has_cpu=True)
+    chosen = resolve_impl(impl, weight_t, op="sparse_projection", has_triton=False, has_cpu=True)
     if chosen == "cpu" and (impl == "cpu" or weight_t.dtype in compiled.SPARSE_WEIGHT_DTYPES):
-        return compiled.sparse_linear(x, weight_t, bias, sparsity, n_keep, block_size, norm=norm)
-    return reference.sparse_projection(x, weight_t, bias, sparsity, n_keep, block_size, norm)
+        return compiled.SparseLinear(weight_t, bias, sparsity, n_keep, block_size, norm=norm)
+    return lambda x: reference.sparse_projection(x, weight_t, bias, sparsity, n_keep, block_size, norm)
+
+
+def sparse_projection(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None = None, **choices) -> tuple[torch.Tensor, int]:
+    """One call of :func:`prepare_sparse_projection` (same keyword choices) on ``x``."""
+    return prepare_sparse_projection(weight_t, bias, **choices)(x)
 
 
 def latent_ternary_linear(

@@ -42,10 +42,11 @@ def test_accumulator_equals_the_reference_exactly(n_out, k_in, rows, density, th
 @pytest.mark.parametrize("force_scalar", PATHS)
 def test_extreme_sums_do_not_overflow(force_scalar):
     # 2048 channels of ±127 against all +1 / all -1 weights: ±260096, far past int16, in int32.
+    # -128 (not made by the absmax rule, but valid int8) fills a 64-pair int16 block to -32768 exactly.
     k_in = 2048
     weight = torch.cat([torch.ones(128, k_in), -torch.ones(128, k_in)]).to(torch.int8)
     packed = pack_ternary(weight)
-    for value in (127, -127):
+    for value in (127, -127, -128):
         x = torch.full((1, k_in), value, dtype=torch.int8)
         got = compiled.ternary_accumulate(x, packed, 256, force_scalar=force_scalar)
         assert torch.equal(got, reference.ternary_accumulate(x, packed, 256))

@@ -1,0 +1,301 @@
+/* One decoding step of a zoo decoder (batch 1, one new token) as a straight-line program of
+ * compiled ops, so that a token costs one call from Python instead of a few hundred torch ops.
+ *
+ * Why: at the zoo's decode widths the weights a token reads take tens of microseconds, and each
+ * torch op around them (a norm, a rotary step, a cache write, a routing step) costs about as much
+ * on this class of CPU; the overhead, not the arithmetic, decided the speed of every entry.
+ *
+ * The ops are the decoder's own: RMSNorm (Zhang & Sennrich 2019), the three projection kinds of
+ * the inference form (dense fp32; Q-Sparse top-K inputs, arXiv 2407.10969; BitNet b1.58 packed
+ * ternary x int8, arXiv 2402.17764, through zoo_packed_linear), rotary embeddings (Su et al. 2021)
+ * with grouped-query attention over the KV cache (Ainslie et al. 2023), the gated FFN activation,
+ * residual adds, and a dropless top-k MoE for one token (MegaBlocks semantics: every chosen
+ * expert runs, only its weights are read). The same formulas as the torch modules, in fp32; sums
+ * run in another order, so results agree with the module path to fp32 rounding.
+ */
+#include "zoo_cpu.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define ZOO_X86 1
+#endif
+
+enum { PROJ_DENSE = 0, PROJ_SPARSE_INPUT = 1, PROJ_PACKED = 2 };
+enum { OP_EMBED = 0, OP_NORM = 1, OP_PROJECT = 2, OP_ATTEND = 3, OP_GLU = 4, OP_ADD = 5, OP_MOE = 6 };
+enum { ACT_SWIGLU = 0, ACT_RELU2 = 1 };
+
+/* One projection y = f(x) of the inference form (layout of zoo.kernels.compiled.program.Projection). */
+typedef struct {
+    int32_t kind, mode, w_bf16, reserved;
+    int64_t k_in, n_out, n_keep, block, nb;
+    const void *weight; /* dense: fp32 [n_out][k_in]; sparse input: [k_in][n_out]; packed: uint8 [k_in][nb] */
+    const float *bias, *norm_w; /* norm_w: the RMSNorm in front, fused (NULL: none) */
+    float alpha, norm_eps;
+} zoo_projection;
+
+/* One op (layout of zoo.kernels.compiled.program.Op). Slots index the caller's fp32 buffers; -1
+ * as dst is the program's output. */
+typedef struct {
+    int32_t kind, src, dst, act;
+    int64_t width;
+    float eps, reserved;
+    const float *weight;                            /* EMBED: table [vocab][width]; NORM: gain; ATTEND: rope (cos, sin) [max_seq][head_dim/2][2] */
+    const zoo_projection *proj;                     /* PROJECT; MOE: the router */
+    const zoo_projection *gate_up, *down;           /* MOE: one per expert */
+    const float *selection_bias;                    /* MOE: shifts the logits for selection only, or NULL */
+    int64_t n_experts, top_k, renormalize, hidden;  /* MOE */
+    float *k_cache, *v_cache;                       /* ATTEND: [n_kv_heads][max_len][head_dim] */
+    int64_t n_heads, n_kv_heads, head_dim, max_len; /* ATTEND */
+} zoo_op;
+
+/* Work buffers (layout of zoo.kernels.compiled.program.Work), sized by the caller for the widest op. */
+typedef struct {
+    float *magnitudes; uint8_t *keep; int8_t *q; int32_t *acc; int32_t *kept; int16_t *acc16; int32_t *acc32; float *normed;
+    float *values, *scores, *query, *expert_a, *expert_b, *expert_c;
+} zoo_work;
+
+int64_t zoo_packed_linear(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block, const uint8_t *packed, int64_t nb,
+                          int64_t n_out, float alpha, const float *bias, float *y, float *magnitudes, uint8_t *keep, int8_t *q, int32_t *acc,
+                          int32_t *kept_scratch, int16_t *acc16, int32_t *acc32, int threads, const float *norm_w, float norm_eps, float *normed);
+int64_t zoo_sparse_linear(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block, const void *wt, int w_bf16,
+                          int64_t n_out, const float *bias, float *y, float *magnitudes, uint8_t *keep, int32_t *kept, float *xk, int threads,
+                          int force_scalar, const float *norm_w, float norm_eps, float *normed);
+
+/* ---- dense fp32 GEMV, y[n] = sum_k w[n][k] x[k] (+ b[n]): four rows at a time ------------------ */
+
+static float dot_scalar(const float *w, const float *x, int64_t k0, int64_t k) {
+    float acc = 0.0f;
+    for (int64_t i = k0; i < k; ++i) acc += w[i] * x[i];
+    return acc;
+}
+
+#ifdef ZOO_X86
+__attribute__((target("avx2,fma"))) static float hsum_avx2(__m256 v) {
+    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+__attribute__((target("avx2,fma"))) static void dense_rows_avx2(const float *w, const float *x, int64_t k, int64_t n0, int64_t n1, float *y) {
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) {
+        const float *r0 = w + n * k, *r1 = r0 + k, *r2 = r1 + k, *r3 = r2 + k;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        int64_t i = 0;
+        for (; i + 8 <= k; i += 8) {
+            const __m256 xv = _mm256_loadu_ps(x + i);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + i), xv, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1 + i), xv, a1);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2 + i), xv, a2);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3 + i), xv, a3);
+        }
+        y[n] = hsum_avx2(a0) + dot_scalar(r0, x, i, k);
+        y[n + 1] = hsum_avx2(a1) + dot_scalar(r1, x, i, k);
+        y[n + 2] = hsum_avx2(a2) + dot_scalar(r2, x, i, k);
+        y[n + 3] = hsum_avx2(a3) + dot_scalar(r3, x, i, k);
+    }
+    for (; n < n1; ++n) {
+        const float *r = w + n * k;
+        __m256 a = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 8 <= k; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(r + i), _mm256_loadu_ps(x + i), a);
+        y[n] = hsum_avx2(a) + dot_scalar(r, x, i, k);
+    }
+}
+#endif
+
+static void dense_rows(const float *w, const float *x, int64_t k, int64_t n0, int64_t n1, float *y) {
+#ifdef ZOO_X86
+    static int fma = -1;
+    if (fma < 0) {
+        __builtin_cpu_init();
+        fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    if (fma) {
+        dense_rows_avx2(w, x, k, n0, n1, y);
+        return;
+    }
+#endif
+    for (int64_t n = n0; n < n1; ++n) y[n] = dot_scalar(w + n * k, x, 0, k);
+}
+
+static void dense_gemv(const float *w, const float *x, int64_t k, int64_t n_out, const float *bias, float *y, int threads) {
+    /* Threads only past about a megabyte of weights: below, the fork and join cost more than they save. */
+    if (threads > 1 && n_out * k * 4 >= (1 << 20)) {
+#pragma omp parallel num_threads(threads)
+        {
+#ifdef _OPENMP
+            const int64_t id = omp_get_thread_num(), count = omp_get_num_threads();
+#else
+            const int64_t id = 0, count = 1;
+#endif
+            const int64_t chunk = (n_out / count + 3) & ~(int64_t)3;
+            const int64_t n0 = id * chunk < n_out ? id * chunk : n_out, n1 = n0 + chunk < n_out ? n0 + chunk : n_out;
+            dense_rows(w, x, k, n0, n1, y);
+        }
+    } else {
+        dense_rows(w, x, k, 0, n_out, y);
+    }
+    if (bias)
+        for (int64_t n = 0; n < n_out; ++n) y[n] += bias[n];
+}
+
+/* ---- the ops ---------------------------------------------------------------------------------- */
+
+static void rms_norm_row(const float *x, int64_t n, const float *w, float eps, float *out) {
+    double squares = 0.0;
+    for (int64_t c = 0; c < n; ++c) squares += (double)x[c] * (double)x[c];
+    const float inv = 1.0f / sqrtf((float)(squares / (double)n) + eps);
+    for (int64_t c = 0; c < n; ++c) out[c] = x[c] * inv * w[c];
+}
+
+static void project(const zoo_projection *p, const float *x, float *y, const zoo_work *work, int threads) {
+    if (p->kind == PROJ_PACKED) {
+        zoo_packed_linear(x, 1, p->k_in, p->mode, p->n_keep, p->block, (const uint8_t *)p->weight, p->nb, p->n_out, p->alpha, p->bias, y,
+                          work->magnitudes, work->keep, work->q, work->acc, work->kept, work->acc16, work->acc32, threads, p->norm_w,
+                          p->norm_eps, work->normed);
+    } else if (p->kind == PROJ_SPARSE_INPUT) {
+        zoo_sparse_linear(x, 1, p->k_in, p->mode, p->n_keep, p->block, p->weight, p->w_bf16, p->n_out, p->bias, y, work->magnitudes,
+                          work->keep, work->kept, work->values, threads, 0, p->norm_w, p->norm_eps, work->normed);
+    } else {
+        const float *in = x;
+        if (p->norm_w) {
+            rms_norm_row(x, p->k_in, p->norm_w, p->norm_eps, work->normed);
+            in = work->normed;
+        }
+        dense_gemv((const float *)p->weight, in, p->k_in, p->n_out, p->bias, y, threads);
+    }
+}
+
+/* Rotates channel pairs (2j, 2j+1) by the table's (cos, sin) at one position, as a complex product. */
+static void rope(float *v, const float *table, int64_t head_dim) {
+    for (int64_t j = 0; j < head_dim / 2; ++j) {
+        const float a = v[2 * j], b = v[2 * j + 1], c = table[2 * j], d = table[2 * j + 1];
+        v[2 * j] = a * c - b * d;
+        v[2 * j + 1] = a * d + b * c;
+    }
+}
+
+/* qkv = [q heads | k heads | v heads] of the new token at position pos: k and v go into the cache,
+ * then each query head attends over positions 0..pos of its key/value head (softmax(q·k/sqrt(d))). */
+static void attend(const zoo_op *op, const float *qkv, float *out, const zoo_work *work, int64_t pos) {
+    const int64_t hd = op->head_dim, n_heads = op->n_heads, n_kv = op->n_kv_heads, group = n_heads / n_kv;
+    const float *table = op->weight + pos * hd;
+    for (int64_t g = 0; g < n_kv; ++g) {
+        float *k = op->k_cache + (g * op->max_len + pos) * hd, *v = op->v_cache + (g * op->max_len + pos) * hd;
+        memcpy(k, qkv + (n_heads + g) * hd, sizeof(float) * hd);
+        memcpy(v, qkv + (n_heads + n_kv + g) * hd, sizeof(float) * hd);
+        rope(k, table, hd);
+    }
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *q = work->query, *scores = work->scores;
+    for (int64_t h = 0; h < n_heads; ++h) {
+        memcpy(q, qkv + h * hd, sizeof(float) * hd);
+        rope(q, table, hd);
+        const float *keys = op->k_cache + (h / group) * op->max_len * hd, *values = op->v_cache + (h / group) * op->max_len * hd;
+        float top = -INFINITY;
+        for (int64_t t = 0; t <= pos; ++t) {
+            float s = 0.0f;
+            for (int64_t i = 0; i < hd; ++i) s += q[i] * keys[t * hd + i];
+            scores[t] = s * scale;
+            top = fmaxf(top, scores[t]);
+        }
+        float total = 0.0f;
+        for (int64_t t = 0; t <= pos; ++t) total += (scores[t] = expf(scores[t] - top));
+        float *o = out + h * hd;
+        memset(o, 0, sizeof(float) * hd);
+        for (int64_t t = 0; t <= pos; ++t) {
+            const float p = scores[t] / total;
+            for (int64_t i = 0; i < hd; ++i) o[i] += p * values[t * hd + i];
+        }
+    }
+}
+
+/* h = act(gate) * up for gu = [gate | up] of width 2 * width. */
+static void glu(const float *gu, int64_t width, int act, float *h) {
+    for (int64_t i = 0; i < width; ++i) {
+        const float g = gu[i], u = gu[width + i];
+        if (act == ACT_RELU2) {
+            const float r = g > 0.0f ? g : 0.0f;
+            h[i] = r * r * u;
+        } else {
+            h[i] = g / (1.0f + expf(-g)) * u;
+        }
+    }
+}
+
+/* One token through a dropless top-k MoE FFN: fp32 router, softmax, top-k of the (biased)
+ * logits or of the probabilities (ties to the lower expert), optional renormalisation, then the
+ * chosen experts in order of rank, their outputs weighted and summed. */
+static void moe(const zoo_op *op, const float *x, float *y, const zoo_work *work, int threads) {
+    const int64_t n_experts = op->n_experts, dim = op->proj->k_in;
+    float *logits = work->scores, *probs = work->scores + n_experts;
+    project(op->proj, x, logits, work, threads);
+    float top = -INFINITY, total = 0.0f;
+    for (int64_t e = 0; e < n_experts; ++e) top = fmaxf(top, logits[e]);
+    for (int64_t e = 0; e < n_experts; ++e) total += (probs[e] = expf(logits[e] - top));
+    for (int64_t e = 0; e < n_experts; ++e) probs[e] /= total;
+    int64_t chosen[64];
+    float weights[64], weight_sum = 0.0f;
+    uint8_t *taken = work->keep;
+    memset(taken, 0, (size_t)n_experts);
+    for (int64_t r = 0; r < op->top_k; ++r) {
+        int64_t best = -1;
+        float best_score = 0.0f;
+        for (int64_t e = 0; e < n_experts; ++e) {
+            const float score = op->selection_bias ? logits[e] + op->selection_bias[e] : probs[e];
+            if (!taken[e] && (best < 0 || score > best_score)) best = e, best_score = score;
+        }
+        taken[best] = 1;
+        chosen[r] = best;
+        weights[r] = probs[best];
+        weight_sum += weights[r];
+    }
+    for (int64_t r = 0; r < op->top_k; ++r) {
+        const float w = op->renormalize ? weights[r] / weight_sum : weights[r];
+        project(&op->gate_up[chosen[r]], x, work->expert_a, work, threads);
+        glu(work->expert_a, op->hidden, op->act, work->expert_b);
+        project(&op->down[chosen[r]], work->expert_b, work->expert_c, work, threads);
+        for (int64_t c = 0; c < dim; ++c) y[c] = r == 0 ? work->expert_c[c] * w : y[c] + work->expert_c[c] * w;
+    }
+}
+
+/* Runs ops[0..n_ops) for token id `token` at position `pos` (the caches hold positions < pos).
+ * slots[i] are the caller's fp32 buffers, out the program's output. Returns 0, or -1 - i when op
+ * i has an unknown kind or would run past a cache or the MoE's fixed top-k bound. */
+int64_t zoo_run_program(const zoo_op *ops, int64_t n_ops, float *const *slots, float *out, const zoo_work *work, int64_t token, int64_t pos,
+                        int threads) {
+    for (int64_t i = 0; i < n_ops; ++i) {
+        const zoo_op *op = &ops[i];
+        const float *src = op->src >= 0 ? slots[op->src] : NULL;
+        float *dst = op->dst >= 0 ? slots[op->dst] : out;
+        switch (op->kind) {
+        case OP_EMBED:
+            memcpy(dst, op->weight + token * op->width, sizeof(float) * op->width);
+            break;
+        case OP_NORM:
+            rms_norm_row(src, op->width, op->weight, op->eps, dst);
+            break;
+        case OP_PROJECT:
+            project(op->proj, src, dst, work, threads);
+            break;
+        case OP_ATTEND:
+            if (pos >= op->max_len) return -1 - i;
+            attend(op, src, dst, work, pos);
+            break;
+        case OP_GLU:
+            glu(src, op->width, op->act, dst);
+            break;
+        case OP_ADD:
+            for (int64_t c = 0; c < op->width; ++c) dst[c] += src[c];
+            break;
+        case OP_MOE:
+            if (op->top_k > 64 || op->top_k > op->n_experts) return -1 - i;
+            moe(op, src, dst, work, threads);
+            break;
+        default:
+            return -1 - i;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,132 @@
+"""The compiled decode step of an inference-form decoder: one new token (batch 1) through every
+block as one C call (``zoo.kernels.compiled.program``), with the same parts the modules run:
+RMSNorm, BitNet b1.58 packed ternary projections (arXiv 2402.17764), Q-Sparse top-K inputs
+(arXiv 2407.10969), rotary grouped-query attention over the KV cache, the gated FFN, and a
+dropless top-k MoE that reads only the chosen experts (MegaBlocks, Gale et al. 2022).
+
+Why: at decode widths a token through the torch modules is a few hundred small ops, and their
+dispatch cost more than the weights they read. :func:`zoo.generate` asks :class:`DecodeStep`
+for each new token's logits and falls back to the modules whenever it declines: prefill and
+batches, the ``torch`` kernel choice, a part without a compiled form (shared experts, a ternary
+projection without int8 inputs), non-fp32 tensors, or while accounting records input zeros.
+Outputs agree with the module path to fp32 rounding (sums in another order), not bit for bit.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from zoo.kernels.compiled import available as compiled_available
+from zoo.models.ffn import GatedFeedForward
+from zoo.models.inference import FullPrecisionLinear, InferenceMoE, PreparedProjection
+from zoo.models.norm import RMSNorm
+
+RESIDUAL, NORMED, WIDE, HIDDEN, BRANCH = range(5)  # the program's fp32 slots
+
+
+def _unsupported(message: str) -> Exception:
+    from zoo.kernels.compiled.program import Unsupported
+
+    return Unsupported(message)
+
+
+def _prepared(projection: nn.Module):
+    """What the program needs of an inference projection: its prepared kernel call, or a dense
+    ``(weight, bias)`` pair."""
+    if isinstance(projection, PreparedProjection):
+        return projection.prepared_call()
+    if isinstance(projection, FullPrecisionLinear):
+        return (projection.weight, projection.bias)
+    raise _unsupported(f"decode step: no compiled form for {type(projection).__name__}")
+
+
+def _norm(program, norm: nn.Module, src: int, dst: int) -> int:
+    """Emits ``norm`` (an RMSNorm, or an Identity left by a fused one); returns the slot to read next."""
+    if isinstance(norm, nn.Identity):
+        return src
+    if not isinstance(norm, RMSNorm):
+        raise _unsupported(f"decode step: no compiled form for a {type(norm).__name__} norm")
+    program.norm(src, dst, norm.weight, norm.eps)
+    return dst
+
+
+def _ffn(program, ffn: nn.Module, src: int, dim: int) -> None:
+    if isinstance(ffn, GatedFeedForward):
+        program.project(src, WIDE, _prepared(ffn.w_gate_up))
+        program.glu(WIDE, HIDDEN, ffn.hidden_dim, ffn.act)
+        program.project(_norm(program, ffn.sub_norm, HIDDEN, HIDDEN), BRANCH, _prepared(ffn.w_down))
+    elif isinstance(ffn, InferenceMoE):
+        if ffn.shared is not None or ffn.sub_norm is not None:
+            raise _unsupported("decode step: shared experts and unfused expert sub-norms have no compiled form")
+        program.moe(
+            src, BRANCH, ffn.router.weight, [_prepared(p) for p in ffn.gate_up], [_prepared(p) for p in ffn.down], top_k=ffn.top_k,
+            renormalize=ffn.renormalize, selection_bias=ffn.selection_bias, act=ffn.act, hidden=ffn.gate_up[0].out_features // 2,
+        )
+    else:
+        raise _unsupported(f"decode step: no compiled form for a {type(ffn).__name__} FFN")
+    program.add(BRANCH, RESIDUAL, dim)
+
+
+def compile_decode_step(model: nn.Module):
+    """The :class:`~zoo.kernels.compiled.program.DecodeProgram` of an inference-form decoder, or
+    raises ``Unsupported`` naming the part that has no compiled form."""
+    from zoo.kernels.compiled.program import OUTPUT, DecodeProgram
+
+    config = model.config
+    widths = [config.dim] + [getattr(m, name, 0) for m in model.modules() for name in ("in_features", "out_features")]
+    program = DecodeProgram(n_slots=5, slot_width=max(widths), output_width=config.vocab_size, impl=config.kernel)
+    program.embed(model.tok_embeddings.weight, RESIDUAL)
+    rope = model.rope(model.tok_embeddings.weight.device)
+    for block in model.layers:
+        attn = block.attn
+        program.project(_norm(program, block.attn_norm, RESIDUAL, NORMED), WIDE, _prepared(attn.wqkv))
+        program.attend(WIDE, HIDDEN, rope, attn.n_heads, attn.n_kv_heads, attn.head_dim)
+        program.project(_norm(program, attn.sub_norm, HIDDEN, HIDDEN), BRANCH, _prepared(attn.wo))
+        program.add(BRANCH, RESIDUAL, config.dim)
+        _ffn(program, block.ffn, _norm(program, block.ffn_norm, RESIDUAL, NORMED), config.dim)
+    if model.lm_head.bias is not None:
+        raise _unsupported("decode step: an LM head with a bias has no compiled form")
+    program.project(_norm(program, model.norm, RESIDUAL, NORMED), OUTPUT, (model.lm_head.weight, None))
+    return program
+
+
+class DecodeStep:
+    """Next-token logits of an inference-form decoder through its compiled program, built on first
+    use and rebuilt when the weights it was built from were reloaded or moved."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.program = None
+        self.unsupported: str | None = None if compiled_available() else "the compiled CPU kernels are unavailable"
+
+    def _fingerprint(self) -> tuple:
+        """What changes when the program must be rebuilt: a load or move drops each projection's
+        prepared call (see ``PreparedProjection``), and a move or cast replaces the embedding."""
+        embedding = self.model.tok_embeddings.weight
+        return (embedding.data_ptr(), embedding.dtype, tuple(id(m.prepared) for m in self.projections))
+
+    def _build(self) -> None:
+        self.program = compile_decode_step(self.model)
+        self.projections = [m for m in self.model.modules() if isinstance(m, PreparedProjection)]
+        self.recorders = [m for m in self.model.modules() if hasattr(m, "record_input_zeros")]
+        self.program_fingerprint = self._fingerprint()
+
+    def logits(self, token: torch.Tensor, caches) -> torch.Tensor | None:
+        """``[1, vocab]`` logits for ``token [1]`` appended to ``caches``, or None when the
+        compiled step does not apply (the caller then runs the modules)."""
+        if self.unsupported is not None or token.numel() != 1 or token.device.type != "cpu":
+            return None
+        if self.program is None or self.program_fingerprint != self._fingerprint():
+            from zoo.kernels.compiled.program import Unsupported
+
+            try:
+                self._build()
+            except Unsupported as reason:
+                self.program, self.unsupported = None, str(reason)
+                return None
+        if any(m.record_input_zeros for m in self.recorders):  # accounting counts zeros through the modules
+            return None
+        return self.program.run(int(token), caches)[None]
+
+    def __getstate__(self):
+        return {"model": self.model, "program": None, "unsupported": self.unsupported}

@@ -1,0 +1,129 @@
+"""The compiled decode step against the inference form's own modules, its reference: the same
+logits to fp32 rounding and the same greedy tokens, for every kind of block; it steps aside where
+it has no compiled form, and follows the weights when they are reloaded."""
+import pytest
+import torch
+
+from zoo.kernels import compiled
+from zoo.models import Decoder
+from zoo.models.accounting import recording_input_zeros
+from zoo.models.config import ModelConfig
+from zoo.models.generate import generate
+from zoo.models.inference import SparseInputLinear, to_inference
+
+pytestmark = pytest.mark.skipif(not compiled.available(), reason="needs the compiled CPU kernels (a C compiler)")
+
+TINY = dict(vocab_size=64, dim=64, n_layers=2, n_heads=4, ffn_dim=128, max_seq_len=64)
+VARIANTS = {
+    "dense-gqa-bias": dict(n_kv_heads=2, qkv_bias=True),
+    "qsparse": dict(sparsity="topk", k_ratio=0.5),
+    "block-qsparse-bf16": dict(sparsity="block", k_ratio=0.5, block_size=16),
+    "bitnet": dict(weight_quant="ternary", act_quant="int8", ffn_act="relu2"),
+    "bitnet-qsparse-gqa": dict(weight_quant="ternary", act_quant="int8", sparsity="topk", k_ratio=0.5, ffn_act="relu2", n_kv_heads=1),
+    "moe": dict(n_experts=4, top_k=2),
+    "moe-top1-switch": dict(n_experts=4, top_k=1, renormalize_router=False),
+    "qsparse-moe": dict(n_experts=4, top_k=2, sparsity="topk", k_ratio=0.5, ffn_act="relu2"),
+    "bitnet-qsparse-moe": dict(n_experts=4, top_k=2, weight_quant="ternary", act_quant="int8", sparsity="topk", k_ratio=0.5),
+}
+
+
+def inference_model(variant: str, seed: int = 0, **overrides) -> Decoder:
+    torch.manual_seed(seed)
+    model = Decoder(ModelConfig(**TINY, **{**VARIANTS.get(variant, {}), **overrides}))
+    with torch.no_grad():  # spread the weights so ternarisation, top-K and routing have something to choose
+        for p in model.parameters():
+            p.normal_(std=0.3) if p.dim() >= 2 else p.uniform_(0.5, 1.5)
+    model = to_inference(model)
+    if variant.endswith("bf16"):  # a bf16 checkpoint keeps its dtype in the sparse projections
+        for module in model.modules():
+            if isinstance(module, SparseInputLinear):
+                module.weight_t = module.weight_t.to(torch.bfloat16)
+                module.forget_prepared()
+    return model
+
+
+def module_logits(model: Decoder, prompt: torch.Tensor, token: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(compiled, modules) logits of ``token`` after ``prompt``, each from its own cache."""
+    with torch.no_grad():
+        caches = model.new_cache(1)
+        model(prompt, caches)
+        compiled_logits = model.decode_step.logits(torch.tensor([token]), caches)
+        caches = model.new_cache(1)
+        model(prompt, caches)
+        return compiled_logits, model(torch.tensor([[token]]), caches)[:, -1]
+
+
+def modules_only(model: Decoder):
+    step, model.decode_step = model.decode_step, None
+    return step
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_logits_and_greedy_tokens_match_the_modules(variant):
+    model = inference_model(variant)
+    prompt = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(1))
+    fast, slow = module_logits(model, prompt, 7)
+    assert model.decode_step.unsupported is None and model.decode_step.program is not None
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    tokens = generate(model, prompt, 40, temperature=0)
+    step = modules_only(model)
+    assert torch.equal(tokens, generate(model, prompt, 40, temperature=0))
+    model.decode_step = step
+    # past the context window generate rebuilds the cache and keeps decoding through the program
+    long = generate(model, prompt, 70, temperature=0)
+    modules_only(model)
+    assert torch.equal(long, generate(model, prompt, 70, temperature=0))
+
+
+def test_it_follows_reloaded_weights():
+    model = inference_model("bitnet-qsparse-moe")
+    prompt = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(2))
+    before, _ = module_logits(model, prompt, 3)
+    other = inference_model("bitnet-qsparse-moe", seed=5)
+    model.load_state_dict(other.state_dict())
+    after, reference = module_logits(model, prompt, 3)
+    torch.testing.assert_close(after, reference, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(before, after)
+
+
+@pytest.mark.parametrize("reason, model", [
+    ("shared experts", lambda: inference_model("bitnet-qsparse-moe", n_shared_experts=1)),
+    ("torch kernel choice", lambda: inference_model("bitnet-qsparse-gqa", kernel="torch")),
+    ("torch kernel choice, dense", lambda: inference_model("dense-gqa-bias", kernel="torch")),
+])
+def test_it_steps_aside_where_it_has_no_compiled_form(reason, model):
+    model = model()
+    prompt = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(3))
+    fast, slow = module_logits(model, prompt, 3)
+    assert fast is None and model.decode_step.unsupported, reason
+    assert generate(model, prompt, 4, temperature=0).shape == (1, 4)
+
+
+def test_accounting_counts_zeros_through_the_modules():
+    model = inference_model("bitnet-qsparse")
+    prompt = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(4))
+    with recording_input_zeros(model):
+        fast, _ = module_logits(model, prompt, 3)
+    assert fast is None
+    assert module_logits(model, prompt, 3)[0] is not None  # and back once recording stops
+
+
+def test_a_selection_bias_routes_like_the_modules():
+    model = inference_model("moe")
+    for block in model.layers:
+        block.ffn.selection_bias = torch.tensor([2.0, -1.0, 0.0, 1.5])
+    prompt = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(5))
+    fast, slow = module_logits(model, prompt, 9)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_tokens_and_full_caches_are_refused():
+    model = inference_model("bitnet")
+    caches = model.new_cache(1, max_len=4)
+    with torch.no_grad():
+        model(torch.zeros(1, 4, dtype=torch.long), caches)
+        with pytest.raises(RuntimeError, match="could not run at position 4"):
+            model.decode_step.logits(torch.tensor([1]), caches)
+        caches = model.new_cache(1)
+        with pytest.raises(ValueError, match="outside the vocabulary of 64"):
+            model.decode_step.logits(torch.tensor([64]), caches)
