@@ -2,8 +2,10 @@
 
 Batch 1, a 16-token prompt, the KV cache, :func:`zoo.generate` (what ``zoo generate`` runs). Each
 entry is measured in its inference form (:mod:`zoo.models.inference`: ternary projections packed
-at 2 bits and run by the compiled kernel); the baseline is ``create_model("dense-<size>")`` as a
-user has it without the engine, in fp32. All models of one size are timed in one process,
+at 2 bits, each new token through the compiled decode step, :mod:`zoo.models.decode_step`); the
+baseline is ``create_model("dense-<size>")`` as a user has it without the engine, in fp32. Each
+record also gives the ratio to dense in its own inference form (the same engine) when that entry
+is in the run: what the sparsity alone buys. All models of one size are timed in one process,
 interleaved round by round. ``tiny`` entries use their shipped weights where the store has them
 (speed of top-K and MoE depends on what the weights route and keep); ``small`` ones are random.
 Each record also gives the bytes of tensors the inference model holds.
@@ -60,12 +62,17 @@ def run(device: str = "cpu", quick: bool = False, configs: list[str] | None = No
             candidates = {label: (lambda m=m: zoo.generate(m, prompt, new_tokens)) for label, m in models.items()}
             seconds = interleaved_median_times(candidates, warmup=1, repeats=repeats, device=device)
             baseline_label = f"{baseline_name} (plain fp32)"
+            # The engine-to-engine ratio too: against dense in its own inference form (the same
+            # compiled decode step), which is how much the entry's sparsity alone buys.
+            dense_engine_s = seconds.get(baseline_name)
             for name in chosen:
                 records.append(record(
                     "greedy_decode", entry=name, form="inference", weights=sources[name], batch=1, prompt_tokens=PROMPT_TOKENS,
                     new_tokens=new_tokens, tokens_per_s=new_tokens / seconds[name], time_s=seconds[name],
                     baseline=baseline_label, baseline_s=seconds[baseline_label], baseline_tokens_per_s=new_tokens / seconds[baseline_label],
                     tensor_bytes=tensor_bytes(models[name]), baseline_tensor_bytes=tensor_bytes(models[baseline_label]), device=device,
+                    dense_inference_s=dense_engine_s, speedup_vs_dense_inference=dense_engine_s / seconds[name] if dense_engine_s else None,
+                    compiled_decode_step=getattr(models[name], "decode_step", None) is not None and models[name].decode_step.unsupported is None,
                 ))
         return records
     finally:
