@@ -13,21 +13,18 @@ Outputs agree with the module path to fp32 rounding (sums in another order), not
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import nn
 
 from zoo.kernels.compiled import available as compiled_available
+from zoo.kernels.compiled.program import OUTPUT, DecodeProgram, Unsupported
 from zoo.models.ffn import GatedFeedForward
 from zoo.models.inference import FullPrecisionLinear, InferenceMoE, PreparedProjection
 from zoo.models.norm import RMSNorm
 
 RESIDUAL, NORMED, WIDE, HIDDEN, BRANCH = range(5)  # the program's fp32 slots
-
-
-def _unsupported(message: str) -> Exception:
-    from zoo.kernels.compiled.program import Unsupported
-
-    return Unsupported(message)
 
 
 def _prepared(projection: nn.Module):
@@ -37,7 +34,7 @@ def _prepared(projection: nn.Module):
         return projection.prepared_call()
     if isinstance(projection, FullPrecisionLinear):
         return (projection.weight, projection.bias)
-    raise _unsupported(f"decode step: no compiled form for {type(projection).__name__}")
+    raise Unsupported(f"decode step: no compiled form for {type(projection).__name__}")
 
 
 def _norm(program, norm: nn.Module, src: int, dst: int) -> int:
@@ -45,7 +42,7 @@ def _norm(program, norm: nn.Module, src: int, dst: int) -> int:
     if isinstance(norm, nn.Identity):
         return src
     if not isinstance(norm, RMSNorm):
-        raise _unsupported(f"decode step: no compiled form for a {type(norm).__name__} norm")
+        raise Unsupported(f"decode step: no compiled form for a {type(norm).__name__} norm")
     program.norm(src, dst, norm.weight, norm.eps)
     return dst
 
@@ -57,21 +54,19 @@ def _ffn(program, ffn: nn.Module, src: int, dim: int) -> None:
         program.project(_norm(program, ffn.sub_norm, HIDDEN, HIDDEN), BRANCH, _prepared(ffn.w_down))
     elif isinstance(ffn, InferenceMoE):
         if ffn.shared is not None or ffn.sub_norm is not None:
-            raise _unsupported("decode step: shared experts and unfused expert sub-norms have no compiled form")
+            raise Unsupported("decode step: shared experts and unfused expert sub-norms have no compiled form")
         program.moe(
             src, BRANCH, ffn.router.weight, [_prepared(p) for p in ffn.gate_up], [_prepared(p) for p in ffn.down], top_k=ffn.top_k,
             renormalize=ffn.renormalize, selection_bias=ffn.selection_bias, act=ffn.act, hidden=ffn.gate_up[0].out_features // 2,
         )
     else:
-        raise _unsupported(f"decode step: no compiled form for a {type(ffn).__name__} FFN")
+        raise Unsupported(f"decode step: no compiled form for a {type(ffn).__name__} FFN")
     program.add(BRANCH, RESIDUAL, dim)
 
 
 def compile_decode_step(model: nn.Module):
     """The :class:`~zoo.kernels.compiled.program.DecodeProgram` of an inference-form decoder, or
     raises ``Unsupported`` naming the part that has no compiled form."""
-    from zoo.kernels.compiled.program import OUTPUT, DecodeProgram
-
     config = model.config
     widths = [config.dim] + [getattr(m, name, 0) for m in model.modules() for name in ("in_features", "out_features")]
     program = DecodeProgram(n_slots=5, slot_width=max(widths), output_width=config.vocab_size, impl=config.kernel)
@@ -85,48 +80,58 @@ def compile_decode_step(model: nn.Module):
         program.add(BRANCH, RESIDUAL, config.dim)
         _ffn(program, block.ffn, _norm(program, block.ffn_norm, RESIDUAL, NORMED), config.dim)
     if model.lm_head.bias is not None:
-        raise _unsupported("decode step: an LM head with a bias has no compiled form")
+        raise Unsupported("decode step: an LM head with a bias has no compiled form")
     program.project(_norm(program, model.norm, RESIDUAL, NORMED), OUTPUT, (model.lm_head.weight, None))
     return program
 
 
 class DecodeStep:
     """Next-token logits of an inference-form decoder through its compiled program, built on first
-    use and rebuilt when the weights it was built from were reloaded or moved."""
+    use in each thread (a program owns its work buffers) and rebuilt when the weights it was built
+    from were reloaded or moved."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.program = None
         self.unsupported: str | None = None if compiled_available() else "the compiled CPU kernels are unavailable"
+        self.local = threading.local()
 
-    def _fingerprint(self) -> tuple:
+    def _fingerprint(self, projections: list[nn.Module]) -> tuple:
         """What changes when the program must be rebuilt: a load or move drops each projection's
         prepared call (see ``PreparedProjection``), and a move or cast replaces the embedding."""
         embedding = self.model.tok_embeddings.weight
-        return (embedding.data_ptr(), embedding.dtype, tuple(id(m.prepared) for m in self.projections))
+        return (embedding.data_ptr(), embedding.dtype, tuple(id(m.prepared) for m in projections))
 
-    def _build(self) -> None:
-        self.program = compile_decode_step(self.model)
-        self.projections = [m for m in self.model.modules() if isinstance(m, PreparedProjection)]
-        self.recorders = [m for m in self.model.modules() if hasattr(m, "record_input_zeros")]
-        self.program_fingerprint = self._fingerprint()
+    @property
+    def program(self):
+        """This thread's program, or None before the first compiled step."""
+        return getattr(self.local, "program", None)
+
+    def _current_program(self):
+        local = self.local
+        if getattr(local, "program", None) is None or local.fingerprint != self._fingerprint(local.projections):
+            local.program = compile_decode_step(self.model)
+            local.projections = [m for m in self.model.modules() if isinstance(m, PreparedProjection)]
+            local.recorders = [m for m in self.model.modules() if hasattr(m, "record_input_zeros")]
+            local.fingerprint = self._fingerprint(local.projections)
+        return local.program
 
     def logits(self, token: torch.Tensor, caches) -> torch.Tensor | None:
         """``[1, vocab]`` logits for ``token [1]`` appended to ``caches``, or None when the
         compiled step does not apply (the caller then runs the modules)."""
         if self.unsupported is not None or token.numel() != 1 or token.device.type != "cpu":
             return None
-        if self.program is None or self.program_fingerprint != self._fingerprint():
-            from zoo.kernels.compiled.program import Unsupported
-
-            try:
-                self._build()
-            except Unsupported as reason:
-                self.program, self.unsupported = None, str(reason)
-                return None
-        if any(m.record_input_zeros for m in self.recorders):  # accounting counts zeros through the modules
+        try:
+            program = self._current_program()
+        except Unsupported as reason:
+            self.local.program, self.unsupported = None, str(reason)
             return None
-        return self.program.run(int(token), caches)[None]
+        if any(m.record_input_zeros for m in self.local.recorders):  # accounting counts zeros through the modules
+            return None
+        return program.run(int(token), caches)[None]
 
-    def __getstate__(self):
-        return {"model": self.model, "program": None, "unsupported": self.unsupported}
+    def __getstate__(self):  # programs hold C pointers: a copy or an unpickled model builds its own
+        return {"model": self.model, "unsupported": self.unsupported}
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        self.local = threading.local()

@@ -127,3 +127,28 @@ def test_bad_tokens_and_full_caches_are_refused():
         caches = model.new_cache(1)
         with pytest.raises(ValueError, match="outside the vocabulary of 64"):
             model.decode_step.logits(torch.tensor([64]), caches)
+
+
+def test_threads_and_copies_each_build_their_own_program():
+    import copy
+    import io
+    import threading
+
+    model = inference_model("bitnet-qsparse-moe")
+    prompt = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(6))
+    expected = generate(model, prompt, 30, temperature=0)
+    results = []
+    workers = [threading.Thread(target=lambda: results.append(generate(model, prompt, 30, temperature=0))) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(results) == 3 and all(torch.equal(r, expected) for r in results)
+    twin = copy.deepcopy(model)
+    assert twin.decode_step.model is twin and twin.decode_step.program is None
+    assert torch.equal(generate(twin, prompt, 30, temperature=0), expected)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)  # a whole-model save must not trip over C pointers
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert torch.equal(generate(loaded, prompt, 30, temperature=0), expected)
