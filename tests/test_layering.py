@@ -48,10 +48,16 @@ def test_only_triton_files_import_triton():
 
 def test_only_lightning_modules_in_zoo_import_lightning():
     lightning_files = {p.relative_to(ROOT) for p in (ROOT / "zoo").rglob("*.py") if any(n.split(".")[0] == "lightning" for n in imported_modules(p))}
-    assert lightning_files <= {Path("zoo/lit.py"), Path("zoo/fit_cli.py"), Path("zoo/data.py"), Path("zoo/callbacks.py")}, lightning_files
+    assert lightning_files <= {Path("zoo/lit.py"), Path("zoo/fit_cli.py"), Path("zoo/data/module.py"), Path("zoo/callbacks.py")}, lightning_files
 
 
 def test_import_zoo_and_kernels_stays_light():
     code = "import sys, zoo, zoo.kernels, zoo.models; print(sorted(m for m in ('lightning', 'triton', 'datasets', 'yaml') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_corpora_and_token_windows_import_without_lightning():
+    code = "import sys, zoo.data; zoo.data.TokenWindows, zoo.data.Corpus; print('lightning' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

