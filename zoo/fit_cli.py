@@ -5,6 +5,7 @@ shipped entries named by ``--config NAME`` from any folder.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -12,8 +13,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from zoo.data import ZooDataModule
@@ -52,6 +54,44 @@ class CheckpointOnTerminate(Callback):
         exception.zoo_step = trainer.global_step
 
 
+class NoAdvertisements(logging.Filter):
+    """Drops Lightning's "💡 Tip: try installing ..." lines: product suggestions, not run output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """What ``zoo fit`` prints is the run: no advertisements, no warnings about Lightning's own internals."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, NoAdvertisements) for f in target.filters):
+            target.addFilter(NoAdvertisements())
+    # raised inside Lightning's own pytree helper on every batch transfer; nothing a user can change
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def step_progress_bar() -> Callback | None:
+    """Lightning's rich progress bar, labelled by steps: a max_steps run has no last epoch, and the
+    stock label printed "Epoch 0/-2". None without ``rich`` (Lightning's tqdm bar then)."""
+    try:
+        from lightning.pytorch.callbacks import RichProgressBar
+    except ImportError:
+        return None
+
+    class StepProgressBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            trainer = self.trainer
+            if trainer.max_epochs in (None, -1) and trainer.max_steps and trainer.max_steps > 0:
+                return f"train (max {trainer.max_steps} steps, epoch {current_epoch})"
+            return super()._get_train_description(current_epoch)
+
+    try:
+        return StepProgressBar()
+    except ModuleNotFoundError:  # RichProgressBar needs the rich package
+        return None
+
+
 class ZooCLI(LightningCLI):
     """LightningCLI whose configs may interpolate their own values (``${model.arch.max_seq_len}`` in ``data``).
 
@@ -82,6 +122,11 @@ class ZooCLI(LightningCLI):
             interval = trainer_config.get("val_check_interval")
             every = int(interval) if isinstance(interval, int) and interval > 0 else 100
             extra.append(ModelCheckpoint(filename="{step}", every_n_train_steps=every, save_last=True, save_top_k=1))
+        if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
+            extra += [bar for bar in [step_progress_bar()] if bar is not None]
+        if trainer_config.get("logger") in (None, True):
+            # The default, named: Lightning's logger=True warns about tensorboardX on every run.
+            kwargs.setdefault("logger", CSVLogger(trainer_config.get("default_root_dir") or os.getcwd(), name="lightning_logs"))
         return super().instantiate_trainer(**{"callbacks": configured + extra, **kwargs})
 
     # Trainer entry points, called by LightningCLI in place of trainer.<subcommand>: load
@@ -155,6 +200,7 @@ def run_lightning_cli(argv: list[str] | None = None, *, run: bool = True) -> Zoo
     if argv is None:
         # LightningCLI reads sys.argv itself (and warns when also handed a list): rewrite it in place.
         sys.argv[1:] = resolved
+    quiet_lightning()
     with warnings.catch_warnings():
         # Called from Python (tests, scripts) with argv while the process has its own command line.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")

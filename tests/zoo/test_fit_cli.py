@@ -193,3 +193,17 @@ def test_a_missing_path_is_named_as_a_missing_path(tmp_path, capsys):
     code, err = run_main(["generate", str(missing)], capsys)
     assert code == 1 and "no such file or directory" in err and str(missing) in err
     assert "zoo checkpoint name" not in err
+
+
+def test_a_short_fit_prints_the_run_and_no_noise(tmp_path):
+    """No Lightning advertisements, no tensorboardX warning, no warnings about Lightning's
+    internals, and a progress label in steps (the stock one said "Epoch 0/-2")."""
+    args = fit_args(tmp_path, "dense-tiny", 2, "--trainer.enable_progress_bar", "true")
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200")
+    done = subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True, env=env, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-2000:]
+    for noise in ("Tip:", "tensorboardX", "LeafSpec", "/-2", "Warning"):
+        assert noise not in output, (noise, output[-3000:])
+    assert "release written to" in output and "train (max 2 steps" in output
+    assert list(tmp_path.rglob("metrics.csv")), "the explicit CSV logger wrote nothing"
