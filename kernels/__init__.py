@@ -6,12 +6,21 @@ and the test oracle), optional ``_triton.py`` (kernels; the only files that impo
 
 This package imports nothing above it (no Lightning, no YAML, no ``zoo.models``).
 """
+
 # ternary_matmul (the function) stays in its sub-package: re-exporting it here would shadow the module.
 from zoo.kernels._dispatch import cpu_kernel_can_run, triton_can_run
 from zoo.kernels.pack import pack_ternary, quantize_pack_ternary, unpack_ternary
 from zoo.kernels.quant import int8_quantize, int8_quantize_raw, ternary_quantize, ternary_quantize_raw
 from zoo.kernels.ternary_matmul import ternary_accumulate, ternary_linear
-from zoo.kernels.topk import block_topk_mask, block_topk_sparsify, input_transform, topk_int8_quantize, topk_int8_quantize_raw, topk_mask, topk_sparsify
+from zoo.kernels.topk import (
+    block_topk_mask,
+    block_topk_sparsify,
+    input_transform,
+    topk_int8_quantize,
+    topk_int8_quantize_raw,
+    topk_mask,
+    topk_sparsify,
+)
 
 __all__ = [
     "block_topk_mask",

@@ -7,6 +7,7 @@ compiled CPU kernel for a CPU tensor when the op has one and it built, else the 
 ``ZOO_KERNEL=torch|triton|cpu`` forces a path for every ``auto`` call, which is how benchmarks
 and tests pin one. Asking for a path an op lacks, or one that cannot run, raises.
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,7 +19,7 @@ import torch
 IMPLS = ("auto", "torch", "triton", "cpu")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def triton_installed() -> bool:
     # Cached: find_spec searches sys.path on every call, and decode asks once per op per token.
     return importlib.util.find_spec("triton") is not None

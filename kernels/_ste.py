@@ -5,6 +5,7 @@ non-differentiable forward by passing the incoming gradient through unchanged:
 ``x + (f(x) - x).detach()``. A custom Function gives the same values and gradient without
 keeping the two temporaries the detach form allocates.
 """
+
 from __future__ import annotations
 
 import torch

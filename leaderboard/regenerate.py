@@ -23,6 +23,7 @@ Outputs (in ``--out``, default this folder): ``LEADERBOARD.md``, ``results.csv``
 a temporary folder, and exits non-zero naming entry, column and both values when any number
 differs by more than its column's tolerance (:data:`TOLERANCES`); decode timings are not checked.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,10 +65,26 @@ TOLERANCES: dict[str, tuple[float, float]] = {  # column: (relative, absolute); 
 
 # Fixed budgets keep CI short and make every run measure exactly the same tokens.
 SETTINGS = {
-    "full": {"eval_batches": 8, "eval_batch_size": 8, "account_windows": 8, "account_batch_size": 4,
-             "decode_tokens": 128, "decode_repeats": 11, "decode_prompt": "ROMEO:", "threads": 1},
-    "quick": {"eval_batches": 2, "eval_batch_size": 4, "account_windows": 2, "account_batch_size": 2,
-              "decode_tokens": 16, "decode_repeats": 3, "decode_prompt": "ROMEO:", "threads": 1},
+    "full": {
+        "eval_batches": 8,
+        "eval_batch_size": 8,
+        "account_windows": 8,
+        "account_batch_size": 4,
+        "decode_tokens": 128,
+        "decode_repeats": 11,
+        "decode_prompt": "ROMEO:",
+        "threads": 1,
+    },
+    "quick": {
+        "eval_batches": 2,
+        "eval_batch_size": 4,
+        "account_windows": 2,
+        "account_batch_size": 2,
+        "decode_tokens": 16,
+        "decode_repeats": 3,
+        "decode_prompt": "ROMEO:",
+        "threads": 1,
+    },
 }
 # One CPU thread by default: float reductions then add up in the same order on any machine, so
 # --check can hold a tight tolerance, and timings do not collapse when OpenMP threads wait on a
@@ -75,13 +92,34 @@ SETTINGS = {
 
 COLUMNS = (
     "name",
-    "shakespeare_bpb", "shakespeare_loss", "shakespeare_tokens",
-    "ptb_bpb", "ptb_loss", "ptb_tokens",
-    "total_params", "non_embedding_params", "activated_params", "activated_fraction", "weight_bytes_per_token", "inference_bytes",
+    "shakespeare_bpb",
+    "shakespeare_loss",
+    "shakespeare_tokens",
+    "ptb_bpb",
+    "ptb_loss",
+    "ptb_tokens",
+    "total_params",
+    "non_embedding_params",
+    "activated_params",
+    "activated_fraction",
+    "weight_bytes_per_token",
+    "inference_bytes",
     *(f"sparsity_{site}" for site in SITES),
-    "weight_quant", "act_quant", "sparsity", "k_ratio", "n_experts", "top_k",
-    "train_tokens", "train_steps", "train_corpus", "hardware", "checkpoint_sha256",
-    "decode_tokens_per_s", "dense_decode_tokens_per_s", "decode_speedup", "decode_baseline",
+    "weight_quant",
+    "act_quant",
+    "sparsity",
+    "k_ratio",
+    "n_experts",
+    "top_k",
+    "train_tokens",
+    "train_steps",
+    "train_corpus",
+    "hardware",
+    "checkpoint_sha256",
+    "decode_tokens_per_s",
+    "dense_decode_tokens_per_s",
+    "decode_speedup",
+    "decode_baseline",
 )
 # Timings depend on the machine and its load: reported, never checked.
 UNCHECKED = ("decode_tokens_per_s", "dense_decode_tokens_per_s", "decode_speedup", "decode_baseline")
@@ -129,7 +167,6 @@ def measure_quality(name: str, model, tokenizer, metrics: dict, sha256: str | No
     """Every deterministic column of one entry (all but the decode timings)."""
     from zoo.evaluate import evaluate_model
     from zoo.models.accounting import account
-
     from zoo.models.inference import tensor_bytes, to_inference
 
     row: dict[str, Any] = {"name": name}
@@ -139,7 +176,9 @@ def measure_quality(name: str, model, tokenizer, metrics: dict, sha256: str | No
     to_inference(model)
     row["inference_bytes"] = tensor_bytes(model)
     for corpus in ("shakespeare", "ptb"):
-        result = evaluate_model(model, tokenizer, corpus=corpus, split="test", batch_size=settings["eval_batch_size"], max_batches=settings["eval_batches"])
+        result = evaluate_model(
+            model, tokenizer, corpus=corpus, split="test", batch_size=settings["eval_batch_size"], max_batches=settings["eval_batches"]
+        )
         row[f"{corpus}_bpb"], row[f"{corpus}_loss"], row[f"{corpus}_tokens"] = result["bpb"], result["loss"], result["tokens"]
     row.update(
         total_params=stats.total_params,
@@ -151,7 +190,14 @@ def measure_quality(name: str, model, tokenizer, metrics: dict, sha256: str | No
     for site in SITES:
         row[f"sparsity_{site}"] = stats.input_sparsity.get(site, 0.0)
     cfg = model.config
-    row.update(weight_quant=cfg.weight_quant, act_quant=cfg.act_quant, sparsity=cfg.sparsity, k_ratio=cfg.k_ratio, n_experts=cfg.n_experts, top_k=cfg.top_k if cfg.n_experts else 0)
+    row.update(
+        weight_quant=cfg.weight_quant,
+        act_quant=cfg.act_quant,
+        sparsity=cfg.sparsity,
+        k_ratio=cfg.k_ratio,
+        n_experts=cfg.n_experts,
+        top_k=cfg.top_k if cfg.n_experts else 0,
+    )
     row.update(
         train_tokens=metrics.get("tokens_seen"),
         train_steps=metrics.get("steps"),
@@ -187,7 +233,16 @@ def dense_twin(config):
     from zoo.models.decoder import Decoder
 
     torch.manual_seed(0)
-    dense = config.replace(weight_quant="none", act_quant="none", sparsity="none", k_ratio=1.0, n_experts=0, n_shared_experts=0, ffn_act="swiglu", sub_norm=False)
+    dense = config.replace(
+        weight_quant="none",
+        act_quant="none",
+        sparsity="none",
+        k_ratio=1.0,
+        n_experts=0,
+        n_shared_experts=0,
+        ffn_act="swiglu",
+        sub_norm=False,
+    )
     return Decoder(dense).eval()
 
 
@@ -243,7 +298,9 @@ def measure(names: list[str], hub: str | None, settings: dict, *, progress: bool
         return _measure_all(names, hub, settings, manifest, baselines, progress)
 
 
-def _measure_all(names: list[str], hub: str | None, settings: dict, manifest: dict, baselines: "Baselines", progress: bool) -> list[dict[str, Any]]:
+def _measure_all(
+    names: list[str], hub: str | None, settings: dict, manifest: dict, baselines: Baselines, progress: bool
+) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
     from zoo.hub import download
@@ -266,7 +323,9 @@ def _measure_all(names: list[str], hub: str | None, settings: dict, manifest: di
             tps = base_tps = interleaved_decode_tps([(model, tokenizer)], settings)[0]
         else:
             tps, base_tps = interleaved_decode_tps([(model, tokenizer), (baseline, baseline_tokenizer)], settings)
-        row.update(decode_tokens_per_s=tps, dense_decode_tokens_per_s=base_tps, decode_speedup=tps / base_tps, decode_baseline=baseline_name)
+        row.update(
+            decode_tokens_per_s=tps, dense_decode_tokens_per_s=base_tps, decode_speedup=tps / base_tps, decode_baseline=baseline_name
+        )
         rows.append(row)
     bar.close()
     return sorted(rows, key=lambda r: (r["shakespeare_bpb"], r["name"]))
@@ -297,7 +356,13 @@ def pareto_plot(rows: list[dict], x_key: str, x_label: str, path: Path) -> None:
     front = pareto_front(list(zip(xs, ys)))
     fig, ax = plt.subplots(figsize=(7.5, 5))
     on_front = set(front)
-    ax.scatter([xs[i] for i in range(len(rows)) if i not in on_front], [ys[i] for i in range(len(rows)) if i not in on_front], color="tab:gray", label="entry", zorder=2)
+    ax.scatter(
+        [xs[i] for i in range(len(rows)) if i not in on_front],
+        [ys[i] for i in range(len(rows)) if i not in on_front],
+        color="tab:gray",
+        label="entry",
+        zorder=2,
+    )
     ax.scatter([xs[i] for i in front], [ys[i] for i in front], color="tab:red", label="Pareto front", zorder=3)
     ax.step([xs[i] for i in front], [ys[i] for i in front], where="post", color="tab:red", alpha=0.6, zorder=1)
     for x, y, row in zip(xs, ys, rows):
@@ -385,8 +450,16 @@ def write_outputs(rows: list[dict], out: Path, settings: dict) -> list[Path]:
     with pinned_threads(settings):  # the device string names the thread count the numbers were taken with
         env = environment("cpu")
     (out / "results.json").write_text(
-        json.dumps({"settings": settings, "tolerance": {"columns": TOLERANCES, "otherwise": "exact", "unchecked": list(UNCHECKED)},
-                    "environment": env, "entries": rows}, indent=2) + "\n"
+        json.dumps(
+            {
+                "settings": settings,
+                "tolerance": {"columns": TOLERANCES, "otherwise": "exact", "unchecked": list(UNCHECKED)},
+                "environment": env,
+                "entries": rows,
+            },
+            indent=2,
+        )
+        + "\n"
     )
     with (out / "results.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
@@ -416,8 +489,10 @@ def describe_tolerance(column: str) -> str:
 
 
 def tolerance_summary() -> str:
-    return (f"bpb and losses within {BPB_REL_TOL:g} relative, measured sparsities within {SPARSITY_ABS_TOL:g} absolute, "
-            "counts, settings and checkpoint sha256 exactly")
+    return (
+        f"bpb and losses within {BPB_REL_TOL:g} relative, measured sparsities within {SPARSITY_ABS_TOL:g} absolute, "
+        "counts, settings and checkpoint sha256 exactly"
+    )
 
 
 def compare(committed: list[dict], fresh: list[dict], source: str) -> list[str]:
@@ -507,11 +582,15 @@ def check(out: Path, hub: str | None, names: list[str] | None, progress: bool) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", nargs="+", metavar="NAME", help="checkpoints to measure (default: every one in the manifest)")
-    parser.add_argument("--check", action="store_true", help="re-measure and fail if a committed number differs beyond its column's tolerance")
+    parser.add_argument(
+        "--check", action="store_true", help="re-measure and fail if a committed number differs beyond its column's tolerance"
+    )
     parser.add_argument("--out", type=Path, default=HERE, help="folder of the outputs (default: leaderboard/)")
     parser.add_argument("--hub", default=None, help="hub URL (default: $ZOO_HUB or the shipped store)")
     parser.add_argument("--quick", action="store_true", help="smaller evaluation and timing budgets (tests, smoke runs)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads while measuring (0: torch's default); recorded for --check")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads while measuring (0: torch's default); recorded for --check"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     progress = not args.no_progress

@@ -6,6 +6,7 @@ Every entry sees the same corpus (Shakespeare, byte tokenizer), sequence length 
 (16), seed and number of steps, so the leaderboard compares architectures, not budgets. Each
 run's log goes to runs/zoo/<name>.log.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,28 @@ def main(argv=None) -> int:
         log = ROOT / "runs" / "zoo" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable, "-m", "zoo.cli", "fit", "--config", str(ROOT / "configs" / f"{name}.yaml"),
-            "--trainer.max_steps", str(args.steps), "--trainer.val_check_interval", str(args.steps // 3),
-            "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false",
-            "--data.batch_size", str(BATCH), "--model.arch.max_seq_len", str(SEQ), "--data.seed", "0", "--seed_everything", "1337",
+            sys.executable,
+            "-m",
+            "zoo.cli",
+            "fit",
+            "--config",
+            str(ROOT / "configs" / f"{name}.yaml"),
+            "--trainer.max_steps",
+            str(args.steps),
+            "--trainer.val_check_interval",
+            str(args.steps // 3),
+            "--trainer.default_root_dir",
+            str(run_dir),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.batch_size",
+            str(BATCH),
+            "--model.arch.max_seq_len",
+            str(SEQ),
+            "--data.seed",
+            "0",
+            "--seed_everything",
+            "1337",
         ]
         print(f"training {name} for {args.steps} steps ({tokens:,} tokens); log: {log}", flush=True)
         env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
@@ -46,7 +65,22 @@ def main(argv=None) -> int:
             subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=True, cwd=ROOT, env=env)
         if not args.no_publish:
             source = f"zoo fit --config configs/{name}.yaml, {args.steps} steps x {BATCH} x {SEQ} tokens = {tokens:,} tokens of Shakespeare (bytes), seed 1337"
-            subprocess.run([sys.executable, "-m", "zoo.cli", "publish", str(run_dir / "release"), name, "--store", str(ROOT / "zoo" / "store"), "--source", source], check=True, cwd=ROOT)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "zoo.cli",
+                    "publish",
+                    str(run_dir / "release"),
+                    name,
+                    "--store",
+                    str(ROOT / "zoo" / "store"),
+                    "--source",
+                    source,
+                ],
+                check=True,
+                cwd=ROOT,
+            )
     return 0
 
 

@@ -13,11 +13,12 @@ LM head at 16 bits, and one embedding row.
 Everything works on a model built on the meta device, so a Mistral-7B-shaped config is
 accounted without allocating its weights.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterable, Iterator, Mapping
 
 import torch
 from torch import nn

@@ -5,6 +5,7 @@ Q-Sparse (arXiv 2407.10969) sparsifies the attention input (shared by q, k and v
 fused projection) and the o_proj input, never the attention internals. With ternary weights
 BitNet b1.58 (arXiv 2402.17764) adds a sub-norm on the attention output before o_proj.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ class KVCache:
     length: int = 0
 
     @classmethod
-    def empty(cls, batch: int, config: ModelConfig, max_len: int, device, dtype) -> "KVCache":
+    def empty(cls, batch: int, config: ModelConfig, max_len: int, device, dtype) -> KVCache:
         shape = (batch, config.kv_heads, max_len, config.head_dim)
         return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
 

@@ -5,12 +5,13 @@ a dropless mixture of experts (MegaBlocks, Gale et al. 2022).
 Every field is validated in ``__post_init__``; an invalid value raises ``ValueError`` naming the
 field and what is allowed, so a typo in a YAML file fails before any weight is allocated.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 WEIGHT_QUANTS = ("none", "ternary")
 ACT_QUANTS = ("none", "int8")
@@ -56,7 +57,7 @@ class ModelConfig:
     dim: int = 256
     n_layers: int = 4
     n_heads: int = 4
-    n_kv_heads: Optional[int] = None  # None: same as n_heads (plain multi-head attention)
+    n_kv_heads: int | None = None  # None: same as n_heads (plain multi-head attention)
     ffn_dim: int = 768  # hidden width of the gated FFN (and of each expert unless expert_ffn_dim)
     max_seq_len: int = 256
     rope_theta: float = 10000.0
@@ -72,14 +73,14 @@ class ModelConfig:
     k_ratio: float = 1.0  # kept fraction of input channels, in (0, 1]
     block_size: int = 32  # M of N:M block sparsity; N = floor(k_ratio * M)
     ffn_act: str = "swiglu"  # swiglu | relu2 (squared-ReLU GLU, Q-Sparse's choice from scratch)
-    sub_norm: Optional[bool] = None  # BitNet sub-norms before o_proj and down_proj; None: on iff ternary
+    sub_norm: bool | None = None  # BitNet sub-norms before o_proj and down_proj; None: on iff ternary
     kernel: str = "auto"  # auto | torch | triton; never changes parameters or state-dict keys
 
     # Mixture of experts: n_experts = 0 keeps a dense FFN.
     n_experts: int = 0
     top_k: int = 2
     n_shared_experts: int = 0
-    expert_ffn_dim: Optional[int] = None
+    expert_ffn_dim: int | None = None
     renormalize_router: bool = True
     moe_impl: str = "auto"
     aux_loss_coef: float = 0.01
@@ -87,9 +88,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
-            annotation = str(spec.type)
-            optional = annotation.startswith("Optional[")
-            check, allowed = _TYPE_CHECKS[annotation.removeprefix("Optional[").removesuffix("]")]
+            annotation = str(spec.type)  # a string ("int", "int | None"): the module defers annotations
+            optional = annotation.endswith(" | None")
+            check, allowed = _TYPE_CHECKS[annotation.removesuffix(" | None")]
             value = getattr(self, spec.name)
             if not (check(value) or (optional and value is None)):
                 _fail(spec.name, allowed + (" or null" if optional else ""), value)
@@ -186,12 +187,12 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def resolved(self) -> "ModelConfig":
+    def resolved(self) -> ModelConfig:
         """A copy with the null fields written out (for files read by other tools: releases, exports)."""
         return dataclasses.replace(self, n_kv_heads=self.kv_heads, sub_norm=self.has_sub_norm)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "ModelConfig":
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> ModelConfig:
         """Strict construction: an unknown key raises ``ValueError`` naming it and ``source``."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -202,5 +203,5 @@ class ModelConfig:
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from None
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         return ModelConfig.from_dict({**self.to_dict(), **changes}, source="overrides")

@@ -17,10 +17,12 @@ the files around them.
 A sliding attention window (Mistral, Qwen2) is exact for sequences no longer than the window,
 so the imported ``max_seq_len`` is capped at it instead of refusing the model.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -11,6 +11,7 @@ batches, the ``torch`` kernel choice, a part without a compiled form (shared exp
 projection without int8 inputs), non-fp32 tensors, or while accounting records input zeros.
 Outputs agree with the module path to fp32 rounding (sums in another order), not bit for bit.
 """
+
 from __future__ import annotations
 
 import threading
@@ -56,8 +57,16 @@ def _ffn(program, ffn: nn.Module, src: int, dim: int) -> None:
         if ffn.shared is not None or ffn.sub_norm is not None:
             raise Unsupported("decode step: shared experts and unfused expert sub-norms have no compiled form")
         program.moe(
-            src, BRANCH, ffn.router.weight, [_prepared(p) for p in ffn.gate_up], [_prepared(p) for p in ffn.down], top_k=ffn.top_k,
-            renormalize=ffn.renormalize, selection_bias=ffn.selection_bias, act=ffn.act, hidden=ffn.gate_up[0].out_features // 2,
+            src,
+            BRANCH,
+            ffn.router.weight,
+            [_prepared(p) for p in ffn.gate_up],
+            [_prepared(p) for p in ffn.down],
+            top_k=ffn.top_k,
+            renormalize=ffn.renormalize,
+            selection_bias=ffn.selection_bias,
+            act=ffn.act,
+            hidden=ffn.gate_up[0].out_features // 2,
         )
     else:
         raise Unsupported(f"decode step: no compiled form for a {type(ffn).__name__} FFN")

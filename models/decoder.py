@@ -3,6 +3,7 @@ FFN) whose projections and FFN are chosen by :class:`ModelConfig`: Q-Sparse top-
 (arXiv 2407.10969), BitNet b1.58 ternary weights (arXiv 2402.17764), dropless MoE (MegaBlocks,
 Gale et al. 2022). Embeddings and the LM head stay full precision and dense in every entry.
 """
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ projection) and the down-projection input, which is after the activation, so a S
 is continue-trained keeps its activation and gets top-K after it. With ternary weights BitNet
 b1.58 (arXiv 2402.17764) adds a sub-norm before the down projection.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """Autoregressive sampling with the decoder's KV cache: greedy, temperature, top-k and nucleus
 (top-p, Holtzman et al. 2019) sampling, reproducible from a seed."""
+
 from __future__ import annotations
 
 import torch

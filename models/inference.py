@@ -14,6 +14,7 @@ A MoE FFN becomes an :class:`InferenceMoE`: each expert's projections converted 
 and a token reads only the weights of the experts its router chose. Not converted: ternary
 projections without int8 inputs (none of the zoo's entries has them).
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import zoo.kernels as kernels
-from zoo.kernels.ternary_matmul import prepare_packed_ternary_linear, prepare_sparse_projection
 from zoo.kernels import moe as moe_ops
+from zoo.kernels.ternary_matmul import prepare_packed_ternary_linear, prepare_sparse_projection
 from zoo.models.ffn import GatedFeedForward, glu_activation
 from zoo.models.linear import TransformedInput, ZooLinear
 from zoo.models.moe import ExpertBank, MoEFeedForward
@@ -107,8 +108,15 @@ class PackedTernaryLinear(PreparedProjection, TransformedInput, nn.Module):
 
     def prepare(self):
         return prepare_packed_ternary_linear(
-            self.packed, float(self.scale), self.out_features, self.bias, sparsity=self.sparsity, n_keep=self.n_keep,
-            block_size=self.block_size, impl=self.kernel, norm=self.norm,
+            self.packed,
+            float(self.scale),
+            self.out_features,
+            self.bias,
+            sparsity=self.sparsity,
+            n_keep=self.n_keep,
+            block_size=self.block_size,
+            impl=self.kernel,
+            norm=self.norm,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,7 +149,12 @@ class SparseInputLinear(PreparedProjection, TransformedInput, nn.Module):
 
     def prepare(self):
         return prepare_sparse_projection(
-            self.weight_t, self.bias, sparsity=self.sparsity, n_keep=self.n_keep, block_size=self.block_size, impl=self.kernel,
+            self.weight_t,
+            self.bias,
+            sparsity=self.sparsity,
+            n_keep=self.n_keep,
+            block_size=self.block_size,
+            impl=self.kernel,
             norm=self.norm,
         )
 

@@ -9,9 +9,10 @@ latent weights stay full precision and ``dX`` stays dense.
 The input rule is one module, :class:`InputTransform`, composed by every projection; it can record how many of its inputs were zero, which is what Q-Sparse's activated
 parameter count (§3.6) is measured from.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +54,17 @@ class InputTransform(nn.Module):
     input_zeros = 0
     input_numel = 0
 
-    def __init__(self, in_features: int, *, act_quant: str = "none", sparsity: str = "none", k_ratio: float = 1.0,
-                 block_size: int = 32, kernel: str = "auto", owner: str = "projection") -> None:
+    def __init__(
+        self,
+        in_features: int,
+        *,
+        act_quant: str = "none",
+        sparsity: str = "none",
+        k_ratio: float = 1.0,
+        block_size: int = 32,
+        kernel: str = "auto",
+        owner: str = "projection",
+    ) -> None:
         super().__init__()
         self.in_features, self.act_quant, self.sparsity = in_features, act_quant, sparsity
         self.block_size, self.kernel = block_size, kernel
@@ -75,8 +85,9 @@ class InputTransform(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``Q_x(S(x))`` with straight-through gradients (the kernel layer picks the implementation)."""
-        x = kernels.input_transform(x, sparsity=self.sparsity, n_keep=self.n_keep, block_size=self.block_size,
-                                    int8=self.int8, impl=self.kernel)
+        x = kernels.input_transform(
+            x, sparsity=self.sparsity, n_keep=self.n_keep, block_size=self.block_size, int8=self.int8, impl=self.kernel
+        )
         self.observe(x)
         return x
 
@@ -172,8 +183,15 @@ class SparseProjection(TransformedInput, nn.Module):
         self.weight = nn.Parameter(torch.empty(*weight_shape))
         self.weight_quant, self.kernel = weight_quant, kernel
         self.site = site  # which Q-Sparse site this projection is: attn_in, attn_out, ffn_in, ffn_down
-        self.input_transform = InputTransform(in_features, act_quant=act_quant, sparsity=sparsity, k_ratio=k_ratio,
-                                              block_size=block_size, kernel=kernel, owner=type(self).__name__)
+        self.input_transform = InputTransform(
+            in_features,
+            act_quant=act_quant,
+            sparsity=sparsity,
+            k_ratio=k_ratio,
+            block_size=block_size,
+            kernel=kernel,
+            owner=type(self).__name__,
+        )
         nn.init.normal_(self.weight, std=0.02)
 
     @staticmethod
@@ -208,7 +226,7 @@ class ZooLinear(SparseProjection):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
     @classmethod
-    def from_config(cls, config: ModelConfig, in_features: int, out_features: int, site: str, bias: bool = False) -> "ZooLinear":
+    def from_config(cls, config: ModelConfig, in_features: int, out_features: int, site: str, bias: bool = False) -> ZooLinear:
         return cls(in_features, out_features, site=site, bias=bias, **cls.choices(config))
 
     def effective_weight(self) -> torch.Tensor:

@@ -15,6 +15,7 @@ absmean scale per expert. Every backend (``moe_impl``, a name of the registry in
 Auxiliary losses (Switch-style load balancing, ST-MoE router z-loss) and the token counts of the
 last forward stay on the module as ``last_aux_losses`` and ``tokens_per_expert``.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,7 +73,7 @@ class ExpertBank(SparseProjection):
         self.usage = usage  # mean fraction of tokens routed to one expert: top_k / n_experts
 
     @classmethod
-    def from_config(cls, config: ModelConfig, in_features: int, out_features: int, site: str) -> "ExpertBank":
+    def from_config(cls, config: ModelConfig, in_features: int, out_features: int, site: str) -> ExpertBank:
         return cls(config.n_experts, in_features, out_features, site=site, usage=config.top_k / config.n_experts, **cls.choices(config))
 
     def effective_weight(self) -> torch.Tensor:

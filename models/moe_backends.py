@@ -11,10 +11,11 @@ marked ``in_auto`` that can run (``grouped_mm``, then ``reference``); ``megabloc
 Adding a backend is one :func:`register_moe_backend` call; ``ModelConfig`` lists the names it
 accepts (``MOE_IMPLS``) and a test keeps the two equal.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -100,7 +101,9 @@ def megablocks_ops():
         import grouped_gemm  # noqa: F401 - megablocks' grouped path runs on it
         import megablocks.ops as ops
     except Exception as error:  # ImportError, or the CUDA-only extension failing to load
-        raise MoEBackendUnavailable(f"moe_impl='megablocks' needs megablocks with CUDA: {MEGABLOCKS_INSTALL}; import failed with {error!r}") from error
+        raise MoEBackendUnavailable(
+            f"moe_impl='megablocks' needs megablocks with CUDA: {MEGABLOCKS_INSTALL}; import failed with {error!r}"
+        ) from error
     return ops
 
 
@@ -133,25 +136,41 @@ def _megablocks_linear(x: torch.Tensor, weight: torch.Tensor, groups: ExpertGrou
     return grouped_gemm.ops.gmm(x.contiguous(), weight, groups.tokens_per_expert.cpu(), trans_b=True)
 
 
-register_moe_backend(MoEBackend(
-    "grouped_mm", "torch's grouped matmul over every expert's slice in one call",
-    _grouped_mm_unavailable,
-    lambda x, w, g: moe_ops.grouped_linear(x, w, g.tokens_per_expert, g.offsets, impl="grouped_mm"),
-    in_auto=True,
-))
-register_moe_backend(MoEBackend(
-    "reference", "one matmul per expert in a loop: the oracle, runs everywhere",
-    lambda x, shapes: None,
-    lambda x, w, g: moe_ops.grouped_linear(x, w, g.tokens_per_expert, g.offsets, impl="reference", sizes=g.sizes),
-    in_auto=True,
-))
-register_moe_backend(MoEBackend(
-    "megablocks", "megablocks' gather/scatter and grouped GEMM (CUDA)",
-    _megablocks_unavailable, _megablocks_linear, routing="megablocks",
-))
-register_moe_backend(MoEBackend(
-    "triton", "the zoo's Triton grouped GEMM, permute and combine kernels (CUDA, or TRITON_INTERPRET=1)",
-    lambda x, shapes: None if triton_can_run(x) else f"it needs triton and a CUDA tensor (or TRITON_INTERPRET=1), got a {x.device.type} tensor",
-    lambda x, w, g: moe_ops.grouped_linear(x, w, g.tokens_per_expert, g.offsets, impl="triton", sizes=g.sizes),
-    routing="triton",
-))
+register_moe_backend(
+    MoEBackend(
+        "grouped_mm",
+        "torch's grouped matmul over every expert's slice in one call",
+        _grouped_mm_unavailable,
+        lambda x, w, g: moe_ops.grouped_linear(x, w, g.tokens_per_expert, g.offsets, impl="grouped_mm"),
+        in_auto=True,
+    )
+)
+register_moe_backend(
+    MoEBackend(
+        "reference",
+        "one matmul per expert in a loop: the oracle, runs everywhere",
+        lambda x, shapes: None,
+        lambda x, w, g: moe_ops.grouped_linear(x, w, g.tokens_per_expert, g.offsets, impl="reference", sizes=g.sizes),
+        in_auto=True,
+    )
+)
+register_moe_backend(
+    MoEBackend(
+        "megablocks",
+        "megablocks' gather/scatter and grouped GEMM (CUDA)",
+        _megablocks_unavailable,
+        _megablocks_linear,
+        routing="megablocks",
+    )
+)
+register_moe_backend(
+    MoEBackend(
+        "triton",
+        "the zoo's Triton grouped GEMM, permute and combine kernels (CUDA, or TRITON_INTERPRET=1)",
+        lambda x, shapes: (
+            None if triton_can_run(x) else f"it needs triton and a CUDA tensor (or TRITON_INTERPRET=1), got a {x.device.type} tensor"
+        ),
+        lambda x, w, g: moe_ops.grouped_linear(x, w, g.tokens_per_expert, g.offsets, impl="triton", sizes=g.sizes),
+        routing="triton",
+    )
+)

@@ -1,4 +1,5 @@
 """RMSNorm (Zhang & Sennrich, 2019), the normalisation of Llama and of BitNet b1.58's sub-norms."""
+
 from __future__ import annotations
 
 import torch

@@ -8,6 +8,7 @@ pattern's non-zero fraction: its absmean is then α again, so re-quantising it g
 the pattern and (to an ulp) the scale, and the model computes what it computed when it was saved.
 The dense latent weights (needed only to keep training) are not kept.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,7 @@ def ternary_modules(model: nn.Module) -> dict[str, nn.Module]:
 def pack_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict with every ternary weight replaced by its packed pattern and scale."""
     state = dict(model.state_dict())
-    for name, module in ternary_modules(model).items():
+    for name, _module in ternary_modules(model).items():
         weight = state.pop(f"{name}.weight")
         per_expert = weight.dim() == 3
         values, alpha = ternary_quantize_raw(weight, per_leading_dim=per_expert)

@@ -1,4 +1,5 @@
 """The wheel installs one import root, zoo, with models/kernels remapped and configs/store as data."""
+
 import subprocess
 import sys
 import zipfile
@@ -17,10 +18,16 @@ def test_wheel_contents(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {n.split("/")[0] for n in names if not n.startswith("moezoo-")}
     assert top_level == {"zoo"}, top_level  # never the generic names `models` or `kernels`
-    for required in ("zoo/models/decoder.py", "zoo/kernels/topk/reference.py", "zoo/kernels/moe/reference.py",
-                     "zoo/configs/bitnet-qsparse-tiny.yaml", "zoo/store/manifest.json",
-                     "zoo/kernels/compiled/ternary_gemv.c", "zoo/kernels/compiled/topk_rows.c",
-                     "zoo/kernels/compiled/zoo_cpu.h"):  # the CPU kernels are compiled on first use
+    for required in (
+        "zoo/models/decoder.py",
+        "zoo/kernels/topk/reference.py",
+        "zoo/kernels/moe/reference.py",
+        "zoo/configs/bitnet-qsparse-tiny.yaml",
+        "zoo/store/manifest.json",
+        "zoo/kernels/compiled/ternary_gemv.c",
+        "zoo/kernels/compiled/topk_rows.c",
+        "zoo/kernels/compiled/zoo_cpu.h",
+    ):  # the CPU kernels are compiled on first use
         assert required in names, required
     yaml_in_wheel = {n.split("/")[-1] for n in names if n.startswith("zoo/configs/")}
     assert yaml_in_wheel == {p.name for p in (ROOT / "configs").glob("*.yaml")}

@@ -3,6 +3,7 @@
 Kept light on purpose: importing ``zoo`` loads neither Lightning nor Triton, so that
 ``import zoo.kernels`` stays cheap. Public helpers are imported lazily.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

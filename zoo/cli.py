@@ -4,13 +4,14 @@
 ``zoo export``, ``zoo download``, ``zoo eval`` and ``zoo bench`` are plain argparse commands.
 Everything heavy (Lightning, Triton, datasets) is imported inside the command that needs it.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -58,8 +59,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))))
         if i == 0:
             print("  ".join("-" * w for w in widths))
-    print("\n* activated parameters per token (Q-Sparse §3.6) from the configured top-K alone; "
-          "measured values on data are in leaderboard/LEADERBOARD.md")
+    print(
+        "\n* activated parameters per token (Q-Sparse §3.6) from the configured top-K alone; "
+        "measured values on data are in leaderboard/LEADERBOARD.md"
+    )
     return 0
 
 
@@ -103,7 +106,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from zoo.evaluate import evaluate_source
 
-    result = evaluate_source(args.source, corpus=args.corpus, split=args.split, hub=args.hub, max_batches=args.max_batches, batch_size=args.batch_size)
+    result = evaluate_source(
+        args.source, corpus=args.corpus, split=args.split, hub=args.hub, max_batches=args.max_batches, batch_size=args.batch_size
+    )
     print(json.dumps(result, indent=2))
     return 0
 
@@ -189,7 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="benchmarks; results appended as JSON lines to --out (default ./bench_<what>.jsonl)")
-    p.add_argument("what", choices=("kernels", "moe", "train", "decode", "gpu"), help="gpu: every GPU test and benchmark in one call (--out is a folder)")
+    p.add_argument(
+        "what",
+        choices=("kernels", "moe", "train", "decode", "gpu"),
+        help="gpu: every GPU test and benchmark in one call (--out is a folder)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer shapes, for a smoke run")
     p.add_argument("--config", action="append", help="(train/decode) config files to compare; default: every tiny entry")

@@ -3,6 +3,7 @@
 Bits per byte make byte-level and BPE models comparable: ``bpb = nats/token / ln 2 / (bytes/token)``.
 One code path serves ``zoo eval``, the LightningModule's validation and the leaderboard.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,11 +23,26 @@ def tokenizer_spec(tokenizer, directory: str) -> str:
 
 
 @torch.no_grad()
-def evaluate_model(model, tokenizer, *, corpus: str = "shakespeare", split: str = "test", batch_size: int = 8, max_batches: int | None = None, data_files=None) -> dict[str, Any]:
+def evaluate_model(
+    model,
+    tokenizer,
+    *,
+    corpus: str = "shakespeare",
+    split: str = "test",
+    batch_size: int = 8,
+    max_batches: int | None = None,
+    data_files=None,
+) -> dict[str, Any]:
     from zoo.data import ZooDataModule
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = ZooDataModule(corpus, data_files=data_files, tokenizer=tokenizer_spec(tokenizer, tmp), max_seq_len=model.config.max_seq_len, batch_size=batch_size)
+        data = ZooDataModule(
+            corpus,
+            data_files=data_files,
+            tokenizer=tokenizer_spec(tokenizer, tmp),
+            max_seq_len=model.config.max_seq_len,
+            batch_size=batch_size,
+        )
         loader = data.eval_dataloader(split)
         bytes_per_token = data.bytes_per_token(split)
         was_training = model.training
@@ -43,7 +59,14 @@ def evaluate_model(model, tokenizer, *, corpus: str = "shakespeare", split: str 
     if tokens == 0:
         raise ValueError(f"corpus {corpus!r} split {split!r} produced no evaluation tokens")
     loss = nll / tokens
-    return {"corpus": corpus, "split": split, "tokens": tokens, "loss": loss, "ppl": math.exp(loss), "bpb": loss / math.log(2) / bytes_per_token}
+    return {
+        "corpus": corpus,
+        "split": split,
+        "tokens": tokens,
+        "loss": loss,
+        "ppl": math.exp(loss),
+        "bpb": loss / math.log(2) / bytes_per_token,
+    }
 
 
 def evaluate_source(source: str, *, hub: str | None = None, **options: Any) -> dict[str, Any]:

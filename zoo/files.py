@@ -1,5 +1,6 @@
 """File helpers the zoo's data, hub and release code share: content hashes, a write that readers
 never see half done, and a file-name-safe slug."""
+
 from __future__ import annotations
 
 import hashlib

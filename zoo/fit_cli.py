@@ -3,14 +3,16 @@ and :class:`~zoo.data.ZooDataModule`, with what a user of a training CLI may rel
 loaded weights-only, one-line config errors, a resumable checkpoint and exit code 143 on SIGTERM,
 shipped entries named by ``--config NAME`` from any folder.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
@@ -238,8 +240,11 @@ def lightning_main(argv: list[str] | None = None) -> int:
         # weights-only loading refused an object in a checkpoint: never executed, reported.
         refused = re.search(r"GLOBAL ([\w.]+)", str(error))
         what = f": it refers to {refused.group(1)}" if refused else ""
-        print(f"zoo {command}: error: the checkpoint holds more than tensors and plain data and was not loaded{what} "
-              "(pass --weights_only false only for a checkpoint you trust)", file=sys.stderr)
+        print(
+            f"zoo {command}: error: the checkpoint holds more than tensors and plain data and was not loaded{what} "
+            "(pass --weights_only false only for a checkpoint you trust)",
+            file=sys.stderr,
+        )
         return 1
     except SIGTERMException as stop:
         checkpoint = getattr(stop, "zoo_checkpoint", None)

@@ -13,6 +13,7 @@ release has one) that ``transformers.AutoModelForCausalLM.from_pretrained`` load
 Only safetensors are read: a ``pytorch_model.bin`` is a pickle, and unpickling runs code.
 Nothing here imports ``transformers``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from zoo.models.config import ModelConfig
-from zoo.models.convert import MODEL_TYPES, config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
+from zoo.models.convert import config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"

@@ -1,6 +1,7 @@
 """The arguments of ``zoo import-hf`` and ``zoo export-hf`` (Hugging Face Llama / Mistral / Qwen2
 checkpoints, see :mod:`zoo.hf`), kept free of torch: building the ``zoo`` parser, which
 ``zoo --help`` does, must not import it. The commands import :mod:`zoo.hf` when they run."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,9 @@ def add_export_hf_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
     """Arguments of ``zoo export-hf`` on ``parser`` (a subparser), with ``func`` set."""
     parser.add_argument("src", help="moezoo release directory")
     parser.add_argument("out", help="directory to write config.json and model.safetensors into")
-    parser.add_argument("--model-type", dest="model_type", default=None, choices=HF_MODEL_TYPES, help="default: qwen2 with q/k/v biases, else llama")
+    parser.add_argument(
+        "--model-type", dest="model_type", default=None, choices=HF_MODEL_TYPES, help="default: qwen2 with q/k/v biases, else llama"
+    )
     parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
     parser.set_defaults(func=_cmd_export_hf)
     return parser

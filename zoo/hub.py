@@ -29,6 +29,7 @@ Cache layout, under ``zoo.paths.cache_dir("checkpoints")`` (``$ZOO_HOME/checkpoi
 
 This module only moves and hashes bytes: nothing is ever unpickled or imported from a hub.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,9 +44,10 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from zoo.files import atomic_write_bytes, sha256_file
 
@@ -121,8 +123,7 @@ def _check_name(name: Any) -> str:
     # be a single harmless path component.
     if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
         raise ValueError(
-            f"invalid zoo checkpoint name {name!r}: use letters, digits, '.', '_', '+', '-' "
-            "(starting with a letter or digit, no '..')"
+            f"invalid zoo checkpoint name {name!r}: use letters, digits, '.', '_', '+', '-' (starting with a letter or digit, no '..')"
         )
     return name
 
@@ -202,7 +203,6 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict:
     except json.JSONDecodeError as e:
         raise ValueError(f"invalid zoo manifest {path}: not JSON ({e})") from None
     return _validate_manifest(data, str(path))
-
 
 
 def _dump_manifest(data: dict) -> bytes:
@@ -477,8 +477,15 @@ def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(
-        total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-        disable=not enabled, leave=False, file=sys.stderr,
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        disable=not enabled,
+        leave=False,
+        file=sys.stderr,
     )
 
 
@@ -497,9 +504,7 @@ def _transfer(hub: str, name: str, relpath: str, spec: dict, part: Path, progres
         opened = _open_remote(hub, remote, offset, timeout)
         with opened as (stream, start):
             resumed = start == offset and offset > 0
-            with open(part, "ab" if resumed else "wb") as out, _progress_bar(
-                size, start, f"{name}/{relpath}", progress
-            ) as bar:
+            with open(part, "ab" if resumed else "wb") as out, _progress_bar(size, start, f"{name}/{relpath}", progress) as bar:
                 got = start
                 try:
                     while True:
@@ -508,9 +513,7 @@ def _transfer(hub: str, name: str, relpath: str, spec: dict, part: Path, progres
                             break
                         got += len(block)
                         if got > size:
-                            raise DownloadError(
-                                name, relpath, f"size mismatch: the hub sent more than the manifest's {size} bytes"
-                            )
+                            raise DownloadError(name, relpath, f"size mismatch: the hub sent more than the manifest's {size} bytes")
                         out.write(block)
                         bar.update(len(block))
                 finally:
@@ -527,15 +530,11 @@ def _transfer(hub: str, name: str, relpath: str, spec: dict, part: Path, progres
         part.unlink(missing_ok=True)
         raise
     except _NET_ERRORS as e:
-        raise DownloadError(
-            name, relpath, f"{_describe(e, timeout)} from {_hub_url(hub, remote)}; partial file kept for resume"
-        ) from e
+        raise DownloadError(name, relpath, f"{_describe(e, timeout)} from {_hub_url(hub, remote)}; partial file kept for resume") from e
     return resumed
 
 
-def _fetch_file(
-    hub: str, name: str, relpath: str, spec: dict, final: Path, *, offline: bool, progress: bool, timeout: float
-) -> None:
+def _fetch_file(hub: str, name: str, relpath: str, spec: dict, final: Path, *, offline: bool, progress: bool, timeout: float) -> None:
     if _is_verified(final, spec):
         return
     if offline:
@@ -555,7 +554,8 @@ def _fetch_file(
             got = part.stat().st_size
             if got < spec["size"]:
                 raise DownloadError(
-                    name, relpath,
+                    name,
+                    relpath,
                     f"truncated: received {got} of {spec['size']} bytes from {_hub_url(hub, f'{name}/{relpath}')}; "
                     "partial file kept, run again to resume",
                 )
@@ -566,9 +566,7 @@ def _fetch_file(
             if resumed and attempt == 0:
                 # The kept prefix may be stale (the hub's file changed since): retry from 0.
                 continue
-            raise DownloadError(
-                name, relpath, f"checksum mismatch: sha256 {sha} but the manifest says {spec['sha256']}; file deleted"
-            )
+            raise DownloadError(name, relpath, f"checksum mismatch: sha256 {sha} but the manifest says {spec['sha256']}; file deleted")
         os.replace(part, final)
         _write_stamp(final, spec["sha256"])
 
@@ -612,9 +610,7 @@ def download(
     entry = manifest["checkpoints"].get(name)
     if entry is None:
         if offline:
-            raise NotCachedError(
-                name, None, f"offline mode and the checkpoint is not cached (not in manifest {origin})"
-            )
+            raise NotCachedError(name, None, f"offline mode and the checkpoint is not cached (not in manifest {origin})")
         raise UnknownCheckpointError(name, list(manifest["checkpoints"]), origin)
 
     dest = root / name

@@ -8,6 +8,7 @@ losses (MegaBlocks / Switch) are added to the loss and logged. Losses are report
 perplexity and bits per byte; the measured input sparsity of every Q-Sparse site
 (arXiv 2407.10969) and the activated parameters are logged as training runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import lightning as L
 import torch
@@ -83,7 +84,7 @@ class ZooLitModule(L.LightningModule):
         schedule: str = "cosine",
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
-        init_from: Optional[str] = None,
+        init_from: str | None = None,
         sparsity_log_every: int = 50,
         sample_prompt: str = "ROMEO:",
         sample_tokens: int = 200,
@@ -137,9 +138,7 @@ class ZooLitModule(L.LightningModule):
         if datamodule is None:
             return
         if datamodule.vocab_size > self.arch.vocab_size:
-            raise ValueError(
-                f"data tokenizer has {datamodule.vocab_size} tokens but model.arch.vocab_size is {self.arch.vocab_size}"
-            )
+            raise ValueError(f"data tokenizer has {datamodule.vocab_size} tokens but model.arch.vocab_size is {self.arch.vocab_size}")
         if datamodule.max_seq_len > self.arch.max_seq_len:
             raise ValueError(f"data.max_seq_len={datamodule.max_seq_len} exceeds model.arch.max_seq_len={self.arch.max_seq_len}")
         self.tokenizer = datamodule.tokenizer
@@ -163,7 +162,9 @@ class ZooLitModule(L.LightningModule):
         self.total_steps = total = int(total)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
-            lambda step: lr_multiplier(step, warmup_steps=hp.warmup_steps, total_steps=total, min_ratio=hp.min_lr_ratio, schedule=hp.schedule),
+            lambda step: lr_multiplier(
+                step, warmup_steps=hp.warmup_steps, total_steps=total, min_ratio=hp.min_lr_ratio, schedule=hp.schedule
+            ),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
@@ -279,10 +280,14 @@ class ZooLitModule(L.LightningModule):
                 print(f"last Lightning checkpoint: {last}")
             prompt = self.hparams.sample_prompt
             if prompt:
-                print(f"\nsample ({self.hparams.sample_tokens} tokens after {prompt!r}):\n{prompt}{sample_text(self.model, self.tokenizer, prompt, self.hparams.sample_tokens)}\n")
+                print(
+                    f"\nsample ({self.hparams.sample_tokens} tokens after {prompt!r}):\n{prompt}{sample_text(self.model, self.tokenizer, prompt, self.hparams.sample_tokens)}\n"
+                )
 
 
-def sample_text(model: Decoder, tokenizer, prompt: str, n_tokens: int, *, temperature: float = 0.8, top_k: int | None = 40, seed: int = 0) -> str:
+def sample_text(
+    model: Decoder, tokenizer, prompt: str, n_tokens: int, *, temperature: float = 0.8, top_k: int | None = 40, seed: int = 0
+) -> str:
     from zoo.models.generate import generate
 
     device = next(model.parameters()).device

@@ -23,16 +23,18 @@ Zoo models have no BOS token. Where lm-eval needs a token to condition the first
 training corpora's document separator ``"\\n\\n"`` stands in, as the models saw it before every
 document.
 """
+
 from __future__ import annotations
 
 import sys
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ZooLM", "zoo_lm_class", "MODEL_NAME"]
+__all__ = ["ZooLM", "zoo_lm_class", "MODEL_NAME"]  # noqa: F822 (ZooLM is built on first access, see __getattr__)
 
 MODEL_NAME = "moezoo"
 DOCUMENT_SEPARATOR = "\n\n"
@@ -44,9 +46,7 @@ def _import_lm_eval():
         from lm_eval.api.model import LM
         from lm_eval.api.registry import register_model
     except ImportError as error:
-        raise ImportError(
-            "zoo.lm_eval_adapter needs lm-evaluation-harness, which moezoo does not install: pip install lm-eval"
-        ) from error
+        raise ImportError("zoo.lm_eval_adapter needs lm-evaluation-harness, which moezoo does not install: pip install lm-eval") from error
     return LM, register_model
 
 
@@ -156,7 +156,7 @@ def zoo_lm_class() -> type:
             context_ids = self.tok_encode(context)
             if whole[: len(context_ids)] != context_ids:
                 return context_ids, self.tok_encode(continuation)
-            return context_ids, whole[len(context_ids):]
+            return context_ids, whole[len(context_ids) :]
 
         # -- scoring -------------------------------------------------------------------------------
         def _windows(self, tokens: list[int], n_scored: int) -> list[tuple[list[int], list[int], int]]:
@@ -253,9 +253,14 @@ def zoo_lm_class() -> type:
             top_k = options.pop("top_k", None)
             top_p = options.pop("top_p", None)
             seed = options.pop("seed", None)
-            return {"stops": stops, "max_new": max_new, "temperature": temperature,
-                    "top_k": int(top_k) if top_k else None, "top_p": float(top_p) if top_p else None,
-                    "seed": self.seed if seed is None else int(seed)}
+            return {
+                "stops": stops,
+                "max_new": max_new,
+                "temperature": temperature,
+                "top_k": int(top_k) if top_k else None,
+                "top_p": float(top_p) if top_p else None,
+                "seed": self.seed if seed is None else int(seed),
+            }
 
         @torch.no_grad()
         def _generate(self, prompts: list[list[int]], options: dict[str, Any]) -> list[str]:
@@ -282,7 +287,7 @@ def zoo_lm_class() -> type:
                 context = torch.cat([context, token[:, None]], dim=1)
                 if caches[0].length >= window:
                     # Out of positions: restart the cache from the latest half window, as zoo generate does.
-                    context = context[:, -(window // 2):]
+                    context = context[:, -(window // 2) :]
                     caches = self.model.new_cache(len(prompts))
                     logits = self.model(context, caches)[:, -1]
                 else:

@@ -2,6 +2,7 @@
 
 The cache root is ``$ZOO_HOME`` if set, else ``$XDG_CACHE_HOME/moezoo`` (``~/.cache/moezoo``).
 """
+
 from __future__ import annotations
 
 import os

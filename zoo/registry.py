@@ -4,6 +4,7 @@ The YAML file is the single source of an entry's hyper-parameters: its ``model.a
 a :class:`~zoo.models.ModelConfig`, read here for :func:`create_model` and by LightningCLI for
 ``zoo fit``. Nothing in YAML names a Python class.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -77,8 +78,8 @@ def create_model(name: str, pretrained: bool = False, inference: bool = False, *
     ternary projections packed at 2 bits with no latent copy, run by the packed kernels, in eval mode.
     """
     if pretrained:
-        from zoo.release import load_release_model
         from zoo.hub import download
+        from zoo.release import load_release_model
 
         if overrides:
             raise ValueError("create_model: overrides cannot change a pretrained model's architecture")

@@ -9,6 +9,7 @@
 :func:`load_model_source` also accepts a Lightning checkpoint written by ``zoo fit``, read with
 ``torch.load(weights_only=True)`` so that no arbitrary object is ever unpickled.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,13 +39,29 @@ def _state_for_saving(model: Decoder, pack: bool) -> dict[str, torch.Tensor]:
 def model_card(name: str, config: ModelConfig, metrics: dict[str, Any]) -> str:
     lines = [f"# {name}", "", "A moezoo checkpoint (decoder-only LM).", "", "| choice | value |", "|---|---|"]
     resolved = config.resolved().to_dict()
-    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "ffn_act", "weight_quant", "act_quant", "sub_norm", "sparsity", "k_ratio", "n_experts", "top_k"):
+    for key in (
+        "dim",
+        "n_layers",
+        "n_heads",
+        "n_kv_heads",
+        "ffn_dim",
+        "ffn_act",
+        "weight_quant",
+        "act_quant",
+        "sub_norm",
+        "sparsity",
+        "k_ratio",
+        "n_experts",
+        "top_k",
+    ):
         lines.append(f"| {key} | {resolved[key]} |")
     lines += ["", "## Training", "", "```json", json.dumps(metrics, indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)
 
 
-def save_release(model: Decoder, tokenizer, out_dir: str | Path, metrics: dict[str, Any], name: str = "moezoo model", *, pack: bool = True) -> Path:
+def save_release(
+    model: Decoder, tokenizer, out_dir: str | Path, metrics: dict[str, Any], name: str = "moezoo model", *, pack: bool = True
+) -> Path:
     """Writes the five release files into ``out_dir`` (created) and returns it.
 
     ``pack`` stores ternary weights as 2-bit patterns plus scales (see :mod:`zoo.models.packing`);
@@ -131,13 +148,18 @@ def load_lightning_checkpoint(path: str | Path) -> tuple[Decoder, Any, dict[str,
             (Path(tmp) / "tokenizer.json").write_text(checkpoint["zoo_tokenizer_json"])
             tokenizer = load_tokenizer(tmp)
     # zoo_metrics: the provenance zoo fit stores with each checkpoint (absent in older ones)
-    metrics = checkpoint.get("zoo_metrics") or {"steps": checkpoint.get("global_step"), "hparams": {k: v for k, v in hparams.items() if k != "arch"}}
+    metrics = checkpoint.get("zoo_metrics") or {
+        "steps": checkpoint.get("global_step"),
+        "hparams": {k: v for k, v in hparams.items() if k != "arch"},
+    }
     return load_weights(model, state, str(path)).eval(), tokenizer, metrics
 
 
 def looks_like_a_path(source: str) -> bool:
     """A source with a folder separator or a file suffix is a path, never a zoo model name."""
-    return "/" in source or os.sep in source or source.endswith((".ckpt", ".safetensors", ".yaml", ".json")) or source.startswith(("~", "."))
+    return (
+        "/" in source or os.sep in source or source.endswith((".ckpt", ".safetensors", ".yaml", ".json")) or source.startswith(("~", "."))
+    )
 
 
 def load_model_source(source: str | Path, *, hub: str | None = None, inference: bool = False):

@@ -20,6 +20,7 @@ with replacement, refitted, 5th–95th percentile).
 Every constant reported here is fitted on this project's runs. The paper's published constants
 (E=1.86, B=0.01, C=1.89, α=0.10, β=0.05) belong to its 300M–7B models and are never used as ours.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,10 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -87,26 +89,71 @@ def _fit_argv(plan: dict[str, Any], root: Path, val_batches: int, accelerator: s
 
     k = plan["k_ratio"]
     return [
-        "fit", "--config", str(configs_dir() / f"{PRECISIONS[plan['precision']]}.yaml"),
-        "--model.arch.dim", str(plan["dim"]), "--model.arch.n_layers", str(plan["n_layers"]),
-        "--model.arch.n_heads", str(plan["n_heads"]), "--model.arch.n_kv_heads", str(plan["n_heads"]),
-        "--model.arch.ffn_dim", str(plan["ffn_dim"]), "--model.arch.max_seq_len", str(plan["seq_len"]),
+        "fit",
+        "--config",
+        str(configs_dir() / f"{PRECISIONS[plan['precision']]}.yaml"),
+        "--model.arch.dim",
+        str(plan["dim"]),
+        "--model.arch.n_layers",
+        str(plan["n_layers"]),
+        "--model.arch.n_heads",
+        str(plan["n_heads"]),
+        "--model.arch.n_kv_heads",
+        str(plan["n_heads"]),
+        "--model.arch.ffn_dim",
+        str(plan["ffn_dim"]),
+        "--model.arch.max_seq_len",
+        str(plan["seq_len"]),
         # K = D keeps everything: the same function as no top-K, without paying for the sort.
-        "--model.arch.sparsity", "topk" if k < 1.0 else "none", "--model.arch.k_ratio", str(k),
-        "--model.warmup_steps", str(max(1, plan["steps"] // 10)), "--model.sample_prompt", "",
-        "--model.sparsity_log_every", "0",
-        "--data.corpus", plan["corpus"], "--data.batch_size", str(plan["batch_size"]), "--seed_everything", str(plan["seed"]),
-        "--trainer.max_steps", str(plan["steps"]), "--trainer.val_check_interval", str(plan["steps"]),
-        "--trainer.limit_val_batches", str(val_batches), "--trainer.num_sanity_val_steps", "0",
-        "--trainer.accelerator", accelerator, "--trainer.devices", "1",
-        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(root),
+        "--model.arch.sparsity",
+        "topk" if k < 1.0 else "none",
+        "--model.arch.k_ratio",
+        str(k),
+        "--model.warmup_steps",
+        str(max(1, plan["steps"] // 10)),
+        "--model.sample_prompt",
+        "",
+        "--model.sparsity_log_every",
+        "0",
+        "--data.corpus",
+        plan["corpus"],
+        "--data.batch_size",
+        str(plan["batch_size"]),
+        "--seed_everything",
+        str(plan["seed"]),
+        "--trainer.max_steps",
+        str(plan["steps"]),
+        "--trainer.val_check_interval",
+        str(plan["steps"]),
+        "--trainer.limit_val_batches",
+        str(val_batches),
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.accelerator",
+        accelerator,
+        "--trainer.devices",
+        "1",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
         *extra,
     ]
 
 
-def train_one(plan: dict[str, Any], *, val_batches: int = 8, account_windows: int = 8, accelerator: str = "auto",
-              extra_args: Sequence[str] = (), work_dir: str | Path | None = None) -> dict[str, Any]:
+def train_one(
+    plan: dict[str, Any],
+    *,
+    val_batches: int = 8,
+    account_windows: int = 8,
+    accelerator: str = "auto",
+    extra_args: Sequence[str] = (),
+    work_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Trains one sweep point with ``zoo fit`` and measures it; returns its record."""
     import torch
 
@@ -153,9 +200,20 @@ def train_one(plan: dict[str, Any], *, val_batches: int = 8, account_windows: in
     }
 
 
-def sweep_plan(dims: Iterable[int] = DEFAULT_DIMS, k_ratios: Iterable[float] = DEFAULT_K_RATIOS,
-               precisions: Iterable[str] = tuple(PRECISIONS), *, n_layers: int = 2, head_dim: int = 16, ffn_mult: int = 3,
-               steps: int = 300, batch_size: int = 16, seq_len: int = 128, corpus: str = "shakespeare", seed: int = 1337) -> list[dict[str, Any]]:
+def sweep_plan(
+    dims: Iterable[int] = DEFAULT_DIMS,
+    k_ratios: Iterable[float] = DEFAULT_K_RATIOS,
+    precisions: Iterable[str] = tuple(PRECISIONS),
+    *,
+    n_layers: int = 2,
+    head_dim: int = 16,
+    ffn_mult: int = 3,
+    steps: int = 300,
+    batch_size: int = 16,
+    seq_len: int = 128,
+    corpus: str = "shakespeare",
+    seed: int = 1337,
+) -> list[dict[str, Any]]:
     """The runs of a sweep, smallest models first so a cut-short sweep still spans the sparsities."""
     plans = []
     for dim in sorted(dims):
@@ -167,21 +225,49 @@ def sweep_plan(dims: Iterable[int] = DEFAULT_DIMS, k_ratios: Iterable[float] = D
             for k in k_ratios:
                 if not 0.0 < k <= 1.0:
                     raise ValueError(f"scaling sweep: k_ratio must be in (0, 1], got {k}")
-                plans.append({
-                    "run": f"{precision}-d{dim}-k{k:g}", "precision": precision, "recipe": f"configs/{PRECISIONS[precision]}.yaml",
-                    "dim": dim, "n_layers": n_layers,
-                    "n_heads": dim // head_dim, "ffn_dim": ffn_mult * dim, "k_ratio": float(k), "steps": steps,
-                    "batch_size": batch_size, "seq_len": seq_len, "corpus": corpus, "seed": seed,
-                })
+                plans.append(
+                    {
+                        "run": f"{precision}-d{dim}-k{k:g}",
+                        "precision": precision,
+                        "recipe": f"configs/{PRECISIONS[precision]}.yaml",
+                        "dim": dim,
+                        "n_layers": n_layers,
+                        "n_heads": dim // head_dim,
+                        "ffn_dim": ffn_mult * dim,
+                        "k_ratio": float(k),
+                        "steps": steps,
+                        "batch_size": batch_size,
+                        "seq_len": seq_len,
+                        "corpus": corpus,
+                        "seed": seed,
+                    }
+                )
     return plans
 
 
-def run_sweep(out: str | Path | None = None, *, dims: Iterable[int] = DEFAULT_DIMS, k_ratios: Iterable[float] = DEFAULT_K_RATIOS,
-              precisions: Iterable[str] = tuple(PRECISIONS), n_layers: int = 2, head_dim: int = 16, ffn_mult: int = 3,
-              steps: int = 300, batch_size: int = 16, seq_len: int = 128, val_batches: int = 8, account_windows: int = 8,
-              corpus: str = "shakespeare", seed: int = 1337, accelerator: str = "auto", extra_args: Sequence[str] = (),
-              resume: bool = True, work_dir: str | Path | None = None, threads: int | None = 1,
-              progress: bool = True) -> list[dict[str, Any]]:
+def run_sweep(
+    out: str | Path | None = None,
+    *,
+    dims: Iterable[int] = DEFAULT_DIMS,
+    k_ratios: Iterable[float] = DEFAULT_K_RATIOS,
+    precisions: Iterable[str] = tuple(PRECISIONS),
+    n_layers: int = 2,
+    head_dim: int = 16,
+    ffn_mult: int = 3,
+    steps: int = 300,
+    batch_size: int = 16,
+    seq_len: int = 128,
+    val_batches: int = 8,
+    account_windows: int = 8,
+    corpus: str = "shakespeare",
+    seed: int = 1337,
+    accelerator: str = "auto",
+    extra_args: Sequence[str] = (),
+    resume: bool = True,
+    work_dir: str | Path | None = None,
+    threads: int | None = 1,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
     """Trains every point of the sweep and appends one JSON line per run to ``out``.
 
     Defaults (4 sizes × 4 sparsities × 2 precisions = 32 runs of 300 steps × 16 × 128 tokens,
@@ -196,8 +282,19 @@ def run_sweep(out: str | Path | None = None, *, dims: Iterable[int] = DEFAULT_DI
 
     out = Path(out) if out is not None else default_sweep_path()
     out.parent.mkdir(parents=True, exist_ok=True)
-    plans = sweep_plan(dims, k_ratios, precisions, n_layers=n_layers, head_dim=head_dim, ffn_mult=ffn_mult,
-                       steps=steps, batch_size=batch_size, seq_len=seq_len, corpus=corpus, seed=seed)
+    plans = sweep_plan(
+        dims,
+        k_ratios,
+        precisions,
+        n_layers=n_layers,
+        head_dim=head_dim,
+        ffn_mult=ffn_mult,
+        steps=steps,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        corpus=corpus,
+        seed=seed,
+    )
     done = {run_key(r): r for r in _read_jsonl(out)} if resume else {}
     if not resume and out.exists():
         out.unlink()
@@ -219,8 +316,14 @@ def run_sweep(out: str | Path | None = None, *, dims: Iterable[int] = DEFAULT_DI
                 records.append(done[run_key(plan)])
                 continue
             bar.set_postfix_str(plan["run"])
-            record = train_one(plan, val_batches=val_batches, account_windows=account_windows, accelerator=accelerator,
-                               extra_args=extra_args, work_dir=work_dir)
+            record = train_one(
+                plan,
+                val_batches=val_batches,
+                account_windows=account_windows,
+                accelerator=accelerator,
+                extra_args=extra_args,
+                work_dir=work_dir,
+            )
             with out.open("a") as handle:
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
             records.append(record)
@@ -296,13 +399,15 @@ def _objective(theta: np.ndarray, N: np.ndarray, S: np.ndarray, L: np.ndarray, d
     # (relative decrease, gradient size) mean the same whatever δ is.
     scale = 1.0 / (delta * delta)
     g = scale * huber_grad(r, delta) / pred
-    grad = np.array([
-        np.sum(g * E),
-        np.sum(g * B * inv),
-        np.sum(g * C * growth * inv),
-        np.sum(g * -A * lnN * inv),
-        np.sum(g * C * growth / (1.0 - S) * inv),
-    ])
+    grad = np.array(
+        [
+            np.sum(g * E),
+            np.sum(g * B * inv),
+            np.sum(g * C * growth * inv),
+            np.sum(g * -A * lnN * inv),
+            np.sum(g * C * growth / (1.0 - S) * inv),
+        ]
+    )
     return float(scale * np.sum(huber(r, delta))), grad
 
 
@@ -343,9 +448,17 @@ def _check_points(N, S, L) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return N, S, L
 
 
-def fit_scaling_law(points: Sequence[dict[str, Any]] | None = None, *, N=None, S=None, L=None,
-                    delta: float = HUBER_DELTA, starts: Sequence[np.ndarray] | None = None,
-                    sparsity_key: str = "S", loss_key: str = "val_loss") -> dict[str, Any]:
+def fit_scaling_law(
+    points: Sequence[dict[str, Any]] | None = None,
+    *,
+    N=None,
+    S=None,
+    L=None,
+    delta: float = HUBER_DELTA,
+    starts: Sequence[np.ndarray] | None = None,
+    sparsity_key: str = "S",
+    loss_key: str = "val_loss",
+) -> dict[str, Any]:
     """Fits ``L(N, S)`` to ``points`` (records with ``N``, ``S`` and ``val_loss``) or to arrays.
 
     L-BFGS-B (scipy) from every start (default :func:`initial_grid`), keeping the lowest Huber
@@ -363,8 +476,15 @@ def fit_scaling_law(points: Sequence[dict[str, Any]] | None = None, *, N=None, S
     best, converged = None, 0
     with _single_threaded_blas():
         for start in starts:
-            result = minimize(_objective, start, args=(N, S, L, delta), jac=True, method="L-BFGS-B", bounds=_BOUNDS,
-                              options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-8})
+            result = minimize(
+                _objective,
+                start,
+                args=(N, S, L, delta),
+                jac=True,
+                method="L-BFGS-B",
+                bounds=_BOUNDS,
+                options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-8},
+            )
             if not np.all(np.isfinite(result.x)) or not math.isfinite(result.fun):
                 continue
             converged += bool(result.success)
@@ -406,9 +526,19 @@ def optimal_sparsity(law: ScalingLaw, *, s_max: float = 0.99, grid: int = 2001) 
     return float(refined.x) if refined.fun <= cost(xs[i]) else float(xs[i])
 
 
-def bootstrap(points: Sequence[dict[str, Any]], *, n: int = 200, seed: int = 0, percentiles: tuple[float, float] = (5.0, 95.0),
-              sparsity_key: str = "S", loss_key: str = "val_loss", delta: float = HUBER_DELTA, s_max: float = 0.99,
-              full_fit: dict[str, Any] | None = None, extra_starts: int = 3) -> dict[str, Any]:
+def bootstrap(
+    points: Sequence[dict[str, Any]],
+    *,
+    n: int = 200,
+    seed: int = 0,
+    percentiles: tuple[float, float] = (5.0, 95.0),
+    sparsity_key: str = "S",
+    loss_key: str = "val_loss",
+    delta: float = HUBER_DELTA,
+    s_max: float = 0.99,
+    full_fit: dict[str, Any] | None = None,
+    extra_starts: int = 3,
+) -> dict[str, Any]:
     """Resamples the runs with replacement, refits, and reports percentile intervals of S* and the constants.
 
     Each refit starts from the full-data fit plus ``extra_starts`` points of the grid (a full
@@ -453,8 +583,9 @@ def bootstrap(points: Sequence[dict[str, Any]], *, n: int = 200, seed: int = 0, 
     return summary
 
 
-def fit_sweep(records: Sequence[dict[str, Any]], *, n_bootstrap: int = 200, seed: int = 0, sparsity_key: str = "S",
-              s_max: float = 0.99) -> dict[str, Any]:
+def fit_sweep(
+    records: Sequence[dict[str, Any]], *, n_bootstrap: int = 200, seed: int = 0, sparsity_key: str = "S", s_max: float = 0.99
+) -> dict[str, Any]:
     """Fits every precision of a sweep separately; the content of ``fit.json``."""
     by_precision: dict[str, list[dict]] = {}
     for record in records:
@@ -487,7 +618,9 @@ def fit_sweep(records: Sequence[dict[str, Any]], *, n_bootstrap: int = 200, seed
         "law": "L(N,S) = E + (B + C*exp(beta/(1-S))) / N^alpha",
         "method": f"Huber loss (delta={HUBER_DELTA:g}) on log L residuals, L-BFGS-B from a grid of starts, best kept (Q-Sparse, arXiv 2407.10969)",
         "N": "non-embedding parameters (count)",
-        "S": "measured: 1 - N_a/N, N_a activated parameters measured on validation data" if sparsity_key == "S" else f"{sparsity_key} (nominal, from k_ratio)",
+        "S": "measured: 1 - N_a/N, N_a activated parameters measured on validation data"
+        if sparsity_key == "S"
+        else f"{sparsity_key} (nominal, from k_ratio)",
         "S_star": f"argmin over S in [0, {s_max:g}] of A(S)*(1-S)^alpha",
         "note": "constants fitted on this project's own sweep; they are not the paper's",
         "precisions": results,
@@ -515,8 +648,9 @@ def plot_fit(records: Sequence[dict[str, Any]], fit: dict[str, Any], path: str |
             group = [r for r in points if r["k_ratio"] == k]
             s_mean = float(np.mean([r[sparsity_key] for r in group]))
             color = cmap(i / max(1, len(levels) - 1))
-            ax.scatter([r["N"] for r in group], [r["val_loss"] for r in group], color=color, zorder=3,
-                       label=f"top-K {k:g} (S≈{s_mean:.2f})")
+            ax.scatter(
+                [r["N"] for r in group], [r["val_loss"] for r in group], color=color, zorder=3, label=f"top-K {k:g} (S≈{s_mean:.2f})"
+            )
             ax.plot(n_grid, law.loss(n_grid, s_mean), color=color, alpha=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("non-embedding parameters N")
@@ -532,8 +666,14 @@ def plot_fit(records: Sequence[dict[str, Any]], fit: dict[str, Any], path: str |
         ax.plot(s, cost / cost.min(), color="tab:blue")
         ax.set_yscale("log")  # near S → 1 the exponential term runs over many decades
         ax.axvline(entry["S_star"], color="tab:red", label=f"S* = {100 * entry['S_star']:.1f}%")
-        ax.scatter(sorted({r[sparsity_key] for r in points}), np.ones(len({r[sparsity_key] for r in points})), marker="|",
-                   color="k", s=200, label="measured S of the runs")
+        ax.scatter(
+            sorted({r[sparsity_key] for r in points}),
+            np.ones(len({r[sparsity_key] for r in points})),
+            marker="|",
+            color="k",
+            s=200,
+            label="measured S of the runs",
+        )
         if "bootstrap" in entry:
             lo, hi = entry["bootstrap"]["S_star"]
             p_lo, p_hi = entry["bootstrap"]["percentiles"]
@@ -552,8 +692,9 @@ def plot_fit(records: Sequence[dict[str, Any]], fit: dict[str, Any], path: str |
     return path
 
 
-def fit_and_write(sweep: str | Path | None = None, out_dir: str | Path | None = None, *, n_bootstrap: int = 200, seed: int = 0,
-                  sparsity_key: str = "S") -> dict[str, Any]:
+def fit_and_write(
+    sweep: str | Path | None = None, out_dir: str | Path | None = None, *, n_bootstrap: int = 200, seed: int = 0, sparsity_key: str = "S"
+) -> dict[str, Any]:
     """Reads the sweep's JSON lines, fits, writes ``fit.json`` and ``fit.png``; returns the fit."""
     sweep = Path(sweep) if sweep is not None else default_sweep_path()
     out_dir = Path(out_dir) if out_dir is not None else sweep.parent
@@ -576,26 +717,47 @@ def fit_and_write(sweep: str | Path | None = None, out_dir: str | Path | None = 
 def _cmd_run(args: argparse.Namespace) -> int:
     extra = [part for arg in args.fit_arg for part in arg.split(maxsplit=1)]
     records = run_sweep(
-        args.out, dims=args.dims, k_ratios=args.k_ratios, precisions=args.precisions, n_layers=args.n_layers,
-        head_dim=args.head_dim, ffn_mult=args.ffn_mult, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
-        val_batches=args.val_batches, corpus=args.corpus, seed=args.seed, accelerator=args.accelerator, extra_args=extra,
-        resume=not args.no_resume, work_dir=args.keep_runs, threads=args.threads or None,
+        args.out,
+        dims=args.dims,
+        k_ratios=args.k_ratios,
+        precisions=args.precisions,
+        n_layers=args.n_layers,
+        head_dim=args.head_dim,
+        ffn_mult=args.ffn_mult,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        val_batches=args.val_batches,
+        corpus=args.corpus,
+        seed=args.seed,
+        accelerator=args.accelerator,
+        extra_args=extra,
+        resume=not args.no_resume,
+        work_dir=args.keep_runs,
+        threads=args.threads or None,
     )
     print(f"{len(records)} runs in {args.out or default_sweep_path()}")
     return 0
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    fit = fit_and_write(args.sweep, args.out_dir, n_bootstrap=args.bootstrap, seed=args.seed,
-                        sparsity_key="S" if args.sparsity == "measured" else "S_nominal")
+    fit = fit_and_write(
+        args.sweep,
+        args.out_dir,
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
+        sparsity_key="S" if args.sparsity == "measured" else "S_nominal",
+    )
     for precision, entry in fit["precisions"].items():
         c = entry["constants"]
         interval = entry.get("bootstrap", {}).get("S_star")
         ci = f" (bootstrap 5–95%: {100 * interval[0]:.1f}–{100 * interval[1]:.1f}%)" if interval else ""
-        print(f"{precision}: {entry['n_points']} runs; E={c['E']:.4g} B={c['B']:.4g} C={c['C']:.4g} alpha={c['alpha']:.4g} "
-              f"beta={c['beta']:.4g}; S* = {100 * entry['S_star']:.1f}%{ci}, N/N_a = {entry['total_over_activated']:.2f}"
-              + ("  [S* at the edge of the searched range]" if entry["S_star_at_bound"] else "")
-              + ("  [S* outside the measured sparsities: extrapolated]" if entry["S_star_extrapolated"] else ""))
+        print(
+            f"{precision}: {entry['n_points']} runs; E={c['E']:.4g} B={c['B']:.4g} C={c['C']:.4g} alpha={c['alpha']:.4g} "
+            f"beta={c['beta']:.4g}; S* = {100 * entry['S_star']:.1f}%{ci}, N/N_a = {entry['total_over_activated']:.2f}"
+            + ("  [S* at the edge of the searched range]" if entry["S_star_at_bound"] else "")
+            + ("  [S* outside the measured sparsities: extrapolated]" if entry["S_star_extrapolated"] else "")
+        )
     out_dir = Path(args.out_dir) if args.out_dir else (Path(args.sweep) if args.sweep else default_sweep_path()).parent
     print(f"wrote {out_dir / 'fit.json'} and {out_dir / 'fit.png'}")
     return 0
@@ -607,9 +769,18 @@ def add_scaling_parser(subparsers) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="scaling_command", metavar="{run,fit}")
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
-    run = sub.add_parser("run", help="train the sweep (sizes x sparsities x precisions); one JSON line per run",
-                         description=run_sweep.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--out", type=Path, default=None, help="JSON-lines file (default: ./scaling/sweep.jsonl; the committed sweep is leaderboard/scaling/sweep.jsonl)")
+    run = sub.add_parser(
+        "run",
+        help="train the sweep (sizes x sparsities x precisions); one JSON line per run",
+        description=run_sweep.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON-lines file (default: ./scaling/sweep.jsonl; the committed sweep is leaderboard/scaling/sweep.jsonl)",
+    )
     run.add_argument("--dims", type=int, nargs="+", default=list(DEFAULT_DIMS), help="model widths")
     run.add_argument("--k-ratios", type=float, nargs="+", default=list(DEFAULT_K_RATIOS), help="top-K kept fractions (1.0 = dense)")
     run.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
@@ -624,19 +795,30 @@ def add_scaling_parser(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=1337)
     run.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
     run.add_argument("--threads", type=int, default=1, help="torch CPU threads during the sweep (0: leave as is)")
-    run.add_argument("--fit-arg", action="append", default=[], metavar="'--KEY VALUE'",
-                     help="extra zoo fit override, e.g. --fit-arg '--trainer.precision bf16-mixed' (repeatable)")
+    run.add_argument(
+        "--fit-arg",
+        action="append",
+        default=[],
+        metavar="'--KEY VALUE'",
+        help="extra zoo fit override, e.g. --fit-arg '--trainer.precision bf16-mixed' (repeatable)",
+    )
     run.add_argument("--no-resume", action="store_true", help="start the file afresh instead of skipping recorded runs")
     run.add_argument("--keep-runs", type=Path, default=None, help="keep each run's checkpoints and release under this folder")
     run.set_defaults(func=_cmd_run)
 
     fit = sub.add_parser("fit", help="fit L(N,S) per precision; write fit.json and fit.png")
-    fit.add_argument("--sweep", type=Path, default=None, help="JSON-lines file (default: ./scaling/sweep.jsonl; the committed sweep is leaderboard/scaling/sweep.jsonl)")
+    fit.add_argument(
+        "--sweep",
+        type=Path,
+        default=None,
+        help="JSON-lines file (default: ./scaling/sweep.jsonl; the committed sweep is leaderboard/scaling/sweep.jsonl)",
+    )
     fit.add_argument("--out-dir", type=Path, default=None, help="where fit.json and fit.png go (default: beside the sweep)")
     fit.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the S* interval (0: none)")
     fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--sparsity", choices=("measured", "nominal"), default="measured",
-                     help="S from measured activated parameters, or 1 - k_ratio")
+    fit.add_argument(
+        "--sparsity", choices=("measured", "nominal"), default="measured", help="S from measured activated parameters, or 1 - k_ratio"
+    )
     fit.set_defaults(func=_cmd_fit)
     return parser
 

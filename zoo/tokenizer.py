@@ -15,13 +15,13 @@ which writes ``tokenizer.json``:
 BPE training is deterministic (same texts and vocab size give the same file), so it needs
 no seed. No Lightning here: the tokenizers are plain objects usable from any layer above.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Union
 
 __all__ = [
     "ByteTokenizer",
@@ -61,7 +61,7 @@ class ByteTokenizer:
         # a generated sequence can stop inside a multi-byte character: replace, don't raise
         return bytes(values).decode("utf-8", errors="replace")
 
-    def save(self, directory: Union[str, Path]) -> Path:
+    def save(self, directory: str | Path) -> Path:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         target = path / TOKENIZER_FILE
@@ -96,7 +96,7 @@ class BPETokenizer:
         self.identity = "bpe-" + hashlib.sha256(self._json.encode("utf-8")).hexdigest()[:16]
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 2048, *, min_frequency: int = 2) -> "BPETokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int = 2048, *, min_frequency: int = 2) -> BPETokenizer:
         """Train on ``texts`` (an iterable of documents) up to ``vocab_size`` tokens.
 
         The vocabulary starts from the 256 byte symbols, hence ``vocab_size >= 256``. A small
@@ -145,12 +145,12 @@ class BPETokenizer:
         return self._json
 
     @classmethod
-    def from_json(cls, text: str) -> "BPETokenizer":
+    def from_json(cls, text: str) -> BPETokenizer:
         from tokenizers import Tokenizer as _HFTokenizer
 
         return cls(_HFTokenizer.from_str(text))
 
-    def save(self, directory: Union[str, Path]) -> Path:
+    def save(self, directory: str | Path) -> Path:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         target = path / TOKENIZER_FILE
@@ -167,17 +167,15 @@ class BPETokenizer:
         return f"BPETokenizer(vocab_size={self.vocab_size}, identity={self.identity!r})"
 
 
-Tokenizer = Union[ByteTokenizer, BPETokenizer]
+Tokenizer = ByteTokenizer | BPETokenizer
 
 
-def load_tokenizer(path: Union[str, Path]) -> Tokenizer:
+def load_tokenizer(path: str | Path) -> Tokenizer:
     """Read a tokenizer saved by ``save``: ``path`` is its directory or the ``tokenizer.json`` itself."""
     path = Path(path).expanduser()
     file = path / TOKENIZER_FILE if path.is_dir() else path
     if not file.is_file():
-        raise FileNotFoundError(
-            f"no tokenizer at {file}: expected a directory holding {TOKENIZER_FILE} or the file itself"
-        )
+        raise FileNotFoundError(f"no tokenizer at {file}: expected a directory holding {TOKENIZER_FILE} or the file itself")
     expected = 'expected {"type": "bytes"} or a Hugging Face tokenizers JSON with a BPE model'
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
@@ -200,7 +198,7 @@ def load_tokenizer(path: Union[str, Path]) -> Tokenizer:
     raise ValueError(f"unrecognised tokenizer file {file}: {expected}")
 
 
-def build_tokenizer(name: str, texts: Union[Iterable[str], None] = None, vocab_size: int = 2048) -> Tokenizer:
+def build_tokenizer(name: str, texts: Iterable[str] | None = None, vocab_size: int = 2048) -> Tokenizer:
     """Make a tokenizer by name: ``"bytes"``, ``"bpe"`` (trained on ``texts``), or a saved tokenizer's path."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"tokenizer must be 'bytes', 'bpe' or a path to a saved tokenizer, got {name!r}")

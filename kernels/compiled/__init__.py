@@ -13,6 +13,7 @@ compiler, into the cache (``$ZOO_HOME/kernels``), with runtime CPU-feature dispa
 scalar) inside the library. Without a compiler, or if the build fails, :func:`library` returns
 None after a one-line notice and callers keep the torch reference path.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -77,30 +78,91 @@ def library() -> ctypes.CDLL | None:
         return None
     lib.zoo_ternary_gemv.restype = None
     lib.zoo_ternary_gemv.argtypes = [
-        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
-        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_int,
     ]
     lib.zoo_ternary_gemv_isa.restype = ctypes.c_int
     lib.zoo_sparse_linear.restype = ctypes.c_int64
     lib.zoo_sparse_linear.argtypes = [
-        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int,
-        ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, *([ctypes.c_void_p] * 4), ctypes.c_int, ctypes.c_int,
-        ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        *([ctypes.c_void_p] * 4),
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_float,
+        ctypes.c_void_p,
     ]
     lib.zoo_packed_linear.restype = ctypes.c_int64
     lib.zoo_packed_linear.argtypes = [
-        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
-        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p,
-        *([ctypes.c_void_p] * 7), ctypes.c_int, ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_float,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        *([ctypes.c_void_p] * 7),
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_float,
+        ctypes.c_void_p,
     ]
     lib.zoo_topk_rows.restype = ctypes.c_int64
     lib.zoo_topk_rows.argtypes = [
-        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_int,
     ]
     lib.zoo_rms_norm_forward.restype = None
-    lib.zoo_rms_norm_forward.argtypes = [*([ctypes.c_void_p] * 2), ctypes.c_int64, ctypes.c_int64, ctypes.c_float, *([ctypes.c_void_p] * 2), ctypes.c_int]
+    lib.zoo_rms_norm_forward.argtypes = [
+        *([ctypes.c_void_p] * 2),
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_float,
+        *([ctypes.c_void_p] * 2),
+        ctypes.c_int,
+    ]
     lib.zoo_run_program.restype = ctypes.c_int64
-    lib.zoo_run_program.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+    lib.zoo_run_program.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int,
+    ]
     lib.zoo_rms_norm_backward.restype = ctypes.c_int
     lib.zoo_rms_norm_backward.argtypes = [*([ctypes.c_void_p] * 4), ctypes.c_int64, ctypes.c_int64, *([ctypes.c_void_p] * 2), ctypes.c_int]
     _library = lib
@@ -146,11 +208,15 @@ def _scratch(kind: type, *shape: int):
     return cache[key]
 
 
-def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, threads: int | None = None, force_scalar: bool = False) -> torch.Tensor:
+def ternary_accumulate(
+    x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, threads: int | None = None, force_scalar: bool = False
+) -> torch.Tensor:
     """``x_q · W_qᵀ`` as exact int32, ``x_q`` int8 ``[..., K]``, ``packed`` uint8 ``[K, ceil(N/4)]``."""
     lib = _loaded("ternary_accumulate")
     if x_q.dtype != torch.int8 or packed.dtype != torch.uint8 or x_q.device.type != "cpu" or packed.device.type != "cpu":
-        raise TypeError(f"ternary_accumulate(cpu): expected int8 x and uint8 packed CPU tensors, got {x_q.dtype} on {x_q.device} and {packed.dtype} on {packed.device}")
+        raise TypeError(
+            f"ternary_accumulate(cpu): expected int8 x and uint8 packed CPU tensors, got {x_q.dtype} on {x_q.device} and {packed.dtype} on {packed.device}"
+        )
     k_in, nb = packed.shape
     if x_q.shape[-1] != k_in or not (nb - 1) * 4 < n_out <= nb * 4:
         raise ValueError(f"ternary_accumulate(cpu): x [..., {x_q.shape[-1]}] and packed {tuple(packed.shape)} do not fit n_out={n_out}")
@@ -159,8 +225,17 @@ def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, t
     acc = torch.empty(rows.shape[0], 4 * nb, dtype=torch.int32)
     scratch = _scratch(PackedLinearScratch, k_in, nb)
     lib.zoo_ternary_gemv(
-        packed.data_ptr(), k_in, nb, rows.data_ptr(), rows.shape[0], acc.data_ptr(), scratch.kept.data_ptr(),
-        scratch.acc16.data_ptr(), scratch.acc32.data_ptr(), torch.get_num_threads() if threads is None else threads, int(force_scalar),
+        packed.data_ptr(),
+        k_in,
+        nb,
+        rows.data_ptr(),
+        rows.shape[0],
+        acc.data_ptr(),
+        scratch.kept.data_ptr(),
+        scratch.acc16.data_ptr(),
+        scratch.acc32.data_ptr(),
+        torch.get_num_threads() if threads is None else threads,
+        int(force_scalar),
     )
     return acc[:, :n_out].reshape(*x_q.shape[:-1], n_out)
 
@@ -194,11 +269,22 @@ class PackedLinear:
     long as the C work of a small projection. Holds its tensors (not raw pointers): a copy stays valid.
     """
 
-    def __init__(self, packed: torch.Tensor, alpha: float, n_out: int, bias: torch.Tensor | None, sparsity: str, n_keep: int,
-                 block_size: int, norm: tuple[torch.Tensor, float] | None = None) -> None:
+    def __init__(
+        self,
+        packed: torch.Tensor,
+        alpha: float,
+        n_out: int,
+        bias: torch.Tensor | None,
+        sparsity: str,
+        n_keep: int,
+        block_size: int,
+        norm: tuple[torch.Tensor, float] | None = None,
+    ) -> None:
         self.function = _loaded("packed_linear").zoo_packed_linear
         if packed.dtype != torch.uint8 or packed.dim() != 2 or packed.device.type != "cpu":
-            raise TypeError(f"packed_linear: expected a uint8 CPU packed weight [K, ceil(N/4)], got {packed.dtype} {tuple(packed.shape)} on {packed.device}")
+            raise TypeError(
+                f"packed_linear: expected a uint8 CPU packed weight [K, ceil(N/4)], got {packed.dtype} {tuple(packed.shape)} on {packed.device}"
+            )
         self.k_in, self.nb = packed.shape
         if not (self.nb - 1) * 4 < n_out <= self.nb * 4:
             raise ValueError(f"packed_linear: packed {tuple(packed.shape)} does not hold n_out={n_out} outputs")
@@ -213,15 +299,36 @@ class PackedLinear:
         scratch = _scratch(PackedLinearScratch, self.k_in, self.nb)
         y = torch.empty(rows.shape[0], self.n_out, dtype=torch.float32)
         nonzero = self.function(
-            rows.data_ptr(), rows.shape[0], self.k_in, self.mode, self.n_keep, self.block_size, self.packed.data_ptr(), self.nb, self.n_out,
-            self.alpha, _pointer(self.bias), y.data_ptr(), *scratch.pointers, torch.get_num_threads(), *_norm_pointers(self, scratch),
+            rows.data_ptr(),
+            rows.shape[0],
+            self.k_in,
+            self.mode,
+            self.n_keep,
+            self.block_size,
+            self.packed.data_ptr(),
+            self.nb,
+            self.n_out,
+            self.alpha,
+            _pointer(self.bias),
+            y.data_ptr(),
+            *scratch.pointers,
+            torch.get_num_threads(),
+            *_norm_pointers(self, scratch),
         )
         return y.view(*x.shape[:-1], self.n_out), nonzero
 
 
 def packed_linear(
-    x: torch.Tensor, packed: torch.Tensor, alpha: float, n_out: int, bias: torch.Tensor | None, sparsity: str, n_keep: int,
-    block_size: int, *, norm: tuple[torch.Tensor, float] | None = None,
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    alpha: float,
+    n_out: int,
+    bias: torch.Tensor | None,
+    sparsity: str,
+    n_keep: int,
+    block_size: int,
+    *,
+    norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32 ``[..., n_out]``, non-zero int8 inputs): the fused [RMSNorm] / top-K / int8 /
     packed GEMV / scale; ``norm`` = (fp32 gain, eps) of the RMSNorm in front, or None."""
@@ -263,11 +370,27 @@ class SparseLinear:
     """The full-precision Q-Sparse projection (top-K / N:M of ``x``, then only the kept channels'
     rows of ``weight_t [K, N]``, fp32 or bf16, read), prepared once like :class:`PackedLinear`."""
 
-    def __init__(self, weight_t: torch.Tensor, bias: torch.Tensor | None, sparsity: str, n_keep: int, block_size: int, *,
-                 force_scalar: bool = False, norm: tuple[torch.Tensor, float] | None = None) -> None:
+    def __init__(
+        self,
+        weight_t: torch.Tensor,
+        bias: torch.Tensor | None,
+        sparsity: str,
+        n_keep: int,
+        block_size: int,
+        *,
+        force_scalar: bool = False,
+        norm: tuple[torch.Tensor, float] | None = None,
+    ) -> None:
         self.function = _loaded("sparse_linear").zoo_sparse_linear
-        if weight_t.dtype not in SPARSE_WEIGHT_DTYPES or not weight_t.is_contiguous() or weight_t.device.type != "cpu" or weight_t.dim() != 2:
-            raise TypeError(f"sparse_linear: expected a contiguous fp32 or bf16 CPU weight [K, N], got {weight_t.dtype} on {weight_t.device}")
+        if (
+            weight_t.dtype not in SPARSE_WEIGHT_DTYPES
+            or not weight_t.is_contiguous()
+            or weight_t.device.type != "cpu"
+            or weight_t.dim() != 2
+        ):
+            raise TypeError(
+                f"sparse_linear: expected a contiguous fp32 or bf16 CPU weight [K, N], got {weight_t.dtype} on {weight_t.device}"
+            )
         self.weight_t, (self.k_in, self.n_out) = weight_t, weight_t.shape
         self.bf16 = int(weight_t.dtype == torch.bfloat16)
         self.bias = None if bias is None else bias.detach().float().contiguous()
@@ -280,16 +403,35 @@ class SparseLinear:
         scratch = _scratch(SparseLinearScratch, self.k_in)
         y = torch.empty(rows.shape[0], self.n_out, dtype=torch.float32)
         nonzero = self.function(
-            rows.data_ptr(), rows.shape[0], self.k_in, self.mode, self.n_keep, self.block_size, self.weight_t.data_ptr(), self.bf16,
-            self.n_out, _pointer(self.bias), y.data_ptr(), *scratch.pointers, torch.get_num_threads(), self.force_scalar,
+            rows.data_ptr(),
+            rows.shape[0],
+            self.k_in,
+            self.mode,
+            self.n_keep,
+            self.block_size,
+            self.weight_t.data_ptr(),
+            self.bf16,
+            self.n_out,
+            _pointer(self.bias),
+            y.data_ptr(),
+            *scratch.pointers,
+            torch.get_num_threads(),
+            self.force_scalar,
             *_norm_pointers(self, scratch),
         )
         return y.view(*x.shape[:-1], self.n_out), nonzero
 
 
 def sparse_linear(
-    x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None, sparsity: str, n_keep: int, block_size: int,
-    *, force_scalar: bool = False, norm: tuple[torch.Tensor, float] | None = None,
+    x: torch.Tensor,
+    weight_t: torch.Tensor,
+    bias: torch.Tensor | None,
+    sparsity: str,
+    n_keep: int,
+    block_size: int,
+    *,
+    force_scalar: bool = False,
+    norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32 ``[..., N]``, kept non-zero inputs): top-K / N:M of ``x`` times ``weight_t``
     (``[K, N]``, fp32 or bf16), reading only the rows of the kept channels."""
@@ -315,7 +457,15 @@ def topk_rows(x: torch.Tensor, sparsity: str, n_keep: int, block_size: int, quan
     rows = _fp32_rows(x.detach(), k_in, "topk_rows")
     out = torch.empty_like(rows)
     nonzero = lib.zoo_topk_rows(
-        rows.data_ptr(), rows.shape[0], k_in, SPARSITY_MODES[sparsity], n_keep, block_size, int(quantize), out.data_ptr(), torch.get_num_threads()
+        rows.data_ptr(),
+        rows.shape[0],
+        k_in,
+        SPARSITY_MODES[sparsity],
+        n_keep,
+        block_size,
+        int(quantize),
+        out.data_ptr(),
+        torch.get_num_threads(),
     )
     if nonzero < 0:
         raise MemoryError("topk_rows: the kernel could not allocate its row buffers")
@@ -325,15 +475,21 @@ def topk_rows(x: torch.Tensor, sparsity: str, n_keep: int, block_size: int, quan
 def rms_norm_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether :func:`rms_norm_forward` takes these tensors: fp32 on the CPU, one gain per channel."""
     return (
-        x.dtype == torch.float32 and weight.dtype == torch.float32 and x.device.type == "cpu" and weight.device.type == "cpu"
-        and weight.dim() == 1 and weight.numel() == x.shape[-1]
+        x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.device.type == "cpu"
+        and weight.device.type == "cpu"
+        and weight.dim() == 1
+        and weight.numel() == x.shape[-1]
     )
 
 
 def _norm_operands(op: str, x: torch.Tensor, weight: torch.Tensor) -> tuple[ctypes.CDLL, torch.Tensor, torch.Tensor]:
     lib = _loaded(op)
     if not rms_norm_supported(x, weight):
-        raise TypeError(f"{op}: expected fp32 CPU x [..., D] and gain [D], got {x.dtype} {tuple(x.shape)} and {weight.dtype} {tuple(weight.shape)}")
+        raise TypeError(
+            f"{op}: expected fp32 CPU x [..., D] and gain [D], got {x.dtype} {tuple(x.shape)} and {weight.dtype} {tuple(weight.shape)}"
+        )
     return lib, x.detach().reshape(-1, x.shape[-1]).contiguous(), weight.detach().contiguous()
 
 
@@ -342,8 +498,9 @@ def rms_norm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple
     lib, rows, weight = _norm_operands("rms_norm_forward", x, weight)
     y = torch.empty_like(rows)
     rstd = torch.empty(rows.shape[0], dtype=torch.float32)
-    lib.zoo_rms_norm_forward(rows.data_ptr(), weight.data_ptr(), rows.shape[0], rows.shape[1], float(eps), y.data_ptr(), rstd.data_ptr(),
-                             torch.get_num_threads())
+    lib.zoo_rms_norm_forward(
+        rows.data_ptr(), weight.data_ptr(), rows.shape[0], rows.shape[1], float(eps), y.data_ptr(), rstd.data_ptr(), torch.get_num_threads()
+    )
     return y.reshape(x.shape), rstd
 
 
@@ -353,8 +510,17 @@ def rms_norm_backward(x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor,
     grad_rows = grad.reshape(rows.shape).float().contiguous()
     dx = torch.empty_like(rows)
     dw = torch.empty_like(weight)
-    status = lib.zoo_rms_norm_backward(rows.data_ptr(), weight.data_ptr(), rstd.contiguous().data_ptr(), grad_rows.data_ptr(), rows.shape[0],
-                                       rows.shape[1], dx.data_ptr(), dw.data_ptr(), torch.get_num_threads())
+    status = lib.zoo_rms_norm_backward(
+        rows.data_ptr(),
+        weight.data_ptr(),
+        rstd.contiguous().data_ptr(),
+        grad_rows.data_ptr(),
+        rows.shape[0],
+        rows.shape[1],
+        dx.data_ptr(),
+        dw.data_ptr(),
+        torch.get_num_threads(),
+    )
     if status != 0:
         raise MemoryError("rms_norm_backward: the kernel could not allocate its partial sums")
     return dx.reshape(x.shape), dw

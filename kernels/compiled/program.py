@@ -12,6 +12,7 @@ this package (:class:`~zoo.kernels.compiled.PackedLinear` for BitNet b1.58 terna
 The ops compute the torch modules' formulas in fp32 with sums in another order: outputs agree
 with the module path to fp32 rounding, not bit for bit.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -31,29 +32,70 @@ OUTPUT = -1  # the dst of the op that writes the program's output
 
 class Projection(ctypes.Structure):
     _fields_ = [
-        ("kind", ctypes.c_int32), ("mode", ctypes.c_int32), ("w_bf16", ctypes.c_int32), ("reserved", ctypes.c_int32),
-        ("k_in", ctypes.c_int64), ("n_out", ctypes.c_int64), ("n_keep", ctypes.c_int64), ("block", ctypes.c_int64), ("nb", ctypes.c_int64),
-        ("weight", ctypes.c_void_p), ("bias", ctypes.c_void_p), ("norm_w", ctypes.c_void_p),
-        ("alpha", ctypes.c_float), ("norm_eps", ctypes.c_float),
+        ("kind", ctypes.c_int32),
+        ("mode", ctypes.c_int32),
+        ("w_bf16", ctypes.c_int32),
+        ("reserved", ctypes.c_int32),
+        ("k_in", ctypes.c_int64),
+        ("n_out", ctypes.c_int64),
+        ("n_keep", ctypes.c_int64),
+        ("block", ctypes.c_int64),
+        ("nb", ctypes.c_int64),
+        ("weight", ctypes.c_void_p),
+        ("bias", ctypes.c_void_p),
+        ("norm_w", ctypes.c_void_p),
+        ("alpha", ctypes.c_float),
+        ("norm_eps", ctypes.c_float),
     ]
 
 
 class Op(ctypes.Structure):
     _fields_ = [
-        ("kind", ctypes.c_int32), ("src", ctypes.c_int32), ("dst", ctypes.c_int32), ("act", ctypes.c_int32),
-        ("width", ctypes.c_int64), ("eps", ctypes.c_float), ("reserved", ctypes.c_float),
-        ("weight", ctypes.c_void_p), ("proj", ctypes.POINTER(Projection)),
-        ("gate_up", ctypes.POINTER(Projection)), ("down", ctypes.POINTER(Projection)), ("selection_bias", ctypes.c_void_p),
-        ("n_experts", ctypes.c_int64), ("top_k", ctypes.c_int64), ("renormalize", ctypes.c_int64), ("hidden", ctypes.c_int64),
-        ("k_cache", ctypes.c_void_p), ("v_cache", ctypes.c_void_p),
-        ("n_heads", ctypes.c_int64), ("n_kv_heads", ctypes.c_int64), ("head_dim", ctypes.c_int64), ("max_len", ctypes.c_int64),
+        ("kind", ctypes.c_int32),
+        ("src", ctypes.c_int32),
+        ("dst", ctypes.c_int32),
+        ("act", ctypes.c_int32),
+        ("width", ctypes.c_int64),
+        ("eps", ctypes.c_float),
+        ("reserved", ctypes.c_float),
+        ("weight", ctypes.c_void_p),
+        ("proj", ctypes.POINTER(Projection)),
+        ("gate_up", ctypes.POINTER(Projection)),
+        ("down", ctypes.POINTER(Projection)),
+        ("selection_bias", ctypes.c_void_p),
+        ("n_experts", ctypes.c_int64),
+        ("top_k", ctypes.c_int64),
+        ("renormalize", ctypes.c_int64),
+        ("hidden", ctypes.c_int64),
+        ("k_cache", ctypes.c_void_p),
+        ("v_cache", ctypes.c_void_p),
+        ("n_heads", ctypes.c_int64),
+        ("n_kv_heads", ctypes.c_int64),
+        ("head_dim", ctypes.c_int64),
+        ("max_len", ctypes.c_int64),
     ]
 
 
 class Work(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_void_p) for name in (
-        "magnitudes", "keep", "q", "acc", "kept", "acc16", "acc32", "normed", "values", "scores", "query", "expert_a", "expert_b", "expert_c",
-    )]
+    _fields_ = [
+        (name, ctypes.c_void_p)
+        for name in (
+            "magnitudes",
+            "keep",
+            "q",
+            "acc",
+            "kept",
+            "acc16",
+            "acc32",
+            "normed",
+            "values",
+            "scores",
+            "query",
+            "expert_a",
+            "expert_b",
+            "expert_c",
+        )
+    ]
 
 
 class Unsupported(ValueError):
@@ -77,7 +119,9 @@ class DecodeProgram:
     def __init__(self, n_slots: int, slot_width: int, output_width: int, *, impl: str = "auto") -> None:
         # The model's kernel choice (and ZOO_KERNEL) holds here too: "torch" or "triton" keep the modules.
         if impl == "triton" or resolve_impl(impl, torch.empty(0), op="decode program", has_triton=False, has_cpu=True) != "cpu":
-            raise Unsupported(f"decode program: the kernel choice {impl!r} (ZOO_KERNEL={os.environ.get('ZOO_KERNEL', '')!r}) is not the compiled CPU kernel")
+            raise Unsupported(
+                f"decode program: the kernel choice {impl!r} (ZOO_KERNEL={os.environ.get('ZOO_KERNEL', '')!r}) is not the compiled CPU kernel"
+            )
         self.lib = compiled._loaded("decode program")
         self.ops: list[Op] = []
         self.keep_alive: list[object] = []
@@ -118,21 +162,43 @@ class DecodeProgram:
         """The C descriptor of a prepared projection (PackedLinear, SparseLinear) or a dense fp32
         ``(weight [out, in], bias)`` pair, kept alive with the program."""
         if isinstance(prepared, compiled.PackedLinear):
-            p = Projection(kind=PROJ_PACKED, mode=prepared.mode, k_in=prepared.k_in, n_out=prepared.n_out, n_keep=prepared.n_keep,
-                           block=prepared.block_size, nb=prepared.nb, weight=prepared.packed.data_ptr(), alpha=prepared.alpha)
+            p = Projection(
+                kind=PROJ_PACKED,
+                mode=prepared.mode,
+                k_in=prepared.k_in,
+                n_out=prepared.n_out,
+                n_keep=prepared.n_keep,
+                block=prepared.block_size,
+                nb=prepared.nb,
+                weight=prepared.packed.data_ptr(),
+                alpha=prepared.alpha,
+            )
             self.widest_nb = max(self.widest_nb, prepared.nb)
         elif isinstance(prepared, compiled.SparseLinear):
             if prepared.force_scalar:
                 raise Unsupported("decode program: a force_scalar projection is a test path")
-            p = Projection(kind=PROJ_SPARSE_INPUT, mode=prepared.mode, w_bf16=prepared.bf16, k_in=prepared.k_in, n_out=prepared.n_out,
-                           n_keep=prepared.n_keep, block=prepared.block_size, weight=prepared.weight_t.data_ptr())
+            p = Projection(
+                kind=PROJ_SPARSE_INPUT,
+                mode=prepared.mode,
+                w_bf16=prepared.bf16,
+                k_in=prepared.k_in,
+                n_out=prepared.n_out,
+                n_keep=prepared.n_keep,
+                block=prepared.block_size,
+                weight=prepared.weight_t.data_ptr(),
+            )
         elif isinstance(prepared, tuple):
             weight, bias = prepared
             weight = _fp32_cpu(weight.detach(), "dense projection weight")
             bias = None if bias is None else _fp32_cpu(bias.detach(), "dense projection bias")
             prepared = (weight, bias)
-            p = Projection(kind=PROJ_DENSE, k_in=weight.shape[1], n_out=weight.shape[0], weight=weight.data_ptr(),
-                           bias=None if bias is None else bias.data_ptr())
+            p = Projection(
+                kind=PROJ_DENSE,
+                k_in=weight.shape[1],
+                n_out=weight.shape[0],
+                weight=weight.data_ptr(),
+                bias=None if bias is None else bias.data_ptr(),
+            )
         else:
             raise Unsupported(f"decode program: no compiled form for a {type(prepared).__name__} projection")
         if not isinstance(prepared, tuple):
@@ -174,8 +240,20 @@ class DecodeProgram:
         """dst += src (a residual)."""
         self._add(OP_ADD, src, dst, width=width)
 
-    def moe(self, src: int, dst: int, router: torch.Tensor, gate_up: list, down: list, *, top_k: int, renormalize: bool,
-            selection_bias: torch.Tensor | None, act: str, hidden: int) -> None:
+    def moe(
+        self,
+        src: int,
+        dst: int,
+        router: torch.Tensor,
+        gate_up: list,
+        down: list,
+        *,
+        top_k: int,
+        renormalize: bool,
+        selection_bias: torch.Tensor | None,
+        act: str,
+        hidden: int,
+    ) -> None:
         """dst = the dropless top-k MoE FFN of one token (router weight ``[E, D]``, per-expert
         prepared projections), only the chosen experts' weights read."""
         n_experts = len(gate_up)
@@ -188,9 +266,20 @@ class DecodeProgram:
             selection_bias = _fp32_cpu(selection_bias.detach(), "selection bias")
         self.keep_alive += [router_p, gate_up_p, down_p, selection_bias]
         self.n_experts = max(self.n_experts, n_experts)
-        self._add(OP_MOE, src, dst, proj=ctypes.pointer(router_p), gate_up=gate_up_p, down=down_p,
-                  selection_bias=None if selection_bias is None else selection_bias.data_ptr(), n_experts=n_experts, top_k=top_k,
-                  renormalize=int(renormalize), hidden=hidden, act=ACTIVATIONS[act])
+        self._add(
+            OP_MOE,
+            src,
+            dst,
+            proj=ctypes.pointer(router_p),
+            gate_up=gate_up_p,
+            down=down_p,
+            selection_bias=None if selection_bias is None else selection_bias.data_ptr(),
+            n_experts=n_experts,
+            top_k=top_k,
+            renormalize=int(renormalize),
+            hidden=hidden,
+            act=ACTIVATIONS[act],
+        )
 
     # -- running -------------------------------------------------------------------------------
     def _finish(self) -> None:
@@ -198,11 +287,20 @@ class DecodeProgram:
         block = 128 * max(1, self.widest_nb // 32)
         positions = getattr(self, "max_positions", 1)
         self.work_tensors = dict(
-            magnitudes=torch.empty(2 * k), keep=torch.empty(max(k, self.n_experts), dtype=torch.uint8), q=torch.empty(k, dtype=torch.int8),
-            acc=torch.empty(4 * self.widest_nb, dtype=torch.int32), kept=torch.empty(k, dtype=torch.int32),
-            acc16=torch.empty(block, dtype=torch.int16), acc32=torch.empty(block, dtype=torch.int32), normed=torch.empty(k),
-            values=torch.empty(k), scores=torch.empty(max(positions, 2 * self.n_experts)), query=torch.empty(self.slot_width),
-            expert_a=torch.empty(n), expert_b=torch.empty(n), expert_c=torch.empty(n),
+            magnitudes=torch.empty(2 * k),
+            keep=torch.empty(max(k, self.n_experts), dtype=torch.uint8),
+            q=torch.empty(k, dtype=torch.int8),
+            acc=torch.empty(4 * self.widest_nb, dtype=torch.int32),
+            kept=torch.empty(k, dtype=torch.int32),
+            acc16=torch.empty(block, dtype=torch.int16),
+            acc32=torch.empty(block, dtype=torch.int32),
+            normed=torch.empty(k),
+            values=torch.empty(k),
+            scores=torch.empty(max(positions, 2 * self.n_experts)),
+            query=torch.empty(self.slot_width),
+            expert_a=torch.empty(n),
+            expert_b=torch.empty(n),
+            expert_c=torch.empty(n),
         )
         self.work = Work(**{name: t.data_ptr() for name, t in self.work_tensors.items()})
         self.op_array = (Op * len(self.ops))(*self.ops)
@@ -218,8 +316,13 @@ class DecodeProgram:
         for index, cache in zip(self.attend_ops, caches):
             op = self.op_array[index]
             for tensor in (cache.keys, cache.values):
-                if (tensor.dtype != torch.float32 or not tensor.is_contiguous() or tuple(tensor.shape[:2]) != (1, op.n_kv_heads)
-                        or tensor.shape[3] != op.head_dim or tensor.shape[2] > self.max_positions):
+                if (
+                    tensor.dtype != torch.float32
+                    or not tensor.is_contiguous()
+                    or tuple(tensor.shape[:2]) != (1, op.n_kv_heads)
+                    or tensor.shape[3] != op.head_dim
+                    or tensor.shape[2] > self.max_positions
+                ):
                     raise Unsupported("decode program: the KV cache must be one contiguous fp32 sequence within the rope table")
             op.k_cache, op.v_cache, op.max_len = cache.keys.data_ptr(), cache.values.data_ptr(), cache.keys.shape[2]
         self._bound = caches

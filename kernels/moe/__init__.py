@@ -4,6 +4,7 @@
 ``permute``, ``unpermute`` and ``grouped_linear`` also have Triton kernels (``impl="triton"``, or
 ``auto`` on CUDA / under TRITON_INTERPRET=1 for the first two); routing stays in PyTorch.
 """
+
 from __future__ import annotations
 
 import torch
@@ -11,7 +12,6 @@ import torch
 from zoo.kernels._dispatch import resolve_impl
 from zoo.kernels.moe import reference
 from zoo.kernels.moe.reference import grouped_mm_supported, grouped_mm_widths_aligned
-
 
 
 def route(
@@ -35,9 +35,7 @@ def permute(
     return reference.permute(x, experts, n_experts)
 
 
-def unpermute(
-    y_sorted: torch.Tensor, order: torch.Tensor, weights: torch.Tensor, n_tokens: int, *, impl: str = "auto"
-) -> torch.Tensor:
+def unpermute(y_sorted: torch.Tensor, order: torch.Tensor, weights: torch.Tensor, n_tokens: int, *, impl: str = "auto") -> torch.Tensor:
     """Scatter back to ``[T, D]``, each row scaled by its routing weight and summed in fp32."""
     if resolve_impl(impl, y_sorted, op="moe_unpermute", has_triton=True) == "triton":
         from zoo.kernels.moe import function

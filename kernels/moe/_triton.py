@@ -6,6 +6,7 @@ contiguous slice by that expert's weight, so no tile ever mixes experts and noth
 dropped. The tile schedule (expert, first row, last row) is built on the host from the counts,
 the same single device-to-host copy the loop reference makes.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,10 +18,24 @@ BLOCK_M, BLOCK_N, BLOCK_K = 16, 32, 32
 
 @triton.jit
 def _grouped_linear_kernel(
-    x_ptr, w_ptr, y_ptr, tile_expert_ptr, tile_start_ptr, tile_end_ptr,
-    N, K,
-    stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_ym, stride_yn,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    y_ptr,
+    tile_expert_ptr,
+    tile_start_ptr,
+    tile_end_ptr,
+    N,
+    K,
+    stride_xm,
+    stride_xk,
+    stride_we,
+    stride_wn,
+    stride_wk,
+    stride_ym,
+    stride_yn,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     tile = tl.program_id(0)
     expert = tl.load(tile_expert_ptr + tile)
@@ -39,7 +54,11 @@ def _grouped_linear_kernel(
         )
         # fp32 operands: the interpreter multiplies bf16 bit patterns wrongly, and fp32 accumulation is the spec.
         acc += tl.dot(x.to(tl.float32), w.to(tl.float32), allow_tf32=False)
-    tl.store(y_ptr + rows[:, None] * stride_ym + cols[None, :] * stride_yn, acc.to(y_ptr.dtype.element_ty), mask=(rows[:, None] < end) & (cols[None, :] < N))
+    tl.store(
+        y_ptr + rows[:, None] * stride_ym + cols[None, :] * stride_yn,
+        acc.to(y_ptr.dtype.element_ty),
+        mask=(rows[:, None] < end) & (cols[None, :] < N),
+    )
 
 
 def tile_schedule(sizes: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -69,12 +88,26 @@ def grouped_linear(x: torch.Tensor, weight: torch.Tensor, sizes: list[int]) -> t
         return y
     grid = (tile_expert.numel(), triton.cdiv(n_out, BLOCK_N))
     _grouped_linear_kernel[grid](
-        x, weight, y, tile_expert, tile_start, tile_end, n_out, x.shape[1],
-        x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), weight.stride(2), y.stride(0), y.stride(1),
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
+        x,
+        weight,
+        y,
+        tile_expert,
+        tile_start,
+        tile_end,
+        n_out,
+        x.shape[1],
+        x.stride(0),
+        x.stride(1),
+        weight.stride(0),
+        weight.stride(1),
+        weight.stride(2),
+        y.stride(0),
+        y.stride(1),
+        BLOCK_M=BLOCK_M,
+        BLOCK_N=BLOCK_N,
+        BLOCK_K=BLOCK_K,
     )
     return y
-
 
 
 @triton.jit
@@ -88,7 +121,9 @@ def _gather_rows_kernel(x_ptr, src_ptr, out_ptr, M, D, stride_x, stride_out, BLO
 
 
 @triton.jit
-def _combine_kernel(y_ptr, pos_ptr, w_ptr, out_ptr, T, D, stride_y, stride_out, TOP_K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+def _combine_kernel(
+    y_ptr, pos_ptr, w_ptr, out_ptr, T, D, stride_y, stride_out, TOP_K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr
+):
     tokens = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask = (tokens[:, None] < T) & (cols[None, :] < D)
@@ -108,7 +143,9 @@ def gather_rows(x: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     out = torch.empty(src.numel(), x.shape[1], device=x.device, dtype=x.dtype)
     if src.numel():
         grid = (triton.cdiv(src.numel(), BLOCK_M), triton.cdiv(x.shape[1], BLOCK_N))
-        _gather_rows_kernel[grid](x, src.contiguous(), out, src.numel(), x.shape[1], x.stride(0), out.stride(0), BLOCK_M=BLOCK_M, BLOCK_D=BLOCK_N)
+        _gather_rows_kernel[grid](
+            x, src.contiguous(), out, src.numel(), x.shape[1], x.stride(0), out.stride(0), BLOCK_M=BLOCK_M, BLOCK_D=BLOCK_N
+        )
     return out
 
 
@@ -120,7 +157,16 @@ def combine(y_sorted: torch.Tensor, positions: torch.Tensor, weights: torch.Tens
     if n_tokens:
         grid = (triton.cdiv(n_tokens, BLOCK_M), triton.cdiv(y_sorted.shape[1], BLOCK_N))
         _combine_kernel[grid](
-            y_sorted, positions.contiguous(), weights.float().contiguous(), out, n_tokens, y_sorted.shape[1],
-            y_sorted.stride(0), out.stride(0), TOP_K=top_k, BLOCK_T=BLOCK_M, BLOCK_D=BLOCK_N,
+            y_sorted,
+            positions.contiguous(),
+            weights.float().contiguous(),
+            out,
+            n_tokens,
+            y_sorted.shape[1],
+            y_sorted.stride(0),
+            out.stride(0),
+            TOP_K=top_k,
+            BLOCK_T=BLOCK_M,
+            BLOCK_D=BLOCK_N,
         )
     return out

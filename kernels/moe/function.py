@@ -2,6 +2,7 @@
 each expert's weight transposed, ``dW_e = dY_eᵀ · X_e`` per expert (MegaBlocks' grouped backward).
 Gather: the gradient is added back to the source rows. Combine: each sorted row gets its token's
 gradient times its weight, each weight the dot product of its row with that gradient."""
+
 from __future__ import annotations
 
 import torch

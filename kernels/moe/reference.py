@@ -18,6 +18,7 @@ contiguous slices is the oracle, ``torch._grouped_mm`` the same product in one c
 
 Everything here is differentiable through autograd (gather, ``index_add``, matmul).
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,9 +27,7 @@ import torch
 import torch.nn.functional as F
 
 
-def route(
-    logits: torch.Tensor, top_k: int, renormalize: bool, bias: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def route(logits: torch.Tensor, top_k: int, renormalize: bool, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(weights fp32 ``[T, k]``, expert ids int64 ``[T, k]``), choices ordered by weight.
 
     ``bias`` (``[E]``) shifts the logits for *selection only*, as in DeepSeek-V3's aux-loss-free
@@ -50,9 +49,7 @@ def route(
     return weights, experts
 
 
-def permute(
-    x: torch.Tensor, experts: torch.Tensor, n_experts: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def permute(x: torch.Tensor, experts: torch.Tensor, n_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gathers tokens into expert-contiguous order.
 
     Returns ``(x_sorted [T·k, D], order [T·k], tokens_per_expert int64 [E], offsets int64 [E])``:
@@ -130,7 +127,7 @@ def grouped_mm_widths_aligned(dtype: torch.dtype, *widths: int) -> bool:
     return all(width * size % 16 == 0 for width in widths)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _grouped_mm_probe(device_type: str, device_index: int | None, dtype: torch.dtype) -> bool:
     # Support depends on the build, the device generation and the dtype, and is documented only
     # loosely, so a tiny forward + backward (with an empty group) is the reliable test.

@@ -1,4 +1,5 @@
 """RMSNorm (Zhang & Sennrich, arXiv 1910.07467), as Llama and BitNet b1.58's sub-norms use it."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """The compiled CPU RMSNorm (``zoo.kernels.compiled``, ``rms_norm.c``) with its own backward: one
 pass each way instead of torch's chain of elementwise ops (arXiv 1910.07467)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """2-bit packing of ternary weights along the output dimension (BitNet b1.58, arXiv 2402.17764)."""
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ writes the transposed tile.
 packed in one pass; α itself is reduced by torch (a float sum depends on its order, and the
 packed bytes must match the reference exactly).
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,15 @@ _BLOCK_K = 64
 
 @triton.jit
 def _pack_kernel(
-    w_ptr, alpha_ptr, packed_ptr, N, K, NB,
-    BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr, QUANTIZE: tl.constexpr,
+    w_ptr,
+    alpha_ptr,
+    packed_ptr,
+    N,
+    K,
+    NB,
+    BLOCK_J: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    QUANTIZE: tl.constexpr,
 ):
     j = tl.program_id(0) * BLOCK_J + tl.arange(0, BLOCK_J)
     k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)

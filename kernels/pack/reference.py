@@ -6,6 +6,7 @@ the **output** dimension and store one row of bytes per input channel: ``packed[
 outputs ``4j..4j+3`` of input channel ``k`` in bits ``2(n % 4)``. A GEMV whose input has zeros
 (Q-Sparse) then reads only the contiguous byte rows of the kept channels.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """BitNet b1.58 quantisers (arXiv 2402.17764): absmean ternary weights, absmax int8 activations."""
+
 from __future__ import annotations
 
 import torch
@@ -41,9 +42,7 @@ def ternary_quantize(w: torch.Tensor, per_leading_dim: bool = False, *, impl: st
     return reference.ternary_quantize(w, per_leading_dim)
 
 
-def ternary_quantize_raw(
-    w: torch.Tensor, per_leading_dim: bool = False, *, impl: str = "auto"
-) -> tuple[torch.Tensor, torch.Tensor]:
+def ternary_quantize_raw(w: torch.Tensor, per_leading_dim: bool = False, *, impl: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """(int8 tensor with values in {-1, 0, 1}, fp32 α); the weight is ``values * α``."""
     if _triton_path(impl, w, "ternary_quantize_raw"):
         from zoo.kernels.quant import function

@@ -12,6 +12,7 @@ so rounding goes through a clamp first (a min/max cannot be fused into the produ
 
 The jit helpers here are shared with ``zoo.kernels.topk._triton``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -59,8 +60,17 @@ def cast_for(v, ptr):
 
 @triton.jit
 def _int8_rows_kernel(
-    x_ptr, q_ptr, fake_ptr, scale_ptr, n_rows, D, stride_x,
-    R: tl.constexpr, BLOCK_D: tl.constexpr, WRITE_Q: tl.constexpr, WRITE_FAKE: tl.constexpr,
+    x_ptr,
+    q_ptr,
+    fake_ptr,
+    scale_ptr,
+    n_rows,
+    D,
+    stride_x,
+    R: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    WRITE_Q: tl.constexpr,
+    WRITE_FAKE: tl.constexpr,
 ):
     rows = tl.program_id(0) * R + tl.arange(0, R)
     cols = tl.arange(0, BLOCK_D)
@@ -79,8 +89,14 @@ def _int8_rows_kernel(
 
 @triton.jit
 def _ternary_kernel(
-    w_ptr, alpha_ptr, q_ptr, fake_ptr, per_slice, BLOCK: tl.constexpr,
-    WRITE_Q: tl.constexpr, WRITE_FAKE: tl.constexpr,
+    w_ptr,
+    alpha_ptr,
+    q_ptr,
+    fake_ptr,
+    per_slice,
+    BLOCK: tl.constexpr,
+    WRITE_Q: tl.constexpr,
+    WRITE_FAKE: tl.constexpr,
 ):
     # grid (blocks per slice, slices): one α per slice (per tensor: a single slice)
     s = tl.program_id(1)
@@ -127,8 +143,18 @@ def int8_rows(x: torch.Tensor, *, want_q: bool, want_fake: bool):
     if n_rows:
         r, block_d, num_warps = row_tiling(d)
         _int8_rows_kernel[(triton.cdiv(n_rows, r),)](
-            x2, q if want_q else scale, fake if want_fake else scale, scale, n_rows, d, x2.stride(0),
-            R=r, BLOCK_D=block_d, WRITE_Q=want_q, WRITE_FAKE=want_fake, num_warps=num_warps,
+            x2,
+            q if want_q else scale,
+            fake if want_fake else scale,
+            scale,
+            n_rows,
+            d,
+            x2.stride(0),
+            R=r,
+            BLOCK_D=block_d,
+            WRITE_Q=want_q,
+            WRITE_FAKE=want_fake,
+            num_warps=num_warps,
         )
     shape = x.shape
     return (
@@ -153,7 +179,14 @@ def ternary(w: torch.Tensor, alpha: torch.Tensor, *, want_q: bool, want_fake: bo
     if w.numel():
         block = 1024
         _ternary_kernel[(triton.cdiv(per_slice, block), slices)](
-            w, alpha, q if want_q else alpha, fake if want_fake else alpha, per_slice,
-            BLOCK=block, WRITE_Q=want_q, WRITE_FAKE=want_fake, num_warps=4,
+            w,
+            alpha,
+            q if want_q else alpha,
+            fake if want_fake else alpha,
+            per_slice,
+            BLOCK=block,
+            WRITE_Q=want_q,
+            WRITE_FAKE=want_fake,
+            num_warps=4,
         )
     return q, fake

@@ -4,6 +4,7 @@ Both quantisers train with the straight-through estimator: the forward value is 
 quantised tensor, the backward passes the incoming gradient unchanged. Nothing is saved for
 backward, so the kernels add no activation memory.
 """
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ every kernel must do the same.
 
 Both train with the straight-through estimator.
 """
+
 from __future__ import annotations
 
 import torch

@@ -12,16 +12,17 @@ channels that Q-Sparse (arXiv 2407.10969) zeroed.
   (:mod:`zoo.kernels.compiled`) or the reference per ``x``; :func:`packed_ternary_linear` /
   :func:`sparse_projection` are one such call.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from zoo.kernels import compiled
 from zoo.kernels._dispatch import resolve_impl
-from zoo.kernels.ternary_matmul import reference
 from zoo.kernels.compiled import isa as cpu_kernel_isa
+from zoo.kernels.ternary_matmul import reference
 from zoo.kernels.ternary_matmul.reference import rms_norm
 
 HAS_TRITON = True
@@ -99,8 +100,9 @@ def prepare_packed_ternary_linear(
     return lambda x: reference.packed_ternary_linear(x, *args)
 
 
-def packed_ternary_linear(x: torch.Tensor, packed: torch.Tensor, alpha: torch.Tensor | float, n_out: int, bias: torch.Tensor | None = None,
-                          **choices) -> tuple[torch.Tensor, int | torch.Tensor]:
+def packed_ternary_linear(
+    x: torch.Tensor, packed: torch.Tensor, alpha: torch.Tensor | float, n_out: int, bias: torch.Tensor | None = None, **choices
+) -> tuple[torch.Tensor, int | torch.Tensor]:
     """One call of :func:`prepare_packed_ternary_linear` (same keyword choices) on ``x``."""
     return prepare_packed_ternary_linear(packed, alpha, n_out, bias, **choices)(x)
 

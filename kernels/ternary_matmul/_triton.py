@@ -19,6 +19,7 @@ Long K is split across programs (``split_k``) that add their partial sums atomic
 zeroed fp32 output, so that a 4096-row GEMV still fills a GPU. Block sizes are fixed heuristics
 (register use checked on sm_90 builds), not autotuned: no GPU was at hand to tune them.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,24 +64,40 @@ def _load_tiles(x_ptr, packed_ptr, b, b_inside, j, j_inside, k0, k_end, stride_x
     k_inside = k < k_end
     xt = tl.load(
         x_ptr + b[:, None].to(tl.int64) * stride_xb + k[None, :],
-        mask=b_inside[:, None] & k_inside[None, :], other=0,
+        mask=b_inside[:, None] & k_inside[None, :],
+        other=0,
     )
     # the union over the batch: a channel's packed row is read only if some token kept it
     active = tl.max((xt != 0).to(tl.int32), axis=0) > 0
     # byte 0b01010101 decodes to four zero weights
     byte = tl.load(
         packed_ptr + k[:, None].to(tl.int64) * NB + j[None, :],
-        mask=active[:, None] & j_inside[None, :], other=85,
+        mask=active[:, None] & j_inside[None, :],
+        other=85,
     ).to(tl.int32)
     return xt, byte
 
 
 @triton.jit
 def _ternary_gemv_kernel(
-    x_ptr, packed_ptr, y_ptr, alpha_ptr, x_scale_ptr,
-    B, K, N, NB, stride_xb, k_per_split,
-    B_PAD: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr,
-    USE_DOT: tl.constexpr, INT8: tl.constexpr, SCALE: tl.constexpr, ATOMIC: tl.constexpr,
+    x_ptr,
+    packed_ptr,
+    y_ptr,
+    alpha_ptr,
+    x_scale_ptr,
+    B,
+    K,
+    N,
+    NB,
+    stride_xb,
+    k_per_split,
+    B_PAD: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    INT8: tl.constexpr,
+    SCALE: tl.constexpr,
+    ATOMIC: tl.constexpr,
     HALF_AS_FP32: tl.constexpr,
 ):
     j = tl.program_id(0) * BLOCK_J + tl.arange(0, BLOCK_J)
@@ -221,10 +238,26 @@ def ternary_gemv(
     scale_t = x_scale.reshape(batch).to(torch.float32).contiguous() if x_scale is not None else alpha_t
     if batch and n_out and k_in:
         _ternary_gemv_kernel[(n_tiles, split, b_tiles)](
-            x2, packed.contiguous(), y, alpha_t, scale_t,
-            batch, k_in, n_out, n_bytes, x2.stride(0), k_per_split,
-            B_PAD=b_pad, BLOCK_K=block_k, BLOCK_J=block_j,
-            USE_DOT=use_dot, INT8=int8, SCALE=not accumulate_only, ATOMIC=atomic, HALF_AS_FP32=INTERPRET, num_warps=num_warps,
+            x2,
+            packed.contiguous(),
+            y,
+            alpha_t,
+            scale_t,
+            batch,
+            k_in,
+            n_out,
+            n_bytes,
+            x2.stride(0),
+            k_per_split,
+            B_PAD=b_pad,
+            BLOCK_K=block_k,
+            BLOCK_J=block_j,
+            USE_DOT=use_dot,
+            INT8=int8,
+            SCALE=not accumulate_only,
+            ATOMIC=atomic,
+            HALF_AS_FP32=INTERPRET,
+            num_warps=num_warps,
         )
     elif not k_in:
         y.zero_()

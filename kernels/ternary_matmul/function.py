@@ -12,6 +12,7 @@ a tile kept. Backward, straight through the weight quantiser:
 The ternary weight is recomputed in backward rather than saved: it is one pass over W, and
 saving it would cost a weight-sized buffer per layer for the whole step.
 """
+
 from __future__ import annotations
 
 import torch

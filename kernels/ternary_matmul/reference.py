@@ -7,6 +7,7 @@ of the sparse-input decode kernels of Q-Sparse (arXiv 2407.10969).
 ``(x_q · W_q) / (s · 1/α)``). Float activations accumulate in fp32 and are scaled by α last,
 which is what a kernel that adds ±x does.
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,7 +55,14 @@ def rms_norm(x: torch.Tensor, norm: tuple[torch.Tensor, float] | None) -> torch.
 
 
 def packed_ternary_linear(
-    x: torch.Tensor, packed: torch.Tensor, alpha: torch.Tensor, n_out: int, bias: torch.Tensor | None, sparsity: str, n_keep: int, block_size: int,
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    alpha: torch.Tensor,
+    n_out: int,
+    bias: torch.Tensor | None,
+    sparsity: str,
+    n_keep: int,
+    block_size: int,
     norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32, non-zero inputs): ``x`` sparsified (top-K per row or N:M, exactly ``n_keep``),
@@ -79,7 +87,12 @@ def packed_ternary_linear(
 
 
 def sparse_projection(
-    x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None, sparsity: str, n_keep: int, block_size: int,
+    x: torch.Tensor,
+    weight_t: torch.Tensor,
+    bias: torch.Tensor | None,
+    sparsity: str,
+    n_keep: int,
+    block_size: int,
     norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32, kept non-zero inputs): ``(x ⊙ M) · weight_t (+ b)`` with M the top-K (or N:M)

@@ -3,6 +3,7 @@
 :func:`input_transform` is the whole input rule of a projection, ``Q_x(S(x))``, in one call: the
 compiled CPU kernel (one pass per row), the Triton kernels, or the torch references composed.
 """
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ reproduces ``reference.topk_mask`` bit for bit.
 The int8 variant (Q-Sparse with quantised activations) takes the row absmax in the same pass:
 the row maximum is always kept, so the scale before and after masking is the same.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,9 +40,21 @@ def _topk_keep(bits, K, LOW_BIT: tl.constexpr):
 
 @triton.jit
 def _topk_rows_kernel(
-    x_ptr, out_ptr, q_ptr, scale_ptr, mask_ptr, n_rows, D, K,
-    R: tl.constexpr, BLOCK_D: tl.constexpr, LOW_BIT: tl.constexpr,
-    QUANT: tl.constexpr, WRITE_OUT: tl.constexpr, WRITE_Q: tl.constexpr, WRITE_MASK: tl.constexpr,
+    x_ptr,
+    out_ptr,
+    q_ptr,
+    scale_ptr,
+    mask_ptr,
+    n_rows,
+    D,
+    K,
+    R: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    LOW_BIT: tl.constexpr,
+    QUANT: tl.constexpr,
+    WRITE_OUT: tl.constexpr,
+    WRITE_Q: tl.constexpr,
+    WRITE_MASK: tl.constexpr,
 ):
     rows = tl.program_id(0) * R + tl.arange(0, R)
     cols = tl.arange(0, BLOCK_D)
@@ -73,8 +86,14 @@ def _low_bit(dtype: torch.dtype) -> int:
 
 
 def topk_rows(
-    x: torch.Tensor, k: int, width: int | None = None, *,
-    quant: bool = False, want_out: bool = True, want_q: bool = False, want_mask: bool = False,
+    x: torch.Tensor,
+    k: int,
+    width: int | None = None,
+    *,
+    quant: bool = False,
+    want_out: bool = True,
+    want_q: bool = False,
+    want_mask: bool = False,
 ):
     """Top-``k`` of every run of ``width`` channels (default: the whole last dim).
 
@@ -106,11 +125,22 @@ def topk_rows(
         r, block_d, num_warps = row_tiling(width)
         dummy = rows
         _topk_rows_kernel[(triton.cdiv(n_rows, r),)](
-            rows, dummy if out is None else out, dummy if q is None else q,
-            dummy if scale is None else scale, dummy if mask is None else mask,
-            n_rows, width, k,
-            R=r, BLOCK_D=block_d, LOW_BIT=_low_bit(x.dtype),
-            QUANT=quant, WRITE_OUT=want_out, WRITE_Q=want_q, WRITE_MASK=want_mask, num_warps=num_warps,
+            rows,
+            dummy if out is None else out,
+            dummy if q is None else q,
+            dummy if scale is None else scale,
+            dummy if mask is None else mask,
+            n_rows,
+            width,
+            k,
+            R=r,
+            BLOCK_D=block_d,
+            LOW_BIT=_low_bit(x.dtype),
+            QUANT=quant,
+            WRITE_OUT=want_out,
+            WRITE_Q=want_q,
+            WRITE_MASK=want_mask,
+            num_warps=num_warps,
         )
     shape = x.shape
     return (

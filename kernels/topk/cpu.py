@@ -5,6 +5,7 @@ tie cumsum and elementwise passes (most of the extra cost of a sparse training s
 Trains with the straight-through estimator like the reference: the gradient reaches every
 input channel unchanged, so nothing is saved for the backward.
 """
+
 from __future__ import annotations
 
 import torch

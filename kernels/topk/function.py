@@ -4,6 +4,7 @@ Q-Sparse trains through the mask with the straight-through estimator: the gradie
 every input channel unchanged, kept or not (without it the paper sees gradient norms collapse
 in the lower layers). So the backward is the identity and nothing is saved for it.
 """
+
 from __future__ import annotations
 
 import torch

@@ -11,6 +11,7 @@ consecutive channels, keeping ``n_keep`` per block.
 The int8 variant quantises the kept values per token: ``Q(X) = RoundClip(127/(γ+ε)·X, −128, 127)``
 with ``γ = max|X|``. The row maximum is always kept, so γ is the same before and after masking.
 """
+
 from __future__ import annotations
 
 import torch

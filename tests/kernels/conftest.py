@@ -8,6 +8,7 @@ process started with ``TRITON_INTERPRET=1``. The main process stays in compiled 
 GPU tests and for :func:`compile_for_gpu`. Run the whole suite with ``TRITON_INTERPRET=1`` set
 and the marked tests run in-process instead (the drivers then skip).
 """
+
 from __future__ import annotations
 
 import os

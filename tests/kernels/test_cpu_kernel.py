@@ -1,10 +1,10 @@
 """The compiled CPU kernel (``ternary_gemv.c``) against its torch reference: integer accumulators
 compared with ``torch.equal``, on both of its paths (AVX2 where the CPU has it, and scalar)."""
+
 import pytest
 import torch
 
-from zoo.kernels import pack_ternary
-from zoo.kernels import compiled
+from zoo.kernels import compiled, pack_ternary
 from zoo.kernels.ternary_matmul import reference, ternary_accumulate
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="no C compiler: the torch path is used instead")
@@ -22,16 +22,19 @@ def case(n_out, k_in, rows, density, seed=0):
 
 @pytest.mark.parametrize("force_scalar", PATHS)
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("n_out, k_in, rows, density", [
-    (4096, 512, 1, 0.4),  # many 32-byte slices, a Q-Sparse density
-    (8320, 96, 2, 0.5),  # wide rows
-    (4096, 2048, 1, 1.0),  # 2 MB of packed rows: big enough for the threads to split it
-    (768, 256, 3, 1.0),  # the tiny models' FFN shape, dense int8 input
-    (256, 768, 2, 0.3),
-    (130, 33, 4, 0.5),  # a byte tail after the vector slices, odd channel count
-    (7, 5, 2, 1.0),  # smaller than one slice: scalar only
-    (512, 300, 2, 0.0),  # no kept channel at all
-])
+@pytest.mark.parametrize(
+    "n_out, k_in, rows, density",
+    [
+        (4096, 512, 1, 0.4),  # many 32-byte slices, a Q-Sparse density
+        (8320, 96, 2, 0.5),  # wide rows
+        (4096, 2048, 1, 1.0),  # 2 MB of packed rows: big enough for the threads to split it
+        (768, 256, 3, 1.0),  # the tiny models' FFN shape, dense int8 input
+        (256, 768, 2, 0.3),
+        (130, 33, 4, 0.5),  # a byte tail after the vector slices, odd channel count
+        (7, 5, 2, 1.0),  # smaller than one slice: scalar only
+        (512, 300, 2, 0.0),  # no kept channel at all
+    ],
+)
 def test_accumulator_equals_the_reference_exactly(n_out, k_in, rows, density, threads, force_scalar):
     x, packed = case(n_out, k_in, rows, density)
     expected = reference.ternary_accumulate(x, packed, n_out)

@@ -1,5 +1,6 @@
 """The input transform of a projection, ``Q_x(S(x))``: the compiled CPU kernel against the torch
 reference, compared with ``torch.equal`` (masks and int8 values are discrete)."""
+
 import pytest
 import torch
 
@@ -8,8 +9,15 @@ from zoo.kernels.topk import reference
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="no C compiler: the torch path is used instead")
 
-RULES = [("none", 0, 1, True), ("topk", 16, 1, False), ("topk", 16, 1, True), ("topk", 1, 1, True), ("topk", 64, 1, True),
-         ("block", 2, 8, False), ("block", 8, 32, True)]
+RULES = [
+    ("none", 0, 1, True),
+    ("topk", 16, 1, False),
+    ("topk", 16, 1, True),
+    ("topk", 1, 1, True),
+    ("topk", 64, 1, True),
+    ("block", 2, 8, False),
+    ("block", 8, 32, True),
+]
 
 
 def _rows(shape, seed):

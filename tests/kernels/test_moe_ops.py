@@ -1,4 +1,5 @@
 """MoE routing ops (MegaBlocks semantics): discrete results exactly, float results against loops."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """RMSNorm: the compiled CPU kernel (forward and backward) against the torch reference. Floating
 point sums in another order (double here), so the comparison is to fp32 rounding."""
+
 import pytest
 import torch
 

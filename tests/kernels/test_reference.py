@@ -1,4 +1,5 @@
 """The reference ops are the spec: exact-K masks, STE gradients, int8/ternary ranges, 2-bit packing."""
+
 import pytest
 import torch
 

@@ -4,6 +4,7 @@ packed projection (through the interpreter); the compiled CPU paths are in test_
 Integer accumulators of int8 activations are compared exactly; float paths at torch.testing
 defaults (fp32), and bf16 by comparing the kernel's error with torch's bf16 error.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -208,12 +209,27 @@ def test_gemv_compiles_for_sm90(compile_for_gpu, x_type, b_pad, atomic):
 
     int8 = x_type == "i8"
     signature = dict(
-        x_ptr=f"*{x_type}", packed_ptr="*u8", y_ptr="*fp32" if (int8 or atomic) else f"*{x_type}", alpha_ptr="*fp32",
-        x_scale_ptr="*fp32", B="i32", K="i32", N="i32", NB="i32", stride_xb="i32", k_per_split="i32",
+        x_ptr=f"*{x_type}",
+        packed_ptr="*u8",
+        y_ptr="*fp32" if (int8 or atomic) else f"*{x_type}",
+        alpha_ptr="*fp32",
+        x_scale_ptr="*fp32",
+        B="i32",
+        K="i32",
+        N="i32",
+        NB="i32",
+        stride_xb="i32",
+        k_per_split="i32",
     )
     constexprs = dict(
-        B_PAD=b_pad, BLOCK_K=64, BLOCK_J=32, USE_DOT=b_pad > 1, INT8=int8, SCALE=True,
-        ATOMIC=atomic, HALF_AS_FP32=False,
+        B_PAD=b_pad,
+        BLOCK_K=64,
+        BLOCK_J=32,
+        USE_DOT=b_pad > 1,
+        INT8=int8,
+        SCALE=True,
+        ATOMIC=atomic,
+        HALF_AS_FP32=False,
     )
     ptx = compile_for_gpu(_triton._ternary_gemv_kernel, signature, constexprs, num_warps=8 if b_pad >= 64 else 4)
     if int8:

@@ -1,4 +1,5 @@
 """The Triton grouped expert matmul against the per-expert loop, through the interpreter on CPU."""
+
 import pytest
 import torch
 
@@ -38,7 +39,9 @@ def test_moe_layer_triton_backend_matches_reference():
     from zoo.models import ModelConfig
     from zoo.models.moe import MoEFeedForward
 
-    config = ModelConfig(dim=32, n_heads=2, ffn_dim=48, n_experts=4, top_k=2, weight_quant="ternary", act_quant="int8", sparsity="topk", k_ratio=0.5)
+    config = ModelConfig(
+        dim=32, n_heads=2, ffn_dim=48, n_experts=4, top_k=2, weight_quant="ternary", act_quant="int8", sparsity="topk", k_ratio=0.5
+    )
     torch.manual_seed(0)
     reference = MoEFeedForward(config.replace(moe_impl="reference"))
     triton_layer = MoEFeedForward(config.replace(moe_impl="triton"))

@@ -1,6 +1,7 @@
 """BitNet b1.58 quantiser and 2-bit packing Triton kernels vs the torch reference, exactly,
 through the interpreter: int8 values and scales, ternary values, fake-quantised tensors and
 packed bytes must all be equal (``torch.equal``)."""
+
 from __future__ import annotations
 
 import pytest
@@ -130,7 +131,8 @@ def test_kernels_compile_for_sm90(compile_for_gpu):
     ptx = compile_for_gpu(
         quant_triton._int8_rows_kernel,
         dict(x_ptr="*bf16", q_ptr="*i8", fake_ptr="*bf16", scale_ptr="*fp32", n_rows="i32", D="i32", stride_x="i32"),
-        dict(R=1, BLOCK_D=4096, WRITE_Q=True, WRITE_FAKE=True), num_warps=8,
+        dict(R=1, BLOCK_D=4096, WRITE_Q=True, WRITE_FAKE=True),
+        num_warps=8,
     )
     assert "div.rn.f32" in ptx and "div.full" not in ptx
     ptx = compile_for_gpu(

@@ -3,6 +3,7 @@
 Masks, kept values, int8 values and scales must be equal (``torch.equal``), ties included: the
 kernel breaks them towards the lower channel index exactly as ``reference.topk_mask`` does.
 """
+
 from __future__ import annotations
 
 import pytest

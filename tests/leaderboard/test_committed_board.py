@@ -1,4 +1,5 @@
 """The committed leaderboard is reproducible from the shipped checkpoints (regenerate.py --check)."""
+
 import importlib.util
 from pathlib import Path
 

@@ -1,6 +1,7 @@
 """leaderboard/regenerate.py end to end on two tiny releases published into a temporary hub:
 the five outputs and their columns, --check passing on an unchanged rerun, and failing, naming
 entry and column, when a committed number is altered."""
+
 import csv
 import importlib.util
 import json
@@ -12,8 +13,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
-    "--model.arch.dim", "32", "--model.arch.n_layers", "1", "--model.arch.n_heads", "2", "--model.arch.n_kv_heads", "2",
-    "--model.arch.ffn_dim", "64", "--model.arch.max_seq_len", "32",
+    "--model.arch.dim",
+    "32",
+    "--model.arch.n_layers",
+    "1",
+    "--model.arch.n_heads",
+    "2",
+    "--model.arch.n_kv_heads",
+    "2",
+    "--model.arch.ffn_dim",
+    "64",
+    "--model.arch.max_seq_len",
+    "32",
 ]
 
 
@@ -32,8 +43,8 @@ def regenerate():
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     """Two tiny releases (dense and Q-Sparse), trained for a few steps and published into a temporary store."""
-    from zoo.hub import publish
     from zoo.fit_cli import run_lightning_cli
+    from zoo.hub import publish
     from zoo.paths import configs_dir
 
     root = tmp_path_factory.mktemp("leaderboard")
@@ -43,12 +54,34 @@ def hub(tmp_path_factory):
     store = root / "store"
     for name in ("dense-tiny", "qsparse-tiny"):
         run_dir = root / "runs" / name
-        run_lightning_cli([
-            "fit", "--config", str(configs_dir() / f"{name}.yaml"), *TINY, "--data.batch_size", "4",
-            "--trainer.max_steps", "4", "--trainer.val_check_interval", "4", "--trainer.limit_val_batches", "1",
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.logger", "false",
-            "--trainer.default_root_dir", str(run_dir), "--model.sample_prompt", "", "--model.warmup_steps", "1",
-        ])
+        run_lightning_cli(
+            [
+                "fit",
+                "--config",
+                str(configs_dir() / f"{name}.yaml"),
+                *TINY,
+                "--data.batch_size",
+                "4",
+                "--trainer.max_steps",
+                "4",
+                "--trainer.val_check_interval",
+                "4",
+                "--trainer.limit_val_batches",
+                "1",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.enable_model_summary",
+                "false",
+                "--trainer.logger",
+                "false",
+                "--trainer.default_root_dir",
+                str(run_dir),
+                "--model.sample_prompt",
+                "",
+                "--model.warmup_steps",
+                "1",
+            ]
+        )
         publish(run_dir / "release", name, store=store, source="test: 4 steps")
     yield store.as_uri()
     if previous is None:
@@ -75,12 +108,38 @@ def test_writes_the_five_outputs_with_their_columns(regenerate, board):
         rows = list(reader)
     # The published header, written out here so that a column dropped or renamed in the script fails.
     assert reader.fieldnames == [
-        "name", "shakespeare_bpb", "shakespeare_loss", "shakespeare_tokens", "ptb_bpb", "ptb_loss", "ptb_tokens",
-        "total_params", "non_embedding_params", "activated_params", "activated_fraction", "weight_bytes_per_token",
-        "inference_bytes", "sparsity_attn_in", "sparsity_attn_out", "sparsity_ffn_in", "sparsity_ffn_down",
-        "weight_quant", "act_quant", "sparsity", "k_ratio", "n_experts", "top_k",
-        "train_tokens", "train_steps", "train_corpus", "hardware", "checkpoint_sha256",
-        "decode_tokens_per_s", "dense_decode_tokens_per_s", "decode_speedup", "decode_baseline",
+        "name",
+        "shakespeare_bpb",
+        "shakespeare_loss",
+        "shakespeare_tokens",
+        "ptb_bpb",
+        "ptb_loss",
+        "ptb_tokens",
+        "total_params",
+        "non_embedding_params",
+        "activated_params",
+        "activated_fraction",
+        "weight_bytes_per_token",
+        "inference_bytes",
+        "sparsity_attn_in",
+        "sparsity_attn_out",
+        "sparsity_ffn_in",
+        "sparsity_ffn_down",
+        "weight_quant",
+        "act_quant",
+        "sparsity",
+        "k_ratio",
+        "n_experts",
+        "top_k",
+        "train_tokens",
+        "train_steps",
+        "train_corpus",
+        "hardware",
+        "checkpoint_sha256",
+        "decode_tokens_per_s",
+        "dense_decode_tokens_per_s",
+        "decode_speedup",
+        "decode_baseline",
     ]
     assert all(r["checkpoint_sha256"] and len(r["checkpoint_sha256"]) == 64 for r in rows)
     assert {r["name"] for r in rows} == {"dense-tiny", "qsparse-tiny"}
@@ -153,12 +212,15 @@ def test_check_tolerates_another_machines_summation_order(regenerate, hub, board
     assert regenerate.main(["--check", "--hub", hub, "--out", str(altered_board(board, tmp_path, drift)), "--no-progress"]) == 0
 
 
-@pytest.mark.parametrize("column, change", [
-    ("shakespeare_bpb", lambda v: v * (1 + 3e-4)),  # beyond 1e-4 relative
-    ("sparsity_attn_in", lambda v: v + 2e-3),  # beyond 1e-3 absolute
-    ("checkpoint_sha256", lambda v: "0" * 64),  # hashes: exact
-    ("shakespeare_tokens", lambda v: v + 1),  # counts: exact
-])
+@pytest.mark.parametrize(
+    "column, change",
+    [
+        ("shakespeare_bpb", lambda v: v * (1 + 3e-4)),  # beyond 1e-4 relative
+        ("sparsity_attn_in", lambda v: v + 2e-3),  # beyond 1e-3 absolute
+        ("checkpoint_sha256", lambda v: "0" * 64),  # hashes: exact
+        ("shakespeare_tokens", lambda v: v + 1),  # counts: exact
+    ],
+)
 def test_check_fails_beyond_each_columns_tolerance(regenerate, hub, board, tmp_path, capsys, column, change):
     def alter(entry):
         entry[column] = change(entry[column])

@@ -1,4 +1,5 @@
 """Activated parameters as Q-Sparse §3.6 defines them, on the meta device and measured on data."""
+
 import pytest
 import torch
 

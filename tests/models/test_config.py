@@ -1,4 +1,5 @@
 """Every invalid ModelConfig value fails with a ValueError naming the field."""
+
 import pytest
 
 from zoo.models import ModelConfig
@@ -52,14 +53,17 @@ def test_defaults_resolve():
     assert ModelConfig(n_experts=4, top_k=2, expert_ffn_dim=64).hidden_dim == 64
 
 
-@pytest.mark.parametrize("field, value, allowed", [
-    ("rope_theta", "abc", "a number"),
-    ("norm_eps", None, "a number"),
-    ("k_ratio", True, "a number"),  # a boolean is not a number here, though Python says True == 1
-    ("dim", 64.0, "an integer"),
-    ("tie_embeddings", "yes", "true or false"),
-    ("sub_norm", 1, "true or false or null"),
-])
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("rope_theta", "abc", "a number"),
+        ("norm_eps", None, "a number"),
+        ("k_ratio", True, "a number"),  # a boolean is not a number here, though Python says True == 1
+        ("dim", 64.0, "an integer"),
+        ("tie_embeddings", "yes", "true or false"),
+        ("sub_norm", 1, "true or false or null"),
+    ],
+)
 def test_release_config_with_a_wrong_type_names_file_and_field(tmp_path, field, value, allowed):
     import yaml
 

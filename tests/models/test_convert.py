@@ -1,4 +1,5 @@
 """The Hugging Face key maps of zoo.models.convert, without transformers: configs, state dicts, RoPE layout."""
+
 import pytest
 import torch
 
@@ -55,17 +56,19 @@ def random_hf_state(config: ModelConfig, seed: int = 0) -> dict[str, torch.Tenso
         shapes["lm_head.weight"] = (config.vocab_size, d)
     for i in range(config.n_layers):
         p = f"model.layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": (d,),
-            p + "post_attention_layernorm.weight": (d,),
-            p + "self_attn.q_proj.weight": (q, d),
-            p + "self_attn.k_proj.weight": (kv, d),
-            p + "self_attn.v_proj.weight": (kv, d),
-            p + "self_attn.o_proj.weight": (d, q),
-            p + "mlp.gate_proj.weight": (f, d),
-            p + "mlp.up_proj.weight": (f, d),
-            p + "mlp.down_proj.weight": (d, f),
-        })
+        shapes.update(
+            {
+                p + "input_layernorm.weight": (d,),
+                p + "post_attention_layernorm.weight": (d,),
+                p + "self_attn.q_proj.weight": (q, d),
+                p + "self_attn.k_proj.weight": (kv, d),
+                p + "self_attn.v_proj.weight": (kv, d),
+                p + "self_attn.o_proj.weight": (d, q),
+                p + "mlp.gate_proj.weight": (f, d),
+                p + "mlp.up_proj.weight": (f, d),
+                p + "mlp.down_proj.weight": (d, f),
+            }
+        )
         if config.qkv_bias:
             shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,), p + "self_attn.v_proj.bias": (kv,)})
     return {name: torch.randn(shape, generator=gen) for name, shape in shapes.items()}
@@ -93,13 +96,16 @@ def test_missing_kv_heads_and_tie_default_to_multi_head_untied():
     assert parsed.n_kv_heads == 4 and parsed.tie_embeddings is False
 
 
-@pytest.mark.parametrize("model_type, window, use, expected", [
-    ("mistral", 16, None, 16),
-    ("mistral", 4096, None, 64),
-    ("qwen2", 16, False, 64),  # Qwen2 ignores its window unless use_sliding_window
-    ("qwen2", 16, True, 16),
-    ("llama", 16, None, 64),  # Llama has no window, whatever its config says
-])
+@pytest.mark.parametrize(
+    "model_type, window, use, expected",
+    [
+        ("mistral", 16, None, 16),
+        ("mistral", 4096, None, 64),
+        ("qwen2", 16, False, 64),  # Qwen2 ignores its window unless use_sliding_window
+        ("qwen2", 16, True, 16),
+        ("llama", 16, None, 64),  # Llama has no window, whatever its config says
+    ],
+)
 def test_sliding_window_caps_max_seq_len(model_type, window, use, expected):
     changes = {"sliding_window": window} if use is None else {"sliding_window": window, "use_sliding_window": use}
     assert config_from_hf(hf_config(model_type, **changes)).max_seq_len == expected
@@ -107,45 +113,63 @@ def test_sliding_window_caps_max_seq_len(model_type, window, use, expected):
 
 @pytest.mark.parametrize("model_type, tied, qkv_bias", CASES)
 def test_config_round_trip(model_type, tied, qkv_bias):
-    config = ModelConfig(vocab_size=300, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=96,
-                         rope_theta=20000.0, norm_eps=1e-6, tie_embeddings=tied, qkv_bias=qkv_bias, init_std=0.03)
+    config = ModelConfig(
+        vocab_size=300,
+        dim=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        ffn_dim=128,
+        max_seq_len=96,
+        rope_theta=20000.0,
+        norm_eps=1e-6,
+        tie_embeddings=tied,
+        qkv_bias=qkv_bias,
+        init_std=0.03,
+    )
     hf = config_to_hf(config, model_type)
     assert hf["model_type"] == model_type and hf["tie_word_embeddings"] is tied
     assert config_from_hf(hf) == config
 
 
-@pytest.mark.parametrize("model_type, changes, field", [
-    ("gpt2", {}, "model_type"),
-    ("llama", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_scaling"),
-    ("llama", {"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling"),
-    ("llama", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}}, "rope_parameters"),
-    ("llama", {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}}, "rope_parameters"),
-    ("llama", {"rope_scaling": "linear"}, "rope_scaling"),
-    ("llama", {"attention_bias": True}, "attention_bias"),
-    ("mistral", {"attention_bias": True}, "attention_bias"),
-    ("llama", {"mlp_bias": True}, "mlp_bias"),
-    ("qwen2", {"hidden_act": "gelu"}, "hidden_act"),
-    ("llama", {"head_dim": 32}, "head_dim"),
-    ("llama", {"hidden_size": None}, "hidden_size"),
-    ("mistral", {"num_key_value_heads": 3}, "num_key_value_heads"),
-    ("llama", {"num_attention_heads": 3, "head_dim": None}, "hidden_size"),
-    ("qwen2", {"sliding_window": 0, "use_sliding_window": True}, "sliding_window"),
-])
+@pytest.mark.parametrize(
+    "model_type, changes, field",
+    [
+        ("gpt2", {}, "model_type"),
+        ("llama", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_scaling"),
+        ("llama", {"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling"),
+        ("llama", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}}, "rope_parameters"),
+        ("llama", {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}}, "rope_parameters"),
+        ("llama", {"rope_scaling": "linear"}, "rope_scaling"),
+        ("llama", {"attention_bias": True}, "attention_bias"),
+        ("mistral", {"attention_bias": True}, "attention_bias"),
+        ("llama", {"mlp_bias": True}, "mlp_bias"),
+        ("qwen2", {"hidden_act": "gelu"}, "hidden_act"),
+        ("llama", {"head_dim": 32}, "head_dim"),
+        ("llama", {"hidden_size": None}, "hidden_size"),
+        ("mistral", {"num_key_value_heads": 3}, "num_key_value_heads"),
+        ("llama", {"num_attention_heads": 3, "head_dim": None}, "hidden_size"),
+        ("qwen2", {"sliding_window": 0, "use_sliding_window": True}, "sliding_window"),
+    ],
+)
 def test_unsupported_hf_config_raises_naming_the_field(model_type, changes, field):
     with pytest.raises(ValueError, match=f"'{field}'"):
         config_from_hf(hf_config(model_type, **changes))
 
 
-@pytest.mark.parametrize("changes, model_type, field", [
-    ({"sparsity": "topk", "k_ratio": 0.5}, "llama", "sparsity"),
-    ({"weight_quant": "ternary"}, "llama", "weight_quant"),
-    ({"act_quant": "int8"}, "qwen2", "act_quant"),
-    ({"ffn_act": "relu2"}, "mistral", "ffn_act"),
-    ({"n_experts": 4}, "llama", "n_experts"),
-    ({"qkv_bias": True}, "llama", "qkv_bias"),
-    ({"qkv_bias": True}, "mistral", "qkv_bias"),
-    ({}, "gpt2", "model_type"),
-])
+@pytest.mark.parametrize(
+    "changes, model_type, field",
+    [
+        ({"sparsity": "topk", "k_ratio": 0.5}, "llama", "sparsity"),
+        ({"weight_quant": "ternary"}, "llama", "weight_quant"),
+        ({"act_quant": "int8"}, "qwen2", "act_quant"),
+        ({"ffn_act": "relu2"}, "mistral", "ffn_act"),
+        ({"n_experts": 4}, "llama", "n_experts"),
+        ({"qkv_bias": True}, "llama", "qkv_bias"),
+        ({"qkv_bias": True}, "mistral", "qkv_bias"),
+        ({}, "gpt2", "model_type"),
+    ],
+)
 def test_export_refuses_what_hf_cannot_express(changes, model_type, field):
     config = ModelConfig(vocab_size=300, dim=64, n_layers=2, n_heads=4, ffn_dim=128, **changes)
     with pytest.raises(ValueError, match=field):

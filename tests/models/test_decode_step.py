@@ -1,6 +1,7 @@
 """The compiled decode step against the inference form's own modules, its reference: the same
 logits to fp32 rounding and the same greedy tokens, for every kind of block; it steps aside where
 it has no compiled form, and follows the weights when they are reloaded."""
+
 import pytest
 import torch
 
@@ -86,11 +87,14 @@ def test_it_follows_reloaded_weights():
     assert not torch.allclose(before, after)
 
 
-@pytest.mark.parametrize("reason, model", [
-    ("shared experts", lambda: inference_model("bitnet-qsparse-moe", n_shared_experts=1)),
-    ("torch kernel choice", lambda: inference_model("bitnet-qsparse-gqa", kernel="torch")),
-    ("torch kernel choice, dense", lambda: inference_model("dense-gqa-bias", kernel="torch")),
-])
+@pytest.mark.parametrize(
+    "reason, model",
+    [
+        ("shared experts", lambda: inference_model("bitnet-qsparse-moe", n_shared_experts=1)),
+        ("torch kernel choice", lambda: inference_model("bitnet-qsparse-gqa", kernel="torch")),
+        ("torch kernel choice, dense", lambda: inference_model("dense-gqa-bias", kernel="torch")),
+    ],
+)
 def test_it_steps_aside_where_it_has_no_compiled_form(reason, model):
     model = model()
     prompt = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(3))

@@ -1,5 +1,6 @@
 """The composable decoder: degenerate cases equal their dense counterparts, KV-cache decoding equals
 recomputation, top-K sits at exactly the four Q-Sparse sites, and everything gets gradients."""
+
 import pytest
 import torch
 import torch.nn.functional as F

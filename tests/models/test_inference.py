@@ -1,5 +1,6 @@
 """The inference form: packed ternary projections hold 2-bit weights and no latent copy, run the
 same input rule as training, and give the training form's logits and greedy tokens."""
+
 import pytest
 import torch
 
@@ -17,7 +18,9 @@ VARIANTS = {
     "qsparse": dict(sparsity="topk", k_ratio=0.5),
     "moe": dict(n_experts=4, top_k=2),
     "qsparse-moe": dict(n_experts=4, top_k=2, sparsity="topk", k_ratio=0.5, ffn_act="relu2"),
-    "bitnet-qsparse-moe-shared": dict(n_experts=4, top_k=2, n_shared_experts=1, weight_quant="ternary", act_quant="int8", sparsity="topk", k_ratio=0.5),
+    "bitnet-qsparse-moe-shared": dict(
+        n_experts=4, top_k=2, n_shared_experts=1, weight_quant="ternary", act_quant="int8", sparsity="topk", k_ratio=0.5
+    ),
     "moe-top1-switch": dict(n_experts=4, top_k=1, renormalize_router=False),
 }
 
@@ -98,7 +101,11 @@ def test_zeros_are_counted_through_the_inference_form():
     # across int8's rounding edge at zero: a few in ten thousand.
     first = [m for m in fast.modules() if isinstance(m, PackedTernaryLinear)][0].input_transform
     reference = [m for m in model.modules() if isinstance(m, ZooLinear)][0].input_transform
-    assert first is not reference and first.input_numel > 0 and (first.input_zeros, first.input_numel) == (reference.input_zeros, reference.input_numel)
+    assert (
+        first is not reference
+        and first.input_numel > 0
+        and (first.input_zeros, first.input_numel) == (reference.input_zeros, reference.input_numel)
+    )
     assert fast_stats.input_sparsity == pytest.approx(slow_stats.input_sparsity, abs=2e-3)
     assert fast_stats.activated_params == pytest.approx(slow_stats.activated_params, rel=2e-3)
 

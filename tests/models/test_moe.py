@@ -1,5 +1,6 @@
 """Dropless MoE FFN: against a per-token loop, 1 expert = dense, dropless routing, aux losses,
 backends, validation, decoder integration and accounting."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -398,7 +399,11 @@ def test_decoder_init_uses_residual_std_for_expert_down_projections():
 
 def linear_params(model) -> int:
     """Every non-embedding matrix (attention, router, experts, shared FFN); norms are vectors."""
-    return sum(p.numel() for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith(("tok_embeddings", "lm_head")) and not n.endswith("sub_norm.weight"))
+    return sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if p.dim() >= 2 and not n.startswith(("tok_embeddings", "lm_head")) and not n.endswith("sub_norm.weight")
+    )
 
 
 def test_accounting_counts_k_of_e_experts():

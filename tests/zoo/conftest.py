@@ -1,4 +1,5 @@
 """Shared fixtures: one cache root for the whole session so Shakespeare is fetched once."""
+
 import os
 from pathlib import Path
 

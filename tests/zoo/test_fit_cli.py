@@ -1,6 +1,7 @@
 """``zoo fit`` as a user meets it: the architecture it trains is the registry's, config mistakes are
 one line, checkpoints load weights-only (a remote pickle is never run), SIGTERM leaves a resumable
 checkpoint and a non-zero exit, checkpoint names and intervals are the user's to set."""
+
 import http.server
 import os
 import signal
@@ -12,14 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import fit_args  # noqa: E402  (tests/zoo is on sys.path under pytest)
 
 from zoo.cli import main
 from zoo.fit_cli import run_lightning_cli
 from zoo.lit import ZooLitModule, lr_multiplier
 from zoo.models.config import ModelConfig
 from zoo.registry import create_model, list_models, model_config
-
-from test_train import fit_args  # noqa: E402  (tests/zoo is on sys.path under pytest)
 
 
 def shapes(model):
@@ -52,13 +52,16 @@ def run_main(argv, capsys):
     return code, capsys.readouterr().err.strip()
 
 
-@pytest.mark.parametrize("extra, words", [
-    (["--model.arch.k_ratio", "1.5"], ["dense-tiny.yaml", "k_ratio", "(0, 1]", "1.5"]),
-    (["--model.arch.dim", "abc"], ["model.arch.dim", "int", "abc"]),
-    (["--model.arch.k_ration", "0.5"], ["k_ration"]),
-    (["--model.arch.k_ratio", "true"], ["k_ratio", "True"]),
-    (["--config", "no-such-entry"], ["no-such-entry", "no such config file", "dense-tiny"]),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--model.arch.k_ratio", "1.5"], ["dense-tiny.yaml", "k_ratio", "(0, 1]", "1.5"]),
+        (["--model.arch.dim", "abc"], ["model.arch.dim", "int", "abc"]),
+        (["--model.arch.k_ration", "0.5"], ["k_ration"]),
+        (["--model.arch.k_ratio", "true"], ["k_ratio", "True"]),
+        (["--config", "no-such-entry"], ["no-such-entry", "no such config file", "dense-tiny"]),
+    ],
+)
 def test_config_mistakes_are_one_line(capsys, extra, words):
     code, err = run_main(["fit", "--config", "dense-tiny", *extra, "--trainer.max_steps", "1"], capsys)
     assert code == 2
@@ -93,6 +96,7 @@ class Payload:
 def http_root(tmp_path):
     root = tmp_path / "served"
     root.mkdir()
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, directory=str(root), **kwargs)
@@ -144,11 +148,17 @@ def test_checkpoint_names_and_a_users_own_checkpoint_callback(tmp_path):
     names = sorted(p.name for p in (tmp_path / "default").rglob("*.ckpt"))
     assert names == ["last.ckpt", "step=4.ckpt"]
     mine = fit_args(tmp_path / "mine", "dense-tiny", 3) + [
-        "--trainer.callbacks+=ModelCheckpoint", f"--trainer.callbacks.dirpath={tmp_path / 'mine-ckpts'}",
-        "--trainer.callbacks.every_n_train_steps=1", "--trainer.callbacks.save_top_k=-1",
+        "--trainer.callbacks+=ModelCheckpoint",
+        f"--trainer.callbacks.dirpath={tmp_path / 'mine-ckpts'}",
+        "--trainer.callbacks.every_n_train_steps=1",
+        "--trainer.callbacks.save_top_k=-1",
     ]
     run_lightning_cli(mine)
-    assert sorted(p.name for p in (tmp_path / "mine-ckpts").iterdir()) == ["epoch=0-step=1.ckpt", "epoch=0-step=2.ckpt", "epoch=0-step=3.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "mine-ckpts").iterdir()) == [
+        "epoch=0-step=1.ckpt",
+        "epoch=0-step=2.ckpt",
+        "epoch=0-step=3.ckpt",
+    ]
 
 
 def test_zero_steps_writes_no_release_and_says_so(tmp_path, capsys):
@@ -167,7 +177,21 @@ def test_bitnet_stages_agree_on_the_middle_of_an_epoch_based_run(tmp_path, monke
         seen.append((self.global_step, group["weight_decay"], group["lr"]))
 
     monkeypatch.setattr(ZooLitModule, "on_train_batch_start", record)
-    cli = run_lightning_cli(fit_args(tmp_path, "bitnet-tiny", -1, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6", "--trainer.val_check_interval", "6", "--model.warmup_steps", "0"))
+    cli = run_lightning_cli(
+        fit_args(
+            tmp_path,
+            "bitnet-tiny",
+            -1,
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "6",
+            "--trainer.val_check_interval",
+            "6",
+            "--model.warmup_steps",
+            "0",
+        )
+    )
     assert cli.model.total_steps == 6
     decay = [wd for _, wd, _ in seen]
     assert decay == [0.1, 0.1, 0.1, 0.0, 0.0, 0.0]

@@ -1,5 +1,6 @@
 """zoo.hf against transformers itself: tiny random Llama, Mistral (GQA) and Qwen2 (q/k/v biases)
 checkpoints are imported, must give transformers' logits, and must export back bit for bit."""
+
 import argparse
 import json
 import warnings
@@ -27,8 +28,15 @@ SEQ = 40
 def tiny_hf_model(arch: str, tied: bool, vocab_size: int = 300):
     config_cls, model_cls = ARCHS[arch]
     config = config_cls(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=vocab_size,
-        intermediate_size=128, max_position_embeddings=64, tie_word_embeddings=tied, rope_theta=1000.0,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=vocab_size,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        tie_word_embeddings=tied,
+        rope_theta=1000.0,
     )
     torch.manual_seed(0)
     model = model_cls(config).float().eval()
@@ -205,7 +213,9 @@ def test_override_that_changes_parameters_is_refused(llama_dir, tmp_path):
 
 def test_cli_commands(llama_dir, tmp_path, capsys):
     src, model = llama_dir
-    args = argparse.Namespace(src=str(src), out=str(tmp_path / "release"), overrides=["sparsity=topk", "k_ratio=0.5"], name=None, dtype="bfloat16")
+    args = argparse.Namespace(
+        src=str(src), out=str(tmp_path / "release"), overrides=["sparsity=topk", "k_ratio=0.5"], name=None, dtype="bfloat16"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         assert cmd_import_hf(args) == 0
@@ -219,7 +229,10 @@ def test_cli_commands(llama_dir, tmp_path, capsys):
 
 def test_parse_overrides():
     assert parse_overrides(["sparsity=topk", "k_ratio=0.6", "sub_norm=false", "expert_ffn_dim="]) == {
-        "sparsity": "topk", "k_ratio": 0.6, "sub_norm": False, "expert_ffn_dim": None,
+        "sparsity": "topk",
+        "k_ratio": 0.6,
+        "sub_norm": False,
+        "expert_ffn_dim": None,
     }
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["sparsity"])

@@ -1,4 +1,5 @@
 """zoo.hub against a loopback HTTP server that can 404, drop connections, stall or ignore ranges."""
+
 from __future__ import annotations
 
 import hashlib
@@ -268,7 +269,7 @@ def test_resume_falls_back_to_full_download_without_range_support(server, releas
     server.requests.clear()
     d = hub.download(NAME, hub=server.url, progress=False)
     _assert_same(d, release)
-    (path, rng), = server.file_requests("model.safetensors")
+    ((path, rng),) = server.file_requests("model.safetensors")
     assert rng is not None  # it asked; the server answered 200 with the whole file
 
 

@@ -1,5 +1,6 @@
 """The lm-evaluation-harness adapter, offline: scores equal the model's own log-probs, greedy flags,
 rolling windows as lm-eval cuts them, generation that stops at a stop string, loading by name."""
+
 import sys
 
 import pytest
@@ -34,8 +35,18 @@ def lm_and_model():
     from zoo.lm_eval_adapter import ZooLM
 
     torch.manual_seed(0)
-    config = ModelConfig(vocab_size=len(ALPHABET), dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_seq_len=MAX_LEN,
-                         ffn_act="relu2", sparsity="topk", k_ratio=0.5, init_std=0.5)
+    config = ModelConfig(
+        vocab_size=len(ALPHABET),
+        dim=32,
+        n_layers=1,
+        n_heads=2,
+        ffn_dim=64,
+        max_seq_len=MAX_LEN,
+        ffn_act="relu2",
+        sparsity="topk",
+        k_ratio=0.5,
+        init_std=0.5,
+    )
     model = Decoder(config).eval()
     return ZooLM(model=model, tokenizer=CharTokenizer(), batch_size=2), model
 
@@ -115,11 +126,13 @@ def test_generate_until_stops_at_stop_string(lm_and_model):
     full = tok.decode(generate(model, torch.tensor([tok.encode(context)]), 12, temperature=0.0)[0].tolist())
     stop = full[4:6]
     expected = full[: full.find(stop)]
-    out = lm.generate_until([
-        instance("generate_until", (context, {"until": [stop], "max_gen_toks": 12})),
-        instance("generate_until", (context, {"until": "zzz-never", "max_gen_toks": 12}), 1),
-        instance("generate_until", ("abcde", {"until": [stop], "max_gen_toks": 12}), 2),  # same length: same batch
-    ])
+    out = lm.generate_until(
+        [
+            instance("generate_until", (context, {"until": [stop], "max_gen_toks": 12})),
+            instance("generate_until", (context, {"until": "zzz-never", "max_gen_toks": 12}), 1),
+            instance("generate_until", ("abcde", {"until": [stop], "max_gen_toks": 12}), 2),  # same length: same batch
+        ]
+    )
     assert out[0] == expected and len(out[0]) <= 4
     assert out[1] == full
     alone = lm.generate_until([instance("generate_until", ("abcde", {"until": [stop], "max_gen_toks": 12}))])
@@ -157,7 +170,7 @@ def test_missing_lm_eval_gives_install_hint(monkeypatch):
     for name in ("lm_eval", "lm_eval.api", "lm_eval.api.model", "lm_eval.api.registry"):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ImportError, match="pip install lm-eval"):
-        adapter.ZooLM
+        _ = adapter.ZooLM
 
 
 def test_simple_evaluate_on_a_local_task(lm_and_model, tmp_path, monkeypatch):
@@ -173,8 +186,10 @@ def test_simple_evaluate_on_a_local_task(lm_and_model, tmp_path, monkeypatch):
     docs = [{"context": "abcd", "target": "ef"}, {"context": "hello", "target": "o"}, {"context": "mno\nab", "target": "c"}]
     data = tmp_path / "docs.jsonl"
     data.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    common = f"dataset_path: json\ndataset_kwargs:\n  cache_dir: {tmp_path / 'hf'}\n  data_files:\n    test: {data}\ntest_split: test\n" \
-             "doc_to_text: \"{{context}}\"\ndoc_to_target: \"{{target}}\"\n"
+    common = (
+        f"dataset_path: json\ndataset_kwargs:\n  cache_dir: {tmp_path / 'hf'}\n  data_files:\n    test: {data}\ntest_split: test\n"
+        'doc_to_text: "{{context}}"\ndoc_to_target: "{{target}}"\n'
+    )
     (tmp_path / "zoo_ll.yaml").write_text(
         "task: zoo_ll\n" + common + "output_type: loglikelihood\nmetric_list:\n"
         "  - metric: perplexity\n    aggregation: perplexity\n    higher_is_better: false\n"
@@ -182,16 +197,19 @@ def test_simple_evaluate_on_a_local_task(lm_and_model, tmp_path, monkeypatch):
     )
     (tmp_path / "zoo_gen.yaml").write_text(
         "task: zoo_gen\n" + common + "output_type: generate_until\n"
-        "generation_kwargs:\n  until: [\"\\n\"]\n  max_gen_toks: 6\n  do_sample: false\n"
+        'generation_kwargs:\n  until: ["\\n"]\n  max_gen_toks: 6\n  do_sample: false\n'
         "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
     )
-    results = lm_eval.simple_evaluate(model=lm, tasks=["zoo_ll", "zoo_gen"], task_manager=TaskManager(include_path=str(tmp_path)),
-                                      log_samples=True, bootstrap_iters=0)
+    results = lm_eval.simple_evaluate(
+        model=lm, tasks=["zoo_ll", "zoo_gen"], task_manager=TaskManager(include_path=str(tmp_path)), log_samples=True, bootstrap_iters=0
+    )
     direct = lm.loglikelihood([instance("loglikelihood", (d["context"], d["target"]), i) for i, d in enumerate(docs)])
     expected_ppl = math.exp(-sum(v for v, _ in direct) / len(direct))
     assert results["results"]["zoo_ll"]["perplexity,none"] == pytest.approx(expected_ppl, rel=1e-5)
     assert results["results"]["zoo_ll"]["acc,none"] == pytest.approx(sum(g for _, g in direct) / len(direct))
-    generated = lm.generate_until([instance("generate_until", (d["context"], {"until": ["\n"], "max_gen_toks": 6}), i) for i, d in enumerate(docs)])
+    generated = lm.generate_until(
+        [instance("generate_until", (d["context"], {"until": ["\n"], "max_gen_toks": 6}), i) for i, d in enumerate(docs)]
+    )
     samples = sorted(results["samples"]["zoo_gen"], key=lambda s: s["doc_id"])
     assert [s["filtered_resps"][0] for s in samples] == generated
     assert "exact_match,none" in results["results"]["zoo_gen"]

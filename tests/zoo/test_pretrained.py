@@ -1,4 +1,5 @@
 """Pretrained zoo models by name: publish into a hub store, download with verification, generate."""
+
 import pytest
 import torch
 

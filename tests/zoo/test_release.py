@@ -1,4 +1,5 @@
 """Release directories: plain files, packed ternary weights that reproduce the model, clear errors."""
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -10,8 +11,14 @@ from zoo.tokenizer import ByteTokenizer
 ARCH = dict(vocab_size=256, dim=32, n_layers=2, n_heads=4, ffn_dim=64, max_seq_len=32)
 
 
-@pytest.mark.parametrize("extra", [{}, dict(weight_quant="ternary", act_quant="int8", sparsity="topk", k_ratio=0.5),
-                                   dict(weight_quant="ternary", n_experts=4, top_k=2, expert_ffn_dim=32)])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        dict(weight_quant="ternary", act_quant="int8", sparsity="topk", k_ratio=0.5),
+        dict(weight_quant="ternary", n_experts=4, top_k=2, expert_ffn_dim=32),
+    ],
+)
 def test_release_round_trip_reproduces_logits(tmp_path, extra):
     torch.manual_seed(0)
     model = Decoder(ModelConfig(**ARCH, **extra)).eval()
@@ -25,7 +32,9 @@ def test_release_round_trip_reproduces_logits(tmp_path, extra):
     assert any(k.endswith(".weight_packed") for k in stored) == ternary
     if ternary:  # 2 bits per ternary weight: a quarter of a byte each
         packed_bytes = sum(v.numel() for k, v in stored.items() if k.endswith(".weight_packed"))
-        ternary_params = sum(p.numel() for n, p in model.named_parameters() if n.endswith(("wqkv.weight", "wo.weight", "w_gate_up.weight", "w_down.weight")))
+        ternary_params = sum(
+            p.numel() for n, p in model.named_parameters() if n.endswith(("wqkv.weight", "wo.weight", "w_gate_up.weight", "w_down.weight"))
+        )
         assert packed_bytes == pytest.approx(ternary_params / 4, rel=0.01)
 
 

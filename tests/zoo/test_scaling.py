@@ -1,5 +1,6 @@
 """The Q-Sparse scaling-law fit: Huber loss, recovery of known constants, the closed-form optimal
 sparsity, the bootstrap, the sweep end to end at a minimal size, and the `zoo scaling` glue."""
+
 import argparse
 import json
 import math
@@ -34,12 +35,13 @@ def closed_form_s_star(law: ScalingLaw) -> float:
     return 1.0 - law.beta / (law.alpha + w)
 
 
-def synthetic_points(law=TRUE, noise=1e-4, seed=0, sizes=np.geomspace(1e4, 1e7, 5), sparsities=(0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8)):
+SIZES = np.geomspace(1e4, 1e7, 5)
+
+
+def synthetic_points(law=TRUE, noise=1e-4, seed=0, sizes=SIZES, sparsities=(0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8)):
     rng = np.random.default_rng(seed)
     return [
-        {"N": float(n), "S": s, "val_loss": float(law.loss(n, s)) * math.exp(rng.normal(0.0, noise))}
-        for n in sizes
-        for s in sparsities
+        {"N": float(n), "S": s, "val_loss": float(law.loss(n, s)) * math.exp(rng.normal(0.0, noise))} for n in sizes for s in sparsities
     ]
 
 
@@ -112,8 +114,19 @@ def test_fit_needs_enough_points():
 
 def test_sweep_end_to_end_writes_json_lines(tmp_path):
     out = tmp_path / "sweep.jsonl"
-    kwargs = dict(dims=(16, 32), k_ratios=(1.0, 0.5), precisions=("fp", "b1.58"), n_layers=1, head_dim=16, steps=2,
-                  batch_size=2, seq_len=16, val_batches=1, account_windows=2, progress=False)
+    kwargs = dict(
+        dims=(16, 32),
+        k_ratios=(1.0, 0.5),
+        precisions=("fp", "b1.58"),
+        n_layers=1,
+        head_dim=16,
+        steps=2,
+        batch_size=2,
+        seq_len=16,
+        val_batches=1,
+        account_windows=2,
+        progress=False,
+    )
     records = run_sweep(out, **kwargs)
     lines = out.read_text().splitlines()
     assert len(records) == len(lines) == 8

@@ -1,4 +1,5 @@
 """Tests of zoo.tokenizer: byte and BPE round trips, save/load, and errors that name the path."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """zoo fit end to end: every config, falling loss, exact resume, DDP parity, continue-training,
 non-finite losses, release export and generation."""
+
 import csv
 import math
 from pathlib import Path
@@ -14,18 +15,46 @@ from zoo.paths import configs_dir
 from zoo.registry import list_models
 
 TINY_ARCH = [
-    "--model.arch.dim", "32", "--model.arch.n_layers", "1", "--model.arch.n_heads", "2", "--model.arch.n_kv_heads", "2",
-    "--model.arch.ffn_dim", "64", "--model.arch.max_seq_len", "32",
+    "--model.arch.dim",
+    "32",
+    "--model.arch.n_layers",
+    "1",
+    "--model.arch.n_heads",
+    "2",
+    "--model.arch.n_kv_heads",
+    "2",
+    "--model.arch.ffn_dim",
+    "64",
+    "--model.arch.max_seq_len",
+    "32",
 ]
 
 
 def fit_args(tmp_path, config="dense-tiny", steps=30, *extra):
     return [
-        "fit", "--config", str(configs_dir() / f"{config}.yaml"), *TINY_ARCH,
-        "--data.batch_size", "8", "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "2",
-        "--trainer.val_check_interval", str(steps), "--trainer.log_every_n_steps", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(tmp_path), "--model.sample_tokens", "16", *extra,
+        "fit",
+        "--config",
+        str(configs_dir() / f"{config}.yaml"),
+        *TINY_ARCH,
+        "--data.batch_size",
+        "8",
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.val_check_interval",
+        str(steps),
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--model.sample_tokens",
+        "16",
+        *extra,
     ]
 
 
@@ -41,8 +70,6 @@ def test_every_yaml_in_configs_parses_strictly(capsys):
         assert exit_info.value.code in (0, None), path
     printed = capsys.readouterr().out
     assert "arch:" in printed and "max_seq_len" in printed
-
-
 
 
 @pytest.mark.parametrize("config", [n for n in list_models() if n.endswith("-tiny")])
@@ -104,10 +131,22 @@ def test_continue_training_starts_from_dense_weights(tmp_path):
     dense = run_lightning_cli(fit_args(tmp_path / "dense", "dense-tiny", 3))
     release = tmp_path / "dense" / "release"
     sparse = run_lightning_cli(
-        fit_args(tmp_path / "sparse", "dense-tiny", 1, "--model.arch.sparsity", "topk", "--model.arch.k_ratio", "0.5", "--model.init_from", str(release), "--trainer.max_steps", "1")
+        fit_args(
+            tmp_path / "sparse",
+            "dense-tiny",
+            1,
+            "--model.arch.sparsity",
+            "topk",
+            "--model.arch.k_ratio",
+            "0.5",
+            "--model.init_from",
+            str(release),
+            "--trainer.max_steps",
+            "1",
+        )
     )
-    from zoo.release import load_release
     from zoo.models import Decoder
+    from zoo.release import load_release
 
     dense_model, _, _ = load_release(release)
     sparse_start = Decoder(sparse.model.arch)
@@ -173,7 +212,12 @@ def test_ddp_two_processes_match_one_with_the_same_global_batch(tmp_path):
     for key in one:
         # Same samples per step; only the order of the gradient sum differs (all-reduce vs one batch).
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
-    assert not torch.equal(one["layers.0.attn.wqkv.weight"], run_lightning_cli(fit_args(tmp_path / "fresh", "qsparse-tiny", 0, "--model.sample_prompt", "")).model.model.state_dict()["layers.0.attn.wqkv.weight"])
+    assert not torch.equal(
+        one["layers.0.attn.wqkv.weight"],
+        run_lightning_cli(fit_args(tmp_path / "fresh", "qsparse-tiny", 0, "--model.sample_prompt", "")).model.model.state_dict()[
+            "layers.0.attn.wqkv.weight"
+        ],
+    )
 
 
 def test_continue_training_and_fine_tuning_configs_merge(tmp_path):
@@ -186,5 +230,7 @@ def test_continue_training_and_fine_tuning_configs_merge(tmp_path):
     assert cont.model.arch.sparsity == "topk" and cont.model.arch.k_ratio == 0.6 and cont.model.arch.dim == 32
     finetune = fit_args(tmp_path / "ft", "dense-tiny", 2)
     finetune = finetune[:config_at] + ["--config", str(configs_dir() / "finetune-ptb.yaml")] + finetune[config_at:]
-    ft = run_lightning_cli(finetune + ["--model.init_from", str(tmp_path / "cont" / "release"), "--trainer.default_root_dir", str(tmp_path / "ft")])
+    ft = run_lightning_cli(
+        finetune + ["--model.init_from", str(tmp_path / "cont" / "release"), "--trainer.default_root_dir", str(tmp_path / "ft")]
+    )
     assert ft.datamodule.source.name == "ptb" and logged(tmp_path / "ft", "val/bpb")

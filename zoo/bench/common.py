@@ -3,6 +3,7 @@
 Every record names the device, the torch/triton versions, the git commit and the date, and holds
 the baseline's time measured in the same run, so a speedup is never compared across machines.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -11,8 +12,9 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -69,7 +71,9 @@ def median_time(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 15, de
     return interleaved_median_times({"fn": fn}, warmup=warmup, repeats=repeats, device=device)["fn"]
 
 
-def interleaved_median_times(candidates: dict[str, Callable[[], Any]], *, warmup: int = 1, repeats: int = 5, device: str | torch.device = "cpu") -> dict[str, float]:
+def interleaved_median_times(
+    candidates: dict[str, Callable[[], Any]], *, warmup: int = 1, repeats: int = 5, device: str | torch.device = "cpu"
+) -> dict[str, float]:
     """Median wall time of each candidate, timed round by round (A B C, A B C, ...) so that drift
     of the machine (another job, clocks) hits every candidate alike, as benchmarks.md asks."""
     cuda = torch.device(device).type == "cuda"
@@ -89,7 +93,9 @@ def interleaved_median_times(candidates: dict[str, Callable[[], Any]], *, warmup
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def record(op: str, *, time_s: float, baseline_s: float, baseline: str, device: str | torch.device = "cpu", **fields: Any) -> dict[str, Any]:
+def record(
+    op: str, *, time_s: float, baseline_s: float, baseline: str, device: str | torch.device = "cpu", **fields: Any
+) -> dict[str, Any]:
     """One measurement: ``speedup = baseline_s / time_s`` plus the environment."""
     return {
         "op": op,

@@ -10,6 +10,7 @@ interleaved round by round. ``tiny`` entries use their shipped weights where the
 (speed of top-K and MoE depends on what the weights route and keep); ``small`` ones are random.
 Each record also gives the bytes of tensors the inference model holds.
 """
+
 from __future__ import annotations
 
 import torch
@@ -66,14 +67,29 @@ def run(device: str = "cpu", quick: bool = False, configs: list[str] | None = No
             # compiled decode step), which is how much the entry's sparsity alone buys.
             dense_engine_s = seconds.get(baseline_name)
             for name in chosen:
-                records.append(record(
-                    "greedy_decode", entry=name, form="inference", weights=sources[name], batch=1, prompt_tokens=PROMPT_TOKENS,
-                    new_tokens=new_tokens, tokens_per_s=new_tokens / seconds[name], time_s=seconds[name],
-                    baseline=baseline_label, baseline_s=seconds[baseline_label], baseline_tokens_per_s=new_tokens / seconds[baseline_label],
-                    tensor_bytes=tensor_bytes(models[name]), baseline_tensor_bytes=tensor_bytes(models[baseline_label]), device=device,
-                    dense_inference_s=dense_engine_s, speedup_vs_dense_inference=dense_engine_s / seconds[name] if dense_engine_s else None,
-                    compiled_decode_step=getattr(models[name], "decode_step", None) is not None and models[name].decode_step.unsupported is None,
-                ))
+                records.append(
+                    record(
+                        "greedy_decode",
+                        entry=name,
+                        form="inference",
+                        weights=sources[name],
+                        batch=1,
+                        prompt_tokens=PROMPT_TOKENS,
+                        new_tokens=new_tokens,
+                        tokens_per_s=new_tokens / seconds[name],
+                        time_s=seconds[name],
+                        baseline=baseline_label,
+                        baseline_s=seconds[baseline_label],
+                        baseline_tokens_per_s=new_tokens / seconds[baseline_label],
+                        tensor_bytes=tensor_bytes(models[name]),
+                        baseline_tensor_bytes=tensor_bytes(models[baseline_label]),
+                        device=device,
+                        dense_inference_s=dense_engine_s,
+                        speedup_vs_dense_inference=dense_engine_s / seconds[name] if dense_engine_s else None,
+                        compiled_decode_step=getattr(models[name], "decode_step", None) is not None
+                        and models[name].decode_step.unsupported is None,
+                    )
+                )
         return records
     finally:
         if threads:

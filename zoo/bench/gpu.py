@@ -12,6 +12,7 @@ failures, device, versions, seconds per step) and ``bench_kernels.jsonl`` / ``be
 
     python -m zoo.bench.gpu --out DIR [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,8 +86,12 @@ def run(out: str | Path, *, quick: bool = False, checkout: str | Path | None = N
     import triton
 
     summary: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": triton.__version__,
-        "cuda": torch.version.cuda, "quick": quick, "steps": {},
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "quick": quick,
+        "steps": {},
     }
 
     def step(name: str, fn) -> None:

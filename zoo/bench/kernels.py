@@ -13,12 +13,12 @@ Bytes a decode GEMV must read (benchmarks.md): ``N·K·d_B·b/8`` + scales + act
 ``d_B = 1 − (1 − d)^B`` for B tokens whose masks keep a fraction d (independent masks; the
 measured union is recorded too).
 """
+
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
-
-import statistics
 
 import torch
 import torch.nn.functional as F
@@ -91,9 +91,19 @@ def _cpu_sparse_linear(shapes, batches, densities) -> list[dict[str, Any]]:
                 moved = n_out * n_keep * batch * 4 + x.numel() * 4 + batch * n_out * 4
                 records.append(
                     record(
-                        "sparse_projection", time_s=time_s, baseline_s=baseline, baseline="F.linear fp32 dense",
-                        device="cpu", shape=f"{batch}x{k_in}->{n_out}", batch=batch, in_features=k_in,
-                        out_features=n_out, dtype="float32", density=density, impl="cpu", gbps=moved / time_s / 1e9,
+                        "sparse_projection",
+                        time_s=time_s,
+                        baseline_s=baseline,
+                        baseline="F.linear fp32 dense",
+                        device="cpu",
+                        shape=f"{batch}x{k_in}->{n_out}",
+                        batch=batch,
+                        in_features=k_in,
+                        out_features=n_out,
+                        dtype="float32",
+                        density=density,
+                        impl="cpu",
+                        gbps=moved / time_s / 1e9,
                         roofline_fraction=None,
                     )
                 )
@@ -135,12 +145,28 @@ def _cpu_packed_gemv(shapes, densities=(1.0, 0.4), threads=(1, 2)) -> list[dict[
                     warm = (median_time(candidate, warmup=3, repeats=15), median_time(dense, warmup=3, repeats=15))
                     for cache, (time_s, baseline) in (("cold", cold), ("warm", warm)):
                         read = packed.numel() * kept
-                        records.append(record(
-                            "packed_ternary_gemv", time_s=time_s, baseline_s=baseline, baseline="F.linear fp32 dense, same threads",
-                            device="cpu", shape=f"1x{k_in}->{n_out}", in_features=k_in, out_features=n_out, dtype="int8 x 2-bit",
-                            density=density, kept_fraction=kept, threads=count, cache=cache, isa=cpu_kernel_isa(), impl="cpu",
-                            gbps=read / time_s / 1e9, gbps_per_thread=read / time_s / 1e9 / count, roofline_fraction=None,
-                        ))
+                        records.append(
+                            record(
+                                "packed_ternary_gemv",
+                                time_s=time_s,
+                                baseline_s=baseline,
+                                baseline="F.linear fp32 dense, same threads",
+                                device="cpu",
+                                shape=f"1x{k_in}->{n_out}",
+                                in_features=k_in,
+                                out_features=n_out,
+                                dtype="int8 x 2-bit",
+                                density=density,
+                                kept_fraction=kept,
+                                threads=count,
+                                cache=cache,
+                                isa=cpu_kernel_isa(),
+                                impl="cpu",
+                                gbps=read / time_s / 1e9,
+                                gbps_per_thread=read / time_s / 1e9 / count,
+                                roofline_fraction=None,
+                            )
+                        )
     finally:
         torch.set_num_threads(previous)
     return records
@@ -156,9 +182,17 @@ def _cpu_topk_int8(shapes, density: float = 0.4) -> list[dict[str, Any]]:
         time_s, baseline = _paired_medians(lambda: topk_int8_quantize(x, k, impl="torch"), lambda: _topk_int8_baseline(x, k), repeats=7)
         records.append(
             record(
-                "topk_int8_quantize", time_s=time_s, baseline_s=baseline, baseline="torch.topk+scatter+quantise",
-                device="cpu", shape=f"{rows}x{dim}", dtype="float32", density=density, impl="torch",
-                gbps=2 * x.numel() * 4 / time_s / 1e9, roofline_fraction=None,
+                "topk_int8_quantize",
+                time_s=time_s,
+                baseline_s=baseline,
+                baseline="torch.topk+scatter+quantise",
+                device="cpu",
+                shape=f"{rows}x{dim}",
+                dtype="float32",
+                density=density,
+                impl="torch",
+                gbps=2 * x.numel() * 4 / time_s / 1e9,
+                roofline_fraction=None,
             )
         )
     return records
@@ -176,11 +210,14 @@ def _gpu_records(device: torch.device, gemv_shapes, batches, densities, topk_sha
     def bench(fn) -> float:
         return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") / 1e3
 
-    # achievable HBM bandwidth: bytes read + written by a device-to-device copy
-    src = torch.empty(1 << 28, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    copy_bw = 2 * src.numel() / bench(lambda: dst.copy_(src))
-    del src, dst
+    def copy_bandwidth() -> float:
+        # achievable HBM bandwidth: bytes read + written by a device-to-device copy (the 512 MB of
+        # buffers go when this returns)
+        src = torch.empty(1 << 28, dtype=torch.uint8, device=device)
+        dst = torch.empty_like(src)
+        return 2 * src.numel() / bench(lambda: dst.copy_(src))
+
+    copy_bw = copy_bandwidth()
 
     records = []
     for rows, dim in topk_shapes:
@@ -191,9 +228,18 @@ def _gpu_records(device: torch.device, gemv_shapes, batches, densities, topk_sha
         moved = 2 * x.numel() * x.element_size() + rows * 4
         records.append(
             record(
-                "topk_int8_quantize", time_s=time_s, baseline_s=baseline, baseline="torch.topk+scatter+quantise bf16",
-                device=device, shape=f"{rows}x{dim}", dtype="bfloat16", density=0.4, impl="triton",
-                gbps=moved / time_s / 1e9, copy_gbps=copy_bw / 1e9, roofline_fraction=(moved / copy_bw) / time_s,
+                "topk_int8_quantize",
+                time_s=time_s,
+                baseline_s=baseline,
+                baseline="torch.topk+scatter+quantise bf16",
+                device=device,
+                shape=f"{rows}x{dim}",
+                dtype="bfloat16",
+                density=0.4,
+                impl="triton",
+                gbps=moved / time_s / 1e9,
+                copy_gbps=copy_bw / 1e9,
+                roofline_fraction=(moved / copy_bw) / time_s,
             )
         )
 
@@ -219,19 +265,29 @@ def _gpu_records(device: torch.device, gemv_shapes, batches, densities, topk_sha
                     moved = n_out * k_in * union * 2 / 8 + io + 4
                     records.append(
                         record(
-                            "ternary_gemv", time_s=time_s, baseline_s=baseline, baseline="F.linear bf16 dense",
-                            device=device, shape=f"{batch}x{k_in}->{n_out}", batch=batch, in_features=k_in,
-                            out_features=n_out, dtype=act, weight_bits=2, density=density, union_density=union,
-                            impl="triton", gbps=moved / time_s / 1e9, copy_gbps=copy_bw / 1e9,
+                            "ternary_gemv",
+                            time_s=time_s,
+                            baseline_s=baseline,
+                            baseline="F.linear bf16 dense",
+                            device=device,
+                            shape=f"{batch}x{k_in}->{n_out}",
+                            batch=batch,
+                            in_features=k_in,
+                            out_features=n_out,
+                            dtype=act,
+                            weight_bits=2,
+                            density=density,
+                            union_density=union,
+                            impl="triton",
+                            gbps=moved / time_s / 1e9,
+                            copy_gbps=copy_bw / 1e9,
                             roofline_fraction=(moved / copy_bw) / time_s,
                         )
                     )
     return records
 
 
-def run(
-    device: str = "cpu", out: str | Path | None = None, quick: bool = False, threads: int | None = None
-) -> list[dict[str, Any]]:
+def run(device: str = "cpu", out: str | Path | None = None, quick: bool = False, threads: int | None = None) -> list[dict[str, Any]]:
     """Measure the kernels on ``device`` ("cpu" or "cuda[:i]") and return (and optionally append to
     ``out`` as JSON lines) one record per measurement. ``quick`` keeps to a couple of shapes (under
     a minute on 2 cores); ``threads`` fixes torch's CPU thread count for the run (the records'
@@ -254,7 +310,10 @@ def run(
     records += _cpu_packed_gemv(QUICK_PACKED_SHAPES if quick else PACKED_SHAPES)
     if device.type == "cuda":
         records += _gpu_records(
-            device, QUICK_SHAPES if quick else SHAPES, BATCHES, (0.4,) if quick else DENSITIES,
+            device,
+            QUICK_SHAPES if quick else SHAPES,
+            BATCHES,
+            (0.4,) if quick else DENSITIES,
             QUICK_TOPK_SHAPES if quick else TOPK_SHAPES,
         )
     if out is not None:

@@ -10,12 +10,14 @@ process:
 
 ``speedup = baseline time / backend time``; above 1 the backend is faster.
 """
+
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -94,9 +96,7 @@ def _megablocks_dmoe(config: ModelConfig, device: torch.device, dtype: torch.dty
     return layer, step
 
 
-def interleaved_medians(
-    fns: dict[str, Callable[[], Any]], *, warmup: int, repeats: int, device: torch.device
-) -> dict[str, float]:
+def interleaved_medians(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats: int, device: torch.device) -> dict[str, float]:
     """Median seconds of each ``fn``, timed round-robin so load that comes and goes on a shared
     machine hits every candidate alike instead of whichever happened to run during it."""
     cuda = device.type == "cuda"

@@ -4,6 +4,7 @@ One step is forward, cross-entropy, backward and an AdamW update on a fixed rand
 entries and the baseline are timed round by round (A B C, A B C, ...), so machine drift hits each
 alike. Target (issue 11): bitnet-qsparse-tiny at most 1.2× the dense-tiny step on a CPU.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -55,6 +55,7 @@ The train loader is a :class:`ResumableDataLoader` over a :class:`ResumableSampl
 Evaluation loaders keep the window order and keep the last, smaller batch; under DDP
 Lightning shards them with its own (unshuffled) ``DistributedSampler``.
 """
+
 from __future__ import annotations
 
 from typing import Any

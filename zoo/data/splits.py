@@ -1,4 +1,5 @@
 """The three splits every zoo corpus is read by, and the checks that name them."""
+
 from __future__ import annotations
 
 SPLITS = ("train", "validation", "test")

@@ -1,10 +1,10 @@
 """Token windows of a tokenised split: the arrays the token cache holds, cut into windows of
 ``L + 1`` tokens, and the batch collation."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -13,10 +13,7 @@ from torch.utils.data import Dataset
 from zoo.tokenizer import ByteTokenizer, Tokenizer
 
 
-
-def encode_documents(
-    documents: Iterator[str], tokenizer: Tokenizer, separator: str, where: str
-) -> tuple[np.ndarray, dict[str, int]]:
+def encode_documents(documents: Iterator[str], tokenizer: Tokenizer, separator: str, where: str) -> tuple[np.ndarray, dict[str, int]]:
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
     separator_ids = np.asarray(tokenizer.encode(separator), dtype=dtype)
     separator_bytes = len(separator.encode("utf-8"))
@@ -58,12 +55,12 @@ class TokenWindows(Dataset):
     in each process (so workers share the page cache and pickling it stays cheap).
     """
 
-    def __init__(self, tokens: Union[np.ndarray, str, Path], seq_len: int) -> None:
+    def __init__(self, tokens: np.ndarray | str | Path, seq_len: int) -> None:
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
             raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")
         self.seq_len = seq_len
-        self._path: Optional[Path] = None
-        self._tokens: Optional[np.ndarray] = None
+        self._path: Path | None = None
+        self._tokens: np.ndarray | None = None
         if isinstance(tokens, (str, Path)):
             self._path = Path(tokens)
             self.num_tokens = int(self.tokens.shape[0])
