@@ -59,16 +59,16 @@ def test_huber_is_quadratic_below_delta_and_linear_above(d):
 
 
 def test_objective_gradient_matches_finite_differences():
-    from zoo.scaling import _objective
+    from zoo.scaling import objective
 
     points = synthetic_points(noise=3e-3)  # residuals on both sides of δ
     N, S, L = (np.array([p[k] for p in points]) for k in ("N", "S", "val_loss"))
     theta = np.array([math.log(1.4), math.log(2.5), math.log(0.6), 0.28, 0.7])
-    _, grad = _objective(theta, N, S, L, HUBER_DELTA)
+    _, grad = objective(theta, N, S, L, HUBER_DELTA)
     for i in range(5):
         step = np.zeros(5)
         step[i] = 1e-6
-        numeric = (_objective(theta + step, N, S, L, HUBER_DELTA)[0] - _objective(theta - step, N, S, L, HUBER_DELTA)[0]) / 2e-6
+        numeric = (objective(theta + step, N, S, L, HUBER_DELTA)[0] - objective(theta - step, N, S, L, HUBER_DELTA)[0]) / 2e-6
         assert grad[i] == pytest.approx(numeric, rel=1e-4, abs=1e-6), i
 
 

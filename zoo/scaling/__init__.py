@@ -1,0 +1,71 @@
+"""The inference-optimal scaling law of Q-Sparse (arXiv 2407.10969, Wang, Ma, Wang, Wei, 2024),
+measured on our own runs.
+
+``zoo scaling run`` trains a sweep of model sizes × top-K sparsity levels × two precisions (full
+precision, and BitNet b1.58 ternary weights with int8 activations, arXiv 2402.17764) through the
+zoo's own training path (:func:`zoo.fit_cli.run_lightning_cli`), and records per run the
+non-embedding parameters ``N``, the activated parameters ``N_a`` measured on data (Q-Sparse
+§3.6), the measured sparsity ``S = 1 − N_a/N`` and the final validation loss, as JSON lines.
+
+``zoo scaling fit`` fits, for each precision separately, Q-Sparse's law
+
+    L(N, S) = E + A(S) / N^α,        A(S) = B + C · exp(β / (1 − S))
+
+exactly as the paper does: a Huber loss (δ = 1e-3) on the residuals of log L, minimised by
+L-BFGS from a grid of initialisations, keeping the best. The optimal sparsity at a fixed number
+of *activated* parameters follows from ``L(N_a, S) = E + A(S)·((1 − S)/N_a)^α``:
+``S* = argmin_S A(S)·(1 − S)^α`` (a 1-D minimisation), with a bootstrap interval (runs resampled
+with replacement, refitted, 5th–95th percentile).
+
+Every constant reported here is fitted on this project's runs. The paper's published constants
+(E=1.86, B=0.01, C=1.89, α=0.10, β=0.05) belong to its 300M–7B models and are never used as ours.
+"""
+
+from zoo.scaling.cli import add_scaling_parser, main
+from zoo.scaling.law import (
+    HUBER_DELTA,
+    ScalingLaw,
+    bootstrap,
+    fit_scaling_law,
+    huber,
+    huber_grad,
+    initial_grid,
+    objective,
+    optimal_sparsity,
+)
+from zoo.scaling.report import fit_and_write, fit_sweep, plot_fit
+from zoo.scaling.sweep import (
+    DEFAULT_DIMS,
+    DEFAULT_K_RATIOS,
+    PRECISIONS,
+    default_sweep_path,
+    run_key,
+    run_sweep,
+    sweep_plan,
+    train_one,
+)
+
+__all__ = [
+    "DEFAULT_DIMS",
+    "DEFAULT_K_RATIOS",
+    "HUBER_DELTA",
+    "PRECISIONS",
+    "ScalingLaw",
+    "add_scaling_parser",
+    "bootstrap",
+    "default_sweep_path",
+    "fit_and_write",
+    "fit_scaling_law",
+    "fit_sweep",
+    "huber",
+    "huber_grad",
+    "initial_grid",
+    "main",
+    "objective",
+    "optimal_sparsity",
+    "plot_fit",
+    "run_key",
+    "run_sweep",
+    "sweep_plan",
+    "train_one",
+]
