@@ -16,8 +16,10 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+import zoo
 from zoo import hub
 from zoo.hub import DownloadError, NotCachedError, UnknownCheckpointError
+from zoo.hub import fetch as hub_fetch
 
 NAME = "tiny-test"
 FILES = {"model.safetensors": 300_000, "config.yaml": 1_000, "README.md": 64}
@@ -179,7 +181,7 @@ def test_republish_replaces_files_and_keeps_other_entries(store, release, tmp_pa
 def test_shipped_manifest_is_valid():
     m = hub.load_manifest()
     assert m["version"] == 1 and isinstance(m["checkpoints"], dict)
-    assert hub.default_hub() == (Path(hub.__file__).parent / "store").resolve().as_uri()
+    assert hub.default_hub() == (Path(zoo.__file__).parent / "store").resolve().as_uri()
 
 
 @pytest.mark.parametrize(
@@ -451,7 +453,7 @@ def test_hub_without_manifest_uses_shipped_manifest(server, release, monkeypatch
     # A bytes-only mirror: checksums come from the shipped manifest.
     shipped = tmp_path / "shipped"
     shutil.copytree(server.root, shipped)
-    monkeypatch.setattr(hub, "shipped_store", lambda: shipped)
+    monkeypatch.setattr(hub_fetch, "shipped_store", lambda: shipped)
     (server.root / "manifest.json").unlink()
     d = hub.download(NAME, hub=server.url, progress=False)
     _assert_same(d, release)

@@ -1,34 +1,5 @@
-"""Zoo checkpoints: the manifest, publishing into a store, and verified downloads from a hub.
-
-A released checkpoint is a directory of plain files (``model.safetensors``, ``config.yaml``,
-``tokenizer.json``, ``metrics.json``, ``README.md``). A *hub* is a URL root under which each
-checkpoint lives at ``<hub>/<name>/<file>`` and the hub's ``manifest.json`` sits at
-``<hub>/manifest.json``. The *shipped store* is the folder ``zoo/store/`` inside the package;
-it is the default hub (as a ``file://`` URL). ``ZOO_HUB`` or ``hub=`` overrides it with any
-``file://``, ``http(s)://`` or fsspec URL (``hf://user/repo`` through huggingface_hub).
-
-Manifest schema (``version`` 1)::
-
-    {"version": 1,
-     "checkpoints": {
-        NAME: {"files": {RELPATH: {"sha256": "<64 lowercase hex>", "size": <int bytes>}},
-               "source": "free text: how the checkpoint was produced",
-               ...any other keys are kept but ignored}}}
-
-Which manifest a download trusts: the hub's own ``manifest.json``; when the hub has none
-(a bytes-only mirror), the shipped one. Every online download keeps a copy of the manifest it
-used in the cache, so offline mode can verify what is cached without touching the hub.
-
-Cache layout, under ``zoo.paths.cache_dir("checkpoints")`` (``$ZOO_HOME/checkpoints``)::
-
-    <name>/<file>                 verified files only (what ``download`` returns)
-    <name>/.<file>.part           bytes received so far; resumed with an HTTP Range request
-    <name>/.<file>.lock           filelock serialising processes that fetch the same file
-    <name>/.<file>.verified       size, mtime and sha256 of the verified file (skips re-hashing)
-    .hubs/<hash of hub URL>.json  the manifest last used for that hub (for offline mode)
-
-This module only moves and hashes bytes: nothing is ever unpickled or imported from a hub.
-"""
+"""Verified downloads from a hub (a local store or an http(s) URL): the manifest first, then each
+file streamed, resumed where it stopped, and checked against its sha256 before use."""
 
 from __future__ import annotations
 
@@ -37,256 +8,34 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from pathlib import Path
+from typing import IO
 
-from zoo.files import atomic_write_bytes, sha256_file
-
-__all__ = [
-    "DownloadError",
-    "NotCachedError",
-    "UnknownCheckpointError",
-    "default_hub",
-    "download",
-    "file_sha256",
-    "load_manifest",
-    "publish",
-    "shipped_store",
-]
-
-MANIFEST_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-DEFAULT_TIMEOUT = 60.0  # seconds without a byte before a download is declared stalled
-_CHUNK = 1 << 20
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-class DownloadError(RuntimeError):
-    """A checkpoint file could not be fetched or did not verify; the message says which and why."""
-
-    def __init__(self, name: str, filename: str | None, cause: str):
-        self.name, self.filename, self.cause = name, filename, cause
-        what = f"{name}/{filename}" if filename else name
-        super().__init__(f"cannot get zoo checkpoint file {what!r}: {cause}")
-
-
-class NotCachedError(DownloadError):
-    """Offline mode was asked for something that is not in the cache."""
-
-
-class UnknownCheckpointError(KeyError):
-    """The manifest has no checkpoint of that name."""
-
-    def __init__(self, name: str, known: list[str], origin: str):
-        self.name, self.known = name, known
-        listed = ", ".join(sorted(known)) if known else "(none)"
-        self.message = f"unknown zoo checkpoint {name!r} in manifest {origin}; known checkpoints: {listed}"
-        super().__init__(self.message)
-
-    # KeyError.__str__ would repr() the message and wrap it in quotes.
-    def __str__(self) -> str:
-        return self.message
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def shipped_store() -> Path:
-    """The store folder shipped inside the package (source tree and wheel)."""
-    import zoo
-
-    return Path(zoo.__file__).resolve().parent / "store"
-
-
-def default_hub() -> str:
-    """``$ZOO_HUB`` if set, else the shipped store as a ``file://`` URL."""
-    return os.environ.get("ZOO_HUB") or shipped_store().as_uri()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file (``zoo.files.sha256_file``, under the name this module's users know)."""
-    return sha256_file(path)
-
-
-def _check_name(name: Any) -> str:
-    # A checkpoint name becomes one directory of the cache and one URL segment, so it must
-    # be a single harmless path component.
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
-        raise ValueError(
-            f"invalid zoo checkpoint name {name!r}: use letters, digits, '.', '_', '+', '-' (starting with a letter or digit, no '..')"
-        )
-    return name
-
-
-def _check_relpath(filename: Any) -> PurePosixPath:
-    """Refuse manifest file names that could land outside the checkpoint's directory."""
-    if not isinstance(filename, str) or not filename:
-        raise ValueError(f"file name {filename!r} is not a non-empty string")
-    if "\\" in filename or "\x00" in filename or ":" in filename:
-        # Backslashes and drive colons are path syntax on Windows; refuse them everywhere so
-        # a manifest means the same on every platform.
-        raise ValueError(f"file name {filename!r} contains a backslash, ':' or NUL")
-    if filename.startswith("/") or filename.startswith("~"):
-        raise ValueError(f"file name {filename!r} is absolute")
-    rel = PurePosixPath(filename)
-    for part in filename.split("/"):
-        if part in ("", ".", ".."):
-            raise ValueError(f"file name {filename!r} has an empty, '.' or '..' component")
-        if part.startswith("."):
-            # Dot-names are reserved for the cache's own .part/.lock/.verified files.
-            raise ValueError(f"file name {filename!r} has a hidden (dot) component")
-    return rel
-
-
-def _validate_manifest(data: Any, origin: str) -> dict:
-    def bad(msg: str) -> ValueError:
-        return ValueError(f"invalid zoo manifest {origin}: {msg}")
-
-    if not isinstance(data, dict):
-        raise bad("top level must be a JSON object")
-    if data.get("version") != MANIFEST_VERSION:
-        raise bad(f"'version' must be {MANIFEST_VERSION}, got {data.get('version')!r}")
-    checkpoints = data.get("checkpoints")
-    if not isinstance(checkpoints, dict):
-        raise bad("'checkpoints' must be an object mapping names to entries")
-    for name, entry in checkpoints.items():
-        try:
-            _check_name(name)
-        except ValueError as e:
-            raise bad(f"checkpoint {name!r}: {e}") from None
-        if not isinstance(entry, dict):
-            raise bad(f"checkpoint {name!r}: entry must be an object")
-        files = entry.get("files")
-        if not isinstance(files, dict) or not files:
-            raise bad(f"checkpoint {name!r}: 'files' must be a non-empty object")
-        if "source" in entry and not isinstance(entry["source"], str):
-            raise bad(f"checkpoint {name!r}: 'source' must be a string")
-        for filename, spec in files.items():
-            try:
-                _check_relpath(filename)
-            except ValueError as e:
-                raise bad(f"checkpoint {name!r}: {e}") from None
-            where = f"checkpoint {name!r} file {filename!r}"
-            if not isinstance(spec, dict):
-                raise bad(f"{where}: must be an object with 'sha256' and 'size'")
-            sha = spec.get("sha256")
-            if not isinstance(sha, str) or not _SHA_RE.match(sha):
-                raise bad(f"{where}: 'sha256' must be 64 lowercase hex digits, got {sha!r}")
-            size = spec.get("size")
-            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise bad(f"{where}: 'size' must be a non-negative integer, got {size!r}")
-    return data
-
-
-def load_manifest(path: str | os.PathLike | None = None) -> dict:
-    """Read and validate a manifest file (default: the shipped store's ``manifest.json``).
-
-    Raises ``ValueError`` naming the file and the offending entry/field when it is malformed.
-    """
-    path = Path(path) if path is not None else shipped_store() / MANIFEST_NAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"zoo manifest not found: {path}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"invalid zoo manifest {path}: not JSON ({e})") from None
-    return _validate_manifest(data, str(path))
-
-
-def _dump_manifest(data: dict) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
-
-
-def _lock(path: Path):
-    from filelock import FileLock
-
-    return FileLock(str(path))
-
-
-# ----------------------------------------------------------------------------- publish
-
-
-def publish(
-    release_dir: str | os.PathLike,
-    name: str,
-    *,
-    store: str | os.PathLike,
-    source: str = "",
-) -> dict:
-    """Copy a release directory into a store folder and record it in the store's manifest.
-
-    ``store`` is a folder the caller names (never a default inside the package). Files are copied to ``<store>/<name>/`` (the old
-    copy, if any, is replaced as a whole); hidden (dot) files are skipped. Their sha256 and
-    size go into the manifest entry ``{"files": ..., "source": source}``, which is written
-    atomically under a lock. Returns the entry.
-    """
-    _check_name(name)
-    release = Path(release_dir)
-    if not release.is_dir():
-        raise NotADirectoryError(f"release directory not found: {release}")
-    store_dir = Path(store)
-    store_dir.mkdir(parents=True, exist_ok=True)
-
-    sources: list[tuple[str, Path]] = []
-    for p in sorted(release.rglob("*")):
-        rel = p.relative_to(release).as_posix()
-        if any(part.startswith(".") for part in rel.split("/")) or not p.is_file():
-            continue
-        _check_relpath(rel)
-        sources.append((rel, p))
-    if not sources:
-        raise ValueError(f"release directory {release} has no files to publish")
-
-    files: dict[str, dict] = {}
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=store_dir))
-    try:
-        for rel, src in sources:
-            dst = staging / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            h, size = hashlib.sha256(), 0
-            # Hash the bytes as they are copied, so the manifest describes exactly the copy.
-            with open(src, "rb") as fin, open(dst, "wb") as fout:
-                for block in iter(lambda: fin.read(_CHUNK), b""):
-                    h.update(block)
-                    size += len(block)
-                    fout.write(block)
-            files[rel] = {"sha256": h.hexdigest(), "size": size}
-        entry = {"files": files, "source": str(source)}
-
-        manifest_path = store_dir / MANIFEST_NAME
-        with _lock(store_dir / f".{MANIFEST_NAME}.lock"):
-            if manifest_path.exists():
-                manifest = load_manifest(manifest_path)
-            else:
-                manifest = {"version": MANIFEST_VERSION, "checkpoints": {}}
-            target = store_dir / name
-            if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=store_dir))
-                os.replace(target, old / name)
-                os.replace(staging, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(staging, target)
-            manifest["checkpoints"][name] = entry
-            _validate_manifest(manifest, str(manifest_path))
-            atomic_write_bytes(manifest_path, _dump_manifest(manifest))
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return entry
-
+from zoo.files import atomic_write_bytes
+from zoo.hub.manifest import (
+    CHUNK,
+    DEFAULT_TIMEOUT,
+    MANIFEST_NAME,
+    DownloadError,
+    NotCachedError,
+    UnknownCheckpointError,
+    check_name,
+    check_relpath,
+    default_hub,
+    dump_manifest,
+    file_sha256,
+    load_manifest,
+    locked,
+    shipped_store,
+    validate_manifest,
+)
 
 # ----------------------------------------------------------------------------- hub access
 
@@ -411,7 +160,7 @@ def fetch_hub_manifest(hub: str, name: str, timeout: float) -> tuple[dict, str] 
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"invalid zoo manifest {origin}: not JSON ({e})") from None
-    return _validate_manifest(data, origin), origin
+    return validate_manifest(data, origin), origin
 
 
 def _resolve_manifest(hub: str, name: str, root: Path, offline: bool, timeout: float) -> tuple[dict, str]:
@@ -435,7 +184,7 @@ def _resolve_manifest(hub: str, name: str, root: Path, offline: bool, timeout: f
     if found is None:
         shipped = shipped_store() / MANIFEST_NAME
         found = load_manifest(shipped), f"{shipped} (hub {hub} has no {MANIFEST_NAME})"
-    atomic_write_bytes(saved, _dump_manifest(found[0]))
+    atomic_write_bytes(saved, dump_manifest(found[0]))
     return found
 
 
@@ -508,7 +257,7 @@ def _transfer(hub: str, name: str, relpath: str, spec: dict, part: Path, progres
                 got = start
                 try:
                     while True:
-                        block = stream.read(_CHUNK)
+                        block = stream.read(CHUNK)
                         if not block:
                             break
                         got += len(block)
@@ -542,7 +291,7 @@ def _fetch_file(hub: str, name: str, relpath: str, spec: dict, final: Path, *, o
         raise NotCachedError(name, relpath, f"offline mode and {what} cached at {final} (unset ZOO_OFFLINE to download)")
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(f".{final.name}.part")
-    with _lock(final.with_name(f".{final.name}.lock")):
+    with locked(final.with_name(f".{final.name}.lock")):
         # Another process may have finished this file while we waited for the lock.
         if _is_verified(final, spec):
             return
@@ -590,7 +339,7 @@ def download(
     ``ValueError`` for unsafe names or file names, :class:`DownloadError` for anything that
     goes wrong on the way (404, timeout, truncation, size or checksum mismatch).
     """
-    _check_name(name)
+    check_name(name)
     hub = hub or default_hub()
     if offline is None:
         from zoo.paths import offline_mode
@@ -617,7 +366,7 @@ def download(
     targets: list[tuple[str, dict, Path]] = []
     dest_real = dest.resolve()
     for relpath, spec in entry["files"].items():
-        _check_relpath(relpath)  # already validated with the manifest; kept as a last guard
+        check_relpath(relpath)  # already validated with the manifest; kept as a last guard
         final = dest.joinpath(*relpath.split("/"))
         if not final.resolve().is_relative_to(dest_real):
             raise ValueError(f"zoo checkpoint {name!r}: file {relpath!r} would land outside {dest}")

@@ -1,0 +1,58 @@
+"""Zoo checkpoints: the manifest, publishing into a store, and verified downloads from a hub.
+
+A released checkpoint is a directory of plain files (``model.safetensors``, ``config.yaml``,
+``tokenizer.json``, ``metrics.json``, ``README.md``). A *hub* is a URL root under which each
+checkpoint lives at ``<hub>/<name>/<file>`` and the hub's ``manifest.json`` sits at
+``<hub>/manifest.json``. The *shipped store* is the folder ``zoo/store/`` inside the package;
+it is the default hub (as a ``file://`` URL). ``ZOO_HUB`` or ``hub=`` overrides it with any
+``file://``, ``http(s)://`` or fsspec URL (``hf://user/repo`` through huggingface_hub).
+
+Manifest schema (``version`` 1)::
+
+    {"version": 1,
+     "checkpoints": {
+        NAME: {"files": {RELPATH: {"sha256": "<64 lowercase hex>", "size": <int bytes>}},
+               "source": "free text: how the checkpoint was produced",
+               ...any other keys are kept but ignored}}}
+
+Which manifest a download trusts: the hub's own ``manifest.json``; when the hub has none
+(a bytes-only mirror), the shipped one. Every online download keeps a copy of the manifest it
+used in the cache, so offline mode can verify what is cached without touching the hub.
+
+Cache layout, under ``zoo.paths.cache_dir("checkpoints")`` (``$ZOO_HOME/checkpoints``)::
+
+    <name>/<file>                 verified files only (what ``download`` returns)
+    <name>/.<file>.part           bytes received so far; resumed with an HTTP Range request
+    <name>/.<file>.lock           filelock serialising processes that fetch the same file
+    <name>/.<file>.verified       size, mtime and sha256 of the verified file (skips re-hashing)
+    .hubs/<hash of hub URL>.json  the manifest last used for that hub (for offline mode)
+
+This module only moves and hashes bytes: nothing is ever unpickled or imported from a hub.
+"""
+
+from zoo.hub.fetch import download, fetch_hub_manifest
+from zoo.hub.manifest import (
+    DEFAULT_TIMEOUT,
+    DownloadError,
+    NotCachedError,
+    UnknownCheckpointError,
+    default_hub,
+    file_sha256,
+    load_manifest,
+    publish,
+    shipped_store,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "DownloadError",
+    "NotCachedError",
+    "UnknownCheckpointError",
+    "default_hub",
+    "download",
+    "fetch_hub_manifest",
+    "file_sha256",
+    "load_manifest",
+    "publish",
+    "shipped_store",
+]
