@@ -85,6 +85,8 @@ class ModelConfig:
     moe_impl: str = "auto"
     aux_loss_coef: float = 0.01
     z_loss_coef: float = 0.001
+    # DeepSeek-V3's auxiliary-loss-free balancing: the selection bias moves by this much per optimizer step (0: off)
+    balance_bias_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
@@ -136,9 +138,11 @@ class ModelConfig:
             _fail("n_shared_experts", "an integer >= 0", self.n_shared_experts)
         if self.n_shared_experts and not self.n_experts:
             _fail("n_shared_experts", "0 when n_experts is 0", self.n_shared_experts)
-        for name in ("aux_loss_coef", "z_loss_coef"):
+        for name in ("aux_loss_coef", "z_loss_coef", "balance_bias_rate"):
             if getattr(self, name) < 0:
                 _fail(name, ">= 0", getattr(self, name))
+        if self.balance_bias_rate and not self.n_experts:
+            _fail("balance_bias_rate", "0 when n_experts is 0 (it balances experts)", self.balance_bias_rate)
 
     def _validate_sparsity(self) -> None:
         if self.sparsity == "block":

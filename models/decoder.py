@@ -83,6 +83,13 @@ class Decoder(nn.Module):
             x = layer(x, freqs, caches[i] if caches else None)
         return self.lm_head(self.norm(x))
 
+    def balance_experts(self) -> None:
+        """One step of every MoE layer's bias balancing (``ModelConfig.balance_bias_rate``); the
+        training loop calls it once per optimizer step."""
+        for module in self.modules():
+            if hasattr(module, "update_selection_bias"):
+                module.update_selection_bias()
+
     def aux_losses(self) -> dict[str, torch.Tensor]:
         """Sum over layers of the auxiliary losses the last forward left on MoE modules (empty if dense)."""
         totals: dict[str, torch.Tensor] = {}

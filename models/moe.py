@@ -112,18 +112,21 @@ class ExpertRMSNorm(nn.Module):
 class MoEFeedForward(nn.Module):
     """Dropless top-k MoE FFN: router → permute → experts on contiguous slices → weighted unpermute.
 
-    ``balance_bias_rate > 0`` turns on DeepSeek-V3's auxiliary-loss-free balancing: a buffer
-    added to the logits for expert *selection* only, moved by ``rate · sign(mean load − load)``
-    after each training forward (single process: under data parallelism the counts would need an
-    all-reduce first).
+    ``ModelConfig.balance_bias_rate > 0`` turns on DeepSeek-V3's auxiliary-loss-free balancing
+    (arXiv 2412.19437, §2.1.2): a buffer added to the logits for expert *selection* only, moved by
+    ``rate · sign(mean load − load)`` once per optimizer step (:meth:`update_selection_bias`, which
+    the training loop calls before each step), on the expert loads summed over every micro-batch of
+    the step and, under data parallelism, over every rank: so gradient accumulation and DDP move the
+    bias exactly as one large batch would.
     """
 
-    def __init__(self, config: ModelConfig, *, balance_bias_rate: float = 0.0) -> None:
+    def __init__(self, config: ModelConfig, *, balance_bias_rate: float | None = None) -> None:
         super().__init__()
         if config.n_experts < 1:
             raise ValueError(f"MoEFeedForward: ModelConfig.n_experts must be >= 1, got {config.n_experts}")
         if not 1 <= config.top_k <= config.n_experts:
             raise ValueError(f"MoEFeedForward: ModelConfig.top_k must be in [1, n_experts={config.n_experts}], got {config.top_k}")
+        balance_bias_rate = config.balance_bias_rate if balance_bias_rate is None else balance_bias_rate
         if not balance_bias_rate >= 0:
             raise ValueError(f"MoEFeedForward: balance_bias_rate must be >= 0, got {balance_bias_rate}")
         self.dim, self.n_experts, self.top_k = config.dim, config.n_experts, config.top_k
@@ -141,8 +144,11 @@ class MoEFeedForward(nn.Module):
         self.shared = GatedFeedForward(config, hidden_dim=config.n_shared_experts * hidden) if config.n_shared_experts else None
         if balance_bias_rate > 0:
             self.register_buffer("selection_bias", torch.zeros(config.n_experts))
+            # loads of the training forwards since the last bias update; not saved (a resumed run
+            # starts its step afresh)
+            self.register_buffer("pending_load", torch.zeros(config.n_experts), persistent=False)
         else:
-            self.selection_bias = None
+            self.selection_bias = self.pending_load = None
 
         self.last_aux_losses: dict[str, torch.Tensor] = {}
         self.tokens_per_expert: torch.Tensor | None = None
@@ -220,10 +226,21 @@ class MoEFeedForward(nn.Module):
         counts = tokens_per_expert.detach()
         self.tokens_per_expert = counts
         self.last_aux_losses = self.compute_aux_losses(logits, counts)
-        if self.selection_bias is not None and self.training:
-            with torch.no_grad():
-                load = counts.float()
-                self.selection_bias.add_(self.balance_bias_rate * torch.sign(load.mean() - load))
+        if self.pending_load is not None and self.training:
+            self.pending_load.add_(counts.float())
+
+    @torch.no_grad()
+    def update_selection_bias(self) -> None:
+        """One balancing step on the loads gathered since the last one (all ranks summed), then
+        starts gathering afresh; nothing happens without balancing or without gathered loads."""
+        if self.pending_load is None:
+            return
+        load = self.pending_load
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(load)
+        if load.sum() > 0:
+            self.selection_bias.add_(self.balance_bias_rate * torch.sign(load.mean() - load))
+        load.zero_()
 
     def compute_aux_losses(self, logits: torch.Tensor, tokens_per_expert: torch.Tensor) -> dict[str, torch.Tensor]:
         """Switch load balancing ``c·E·Σ_e f_e·p_e`` and router z-loss ``c·mean(logsumexp(logits)²)``.

@@ -225,6 +225,11 @@ class ZooLitModule(L.LightningModule):
             for group in self.optimizers().param_groups:
                 group["weight_decay"] = 0.0  # BitNet's second stage trains without weight decay
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Once per optimizer step, after every micro-batch of gradient accumulation: MoE bias
+        # balancing sees the whole step's expert loads (all-reduced across ranks inside).
+        self.model.balance_experts()
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self._step_started is not None:
             elapsed = time.perf_counter() - self._step_started

@@ -333,12 +333,12 @@ def test_moe_module_rejects_dense_config_and_bad_bias_rate():
     with pytest.raises(ValueError, match="n_experts"):
         MoEFeedForward(ModelConfig(**BASE))
     with pytest.raises(ValueError, match="balance_bias_rate"):
-        MoEFeedForward(moe_config(), balance_bias_rate=-1.0)
+        MoEFeedForward(moe_config(balance_bias_rate=-1.0))
 
 
 def test_bias_balancing_moves_selection_towards_balance():
     torch.manual_seed(0)
-    m = MoEFeedForward(moe_config(n_experts=4, top_k=1, moe_impl="reference"), balance_bias_rate=0.05)
+    m = MoEFeedForward(moe_config(n_experts=4, top_k=1, moe_impl="reference", balance_bias_rate=0.05))
     assert "selection_bias" in m.state_dict()
     x = torch.randn(32, 32)
     x[:, 0] = 1.0
@@ -352,6 +352,7 @@ def test_bias_balancing_moves_selection_towards_balance():
     assert first_load[2] == 32
     for _ in range(60):
         m(x)
+        m.update_selection_bias()  # what the training loop does once per optimizer step
     assert m.selection_bias[2] < 0 and (m.selection_bias[[0, 1, 3]] > 0).all()
     assert m.tokens_per_expert.max() < 32
     # The bias picks experts; weights stay the unbiased probabilities of the picked experts.
@@ -509,3 +510,59 @@ def test_a_registered_backend_serves_the_layer():
         assert torch.equal(layer(x), reference(x)) and calls == ["counting", "counting"]
     finally:
         del moe_backends.MOE_BACKENDS["counting"]
+
+
+def test_bias_balancing_steps_once_per_optimizer_step_on_the_summed_loads():
+    """Gradient accumulation: two micro-batches, one step, on their loads added (as one batch)."""
+    torch.manual_seed(0)
+    config = moe_config(n_experts=4, top_k=1, moe_impl="reference", balance_bias_rate=0.1)
+    m = MoEFeedForward(config)
+    assert "selection_bias" in m.state_dict() and "pending_load" not in m.state_dict()
+    m.train()
+    first, second = torch.randn(16, 32), torch.randn(16, 32)
+    m(first)
+    load = m.tokens_per_expert.float()
+    m(second)
+    load = load + m.tokens_per_expert.float()
+    assert torch.equal(m.selection_bias, torch.zeros(4))  # forwards alone never move it
+    m.update_selection_bias()
+    torch.testing.assert_close(m.selection_bias, 0.1 * torch.sign(load.mean() - load))
+    m.update_selection_bias()  # nothing gathered since: no move
+    torch.testing.assert_close(m.selection_bias, 0.1 * torch.sign(load.mean() - load))
+    m.eval()
+    m(first)  # evaluation forwards are not counted
+    assert m.pending_load.sum() == 0
+
+
+def test_bias_balancing_is_a_config_field():
+    model = Decoder(ModelConfig(**BASE, n_experts=4, top_k=2, balance_bias_rate=0.01))
+    assert all(layer.ffn.selection_bias is not None for layer in model.layers)
+    assert Decoder(ModelConfig(**BASE, n_experts=4, top_k=2)).layers[0].ffn.selection_bias is None
+    with pytest.raises(ValueError, match="balance_bias_rate"):
+        ModelConfig(**BASE, balance_bias_rate=0.01)  # a dense model has no experts to balance
+    with pytest.raises(ValueError, match="balance_bias_rate"):
+        ModelConfig(**BASE, n_experts=4, balance_bias_rate=-1.0)
+
+
+def _balance_on_rank(rank: int, world: int, init_file: str, loads: list, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        m = MoEFeedForward(moe_config(n_experts=4, top_k=1, balance_bias_rate=0.1))
+        m.pending_load.copy_(torch.tensor(loads[rank]))
+        m.update_selection_bias()
+        torch.save(m.selection_bias.clone(), f"{out}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_bias_balancing_sums_the_loads_of_every_rank(tmp_path):
+    """Two gloo ranks with different loads move their biases alike, on the summed load."""
+    import torch.multiprocessing as mp
+
+    loads = [[10.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]]  # summed: [10, 0, 0, 2], mean 3
+    mp.spawn(_balance_on_rank, args=(2, str(tmp_path / "init"), loads, str(tmp_path)), nprocs=2, join=True)
+    expected = torch.tensor([-0.1, 0.1, 0.1, 0.1])  # rank 1 alone would have pushed expert 3 down
+    for rank in range(2):
+        torch.testing.assert_close(torch.load(tmp_path / f"{rank}.pt"), expected)

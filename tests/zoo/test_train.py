@@ -234,3 +234,16 @@ def test_continue_training_and_fine_tuning_configs_merge(tmp_path):
         finetune + ["--model.init_from", str(tmp_path / "cont" / "release"), "--trainer.default_root_dir", str(tmp_path / "ft")]
     )
     assert ft.datamodule.source.name == "ptb" and logged(tmp_path / "ft", "val/bpb")
+
+
+def test_moe_bias_balancing_steps_once_per_optimizer_step(tmp_path):
+    """Two optimizer steps of two accumulated micro-batches each: the selection bias moves twice
+    (by ±rate or 0 per expert each time), not once per forward."""
+    rate = 0.01
+    cli = run_lightning_cli(
+        fit_args(tmp_path, "moe-tiny", 2, "--model.arch.balance_bias_rate", str(rate), "--trainer.accumulate_grad_batches", "2")
+    )
+    biases = torch.stack([layer.ffn.selection_bias for layer in cli.model.model.layers])
+    steps = biases / rate
+    assert torch.allclose(steps, steps.round(), atol=1e-4), biases
+    assert steps.abs().max() <= 2 + 1e-4 and steps.abs().max() > 0, steps
