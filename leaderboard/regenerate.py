@@ -30,11 +30,8 @@ import argparse
 import csv
 import json
 import math
-import statistics
 import sys
 import tempfile
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +40,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+
+from zoo.bench.common import pinned_threads  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OUTPUT_FILES = ("LEADERBOARD.md", "results.csv", "results.json", "pareto_activated.png", "pareto_bytes.png")
@@ -210,22 +209,16 @@ def measure_quality(name: str, model, tokenizer, metrics: dict, sha256: str | No
 
 def interleaved_decode_tps(pairs: list[tuple[Any, Any]], settings: dict) -> list[float]:
     """Greedy tokens/s of each ``(model, tokenizer)``, timed in turns so a load spike hits all alike."""
+    from zoo.bench.common import interleaved_median_times
     from zoo.models.generate import generate
 
     n = settings["decode_tokens"]
-    runs = []
-    for model, tokenizer in pairs:
+    runs = {}
+    for index, (model, tokenizer) in enumerate(pairs):
         prompt = torch.tensor([tokenizer.encode(settings["decode_prompt"])])
-        runs.append(lambda m=model, p=prompt: generate(m, p, n, temperature=0.0, seed=0))
-    for run in runs:
-        run()  # warm-up: first calls allocate caches and pick kernels
-    times: list[list[float]] = [[] for _ in runs]
-    for _ in range(settings["decode_repeats"]):
-        for run, bucket in zip(runs, times):
-            start = time.perf_counter()
-            run()
-            bucket.append(time.perf_counter() - start)
-    return [n / statistics.median(bucket) for bucket in times]
+        runs[index] = lambda m=model, p=prompt: generate(m, p, n, temperature=0.0, seed=0)
+    seconds = interleaved_median_times(runs, warmup=1, repeats=settings["decode_repeats"])
+    return [n / seconds[index] for index in runs]
 
 
 def dense_twin(config):
@@ -244,17 +237,6 @@ def dense_twin(config):
         sub_norm=False,
     )
     return Decoder(dense).eval()
-
-
-@contextmanager
-def pinned_threads(settings: dict):
-    previous = torch.get_num_threads()
-    if settings.get("threads"):
-        torch.set_num_threads(int(settings["threads"]))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class Baselines:
@@ -294,7 +276,7 @@ def measure(names: list[str], hub: str | None, settings: dict, *, progress: bool
         known = ", ".join(sorted(manifest["checkpoints"])) or "(none)"
         raise ValueError(f"not in the hub's manifest: {', '.join(unknown)}; known: {known}")
     baselines = Baselines(set(manifest["checkpoints"]), hub)
-    with pinned_threads(settings):
+    with pinned_threads(settings.get("threads")):
         return _measure_all(names, hub, settings, manifest, baselines, progress)
 
 
@@ -447,7 +429,7 @@ def write_outputs(rows: list[dict], out: Path, settings: dict) -> list[Path]:
     from zoo.bench.common import environment
 
     out.mkdir(parents=True, exist_ok=True)
-    with pinned_threads(settings):  # the device string names the thread count the numbers were taken with
+    with pinned_threads(settings.get("threads")):  # the device string names the thread count the numbers were taken with
         env = environment("cpu")
     (out / "results.json").write_text(
         json.dumps(

@@ -12,7 +12,8 @@ import platform
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,19 @@ def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
         "commit": git_commit(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+@contextmanager
+def pinned_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU thread count fixed to ``threads`` inside the block (unchanged for None or 0),
+    restored after: the one thread pinner of every benchmark and of the leaderboard."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def median_time(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 15, device: str | torch.device = "cpu") -> float:

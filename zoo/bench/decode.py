@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from zoo.bench.common import interleaved_median_times, record
+from zoo.bench.common import interleaved_median_times, pinned_threads, record
 from zoo.models.inference import tensor_bytes, to_inference
 from zoo.registry import list_models
 
@@ -37,10 +37,7 @@ def run(device: str = "cpu", quick: bool = False, configs: list[str] | None = No
     """One record per entry: tokens/s of its inference form, the same-run dense ratio, tensor bytes."""
     import zoo
 
-    if threads:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-    try:
+    with pinned_threads(threads):
         names = configs or [n for n in list_models() if n.endswith(("-tiny", "-small"))]
         new_tokens = 8 if quick else 64
         records = []
@@ -91,6 +88,3 @@ def run(device: str = "cpu", quick: bool = False, configs: list[str] | None = No
                     )
                 )
         return records
-    finally:
-        if threads:
-            torch.set_num_threads(previous)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from zoo.bench.common import median_time, record, write_jsonl
+from zoo.bench.common import median_time, pinned_threads, record, write_jsonl
 
 # (in, out) of Llama-2-7B / Mistral-7B projections
 SHAPES = [(4096, 4096), (4096, 1024), (4096, 14336), (14336, 4096), (4096, 11008), (11008, 4096)]
@@ -294,12 +294,8 @@ def run(device: str = "cpu", out: str | Path | None = None, quick: bool = False,
     device name states it)."""
     device = torch.device(device)
     if threads is not None:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with pinned_threads(threads):
             return run(device, out, quick)
-        finally:
-            torch.set_num_threads(previous)
     shapes = QUICK_SHAPES[:1] if quick else SHAPES
     densities = DENSITIES
     records = _cpu_sparse_linear(shapes, BATCHES, densities)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from zoo.bench.common import record, write_jsonl
+from zoo.bench.common import pinned_threads, record, write_jsonl
 from zoo.kernels import moe as moe_ops
 from zoo.models.config import ModelConfig
 from zoo.models.ffn import GatedFeedForward, glu_activation
@@ -146,13 +146,8 @@ def run(
     ``threads`` pins torch's CPU thread count for the run (the device field of each record names
     it); on a loaded machine one thread gives far steadier ratios than contended ones.
     """
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with pinned_threads(threads):
         records = _run(torch.device(device), dtype, tokens, dim, expert_dim, n_experts, top_k, backends, warmup, repeats, seed)
-    finally:
-        torch.set_num_threads(previous_threads)
     if out is not None:
         write_jsonl(records, out)
     return records
