@@ -66,7 +66,7 @@ class PreparedProjection:
             call = self.prepared = self.prepare()
         return call
 
-    def project(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The prepared call on ``x``, its non-zero inputs counted, in ``x``'s dtype."""
         y, nonzero = self.prepared_call()(x)
         self.input_transform.count_nonzero(nonzero, x.numel())
@@ -119,9 +119,6 @@ class PackedTernaryLinear(PreparedProjection, TransformedInput, nn.Module):
             norm=self.norm,
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(x)
-
     def accounting_entry(self):
         from zoo.models.accounting import SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
 
@@ -157,9 +154,6 @@ class SparseInputLinear(PreparedProjection, TransformedInput, nn.Module):
             impl=self.kernel,
             norm=self.norm,
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(x)
 
     def accounting_entry(self):
         from zoo.models.accounting import BF16_BITS, LinearAccount

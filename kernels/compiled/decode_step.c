@@ -54,13 +54,6 @@ typedef struct {
     float *values, *scores, *query, *expert_a, *expert_b, *expert_c;
 } zoo_work;
 
-int64_t zoo_packed_linear(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block, const uint8_t *packed, int64_t nb,
-                          int64_t n_out, float alpha, const float *bias, float *y, float *magnitudes, uint8_t *keep, int8_t *q, int32_t *acc,
-                          int32_t *kept_scratch, int16_t *acc16, int32_t *acc32, int threads, const float *norm_w, float norm_eps, float *normed);
-int64_t zoo_sparse_linear(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block, const void *wt, int w_bf16,
-                          int64_t n_out, const float *bias, float *y, float *magnitudes, uint8_t *keep, int32_t *kept, float *xk, int threads,
-                          int force_scalar, const float *norm_w, float norm_eps, float *normed);
-
 /* ---- dense fp32 GEMV, y[n] = sum_k w[n][k] x[k] (+ b[n]): four rows at a time ------------------ */
 
 static float dot_scalar(const float *w, const float *x, int64_t k0, int64_t k) {
@@ -106,12 +99,7 @@ __attribute__((target("avx2,fma"))) static void dense_rows_avx2(const float *w, 
 
 static void dense_rows(const float *w, const float *x, int64_t k, int64_t n0, int64_t n1, float *y) {
 #ifdef ZOO_X86
-    static int fma = -1;
-    if (fma < 0) {
-        __builtin_cpu_init();
-        fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    if (fma) {
+    if (zoo_has_fma()) {
         dense_rows_avx2(w, x, k, n0, n1, y);
         return;
     }
@@ -142,13 +130,6 @@ static void dense_gemv(const float *w, const float *x, int64_t k, int64_t n_out,
 
 /* ---- the ops ---------------------------------------------------------------------------------- */
 
-static void rms_norm_row(const float *x, int64_t n, const float *w, float eps, float *out) {
-    double squares = 0.0;
-    for (int64_t c = 0; c < n; ++c) squares += (double)x[c] * (double)x[c];
-    const float inv = 1.0f / sqrtf((float)(squares / (double)n) + eps);
-    for (int64_t c = 0; c < n; ++c) out[c] = x[c] * inv * w[c];
-}
-
 static void project(const zoo_projection *p, const float *x, float *y, const zoo_work *work, int threads) {
     if (p->kind == PROJ_PACKED) {
         zoo_packed_linear(x, 1, p->k_in, p->mode, p->n_keep, p->block, (const uint8_t *)p->weight, p->nb, p->n_out, p->alpha, p->bias, y,
@@ -160,7 +141,7 @@ static void project(const zoo_projection *p, const float *x, float *y, const zoo
     } else {
         const float *in = x;
         if (p->norm_w) {
-            rms_norm_row(x, p->k_in, p->norm_w, p->norm_eps, work->normed);
+            zoo_rms_norm_row(x, p->k_in, p->norm_w, p->norm_eps, work->normed);
             in = work->normed;
         }
         dense_gemv((const float *)p->weight, in, p->k_in, p->n_out, p->bias, y, threads);
@@ -274,7 +255,7 @@ int64_t zoo_run_program(const zoo_op *ops, int64_t n_ops, float *const *slots, f
             memcpy(dst, op->weight + token * op->width, sizeof(float) * op->width);
             break;
         case OP_NORM:
-            rms_norm_row(src, op->width, op->weight, op->eps, dst);
+            zoo_rms_norm_row(src, op->width, op->weight, op->eps, dst);
             break;
         case OP_PROJECT:
             project(op->proj, src, dst, work, threads);

@@ -128,7 +128,7 @@ class DecodeProgram:
         self.slots = [torch.zeros(slot_width) for _ in range(n_slots)]
         self.slot_width, self.output_width = slot_width, output_width
         self.widest_input = self.widest_output = slot_width
-        self.widest_nb, self.n_attention, self.n_experts = 1, 0, 0
+        self.widest_nb, self.n_experts = 1, 0
         self.attend_ops: list[int] = []
         self._compiled = None
 

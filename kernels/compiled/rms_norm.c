@@ -16,13 +16,7 @@ void zoo_rms_norm_forward(const float *x, const float *w, int64_t rows, int64_t 
     if (threads < 1 || rows < 2 * threads) threads = 1;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
-        const float *xr = x + r * n;
-        float *yr = y + r * n;
-        double squares = 0.0;
-        for (int64_t c = 0; c < n; ++c) squares += (double)xr[c] * (double)xr[c];
-        const float inv = 1.0f / sqrtf((float)(squares / (double)n) + eps);
-        rstd[r] = inv;
-        for (int64_t c = 0; c < n; ++c) yr[c] = xr[c] * inv * w[c];
+        rstd[r] = zoo_rms_norm_row(x + r * n, n, w, eps, y + r * n);
     }
 }
 

@@ -145,7 +145,7 @@ static int x86_level(void) {
 }
 
 int zoo_has_avx2(void) { return x86_level() >= 1; }
-static int use_fma(void) { return x86_level() >= 2; }
+int zoo_has_fma(void) { return x86_level() >= 2; }
 
 /* Which path the library takes on this CPU: 2 = AVX2, 1 = scalar. */
 int zoo_ternary_gemv_isa(void) { return zoo_has_avx2() ? 2 : 1; }
@@ -208,10 +208,7 @@ void zoo_ternary_gemv(const uint8_t *packed, int64_t k_in, int64_t nb, const int
 /* RMSNorm of one row into out (fp32; the sum of squares in double): x / sqrt(mean(x^2) + eps) * w. */
 static const float *rms_normed(const float *x, int64_t n, const float *w, float eps, float *out) {
     if (!w) return x;
-    double squares = 0.0;
-    for (int64_t c = 0; c < n; ++c) squares += (double)x[c] * (double)x[c];
-    const float inv = 1.0f / sqrtf((float)(squares / (double)n) + eps);
-    for (int64_t c = 0; c < n; ++c) out[c] = x[c] * inv * w[c];
+    zoo_rms_norm_row(x, n, w, eps, out);
     return out;
 }
 
@@ -322,7 +319,7 @@ static void sparse_columns(const void *wt, int w_bf16, int64_t n_out, const int3
 int64_t zoo_sparse_linear(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block, const void *wt, int w_bf16,
                           int64_t n_out, const float *bias, float *y, float *magnitudes, uint8_t *keep, int32_t *kept, float *xk,
                           int threads, int force_scalar, const float *norm_w, float norm_eps, float *normed) {
-    const int vector = use_fma() && !force_scalar;
+    const int vector = zoo_has_fma() && !force_scalar;
     int64_t nonzero = 0;
     for (int64_t r = 0; r < rows; ++r) {
         const float *xr = rms_normed(x + r * k_in, k_in, norm_w, norm_eps, normed);

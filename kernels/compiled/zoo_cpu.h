@@ -11,8 +11,28 @@
 #include <omp.h>
 #endif
 
-/* Whether this CPU runs AVX2 (read once; 0 off x86). Every kernel's runtime dispatch asks this. */
+/* Whether this CPU runs AVX2, and AVX2 with FMA (read once; 0 off x86). Every kernel's runtime dispatch asks these. */
 int zoo_has_avx2(void);
+int zoo_has_fma(void);
+
+/* The fused inference projections of ternary_gemv.c, which the decode step (decode_step.c) calls too. */
+int64_t zoo_packed_linear(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block, const uint8_t *packed, int64_t nb,
+                          int64_t n_out, float alpha, const float *bias, float *y, float *magnitudes, uint8_t *keep, int8_t *q, int32_t *acc,
+                          int32_t *kept_scratch, int16_t *acc16, int32_t *acc32, int threads, const float *norm_w, float norm_eps, float *normed);
+int64_t zoo_sparse_linear(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block, const void *wt, int w_bf16,
+                          int64_t n_out, const float *bias, float *y, float *magnitudes, uint8_t *keep, int32_t *kept, float *xk, int threads,
+                          int force_scalar, const float *norm_w, float norm_eps, float *normed);
+
+/* RMSNorm of one row of n into out (may be x): x / sqrt(mean(x^2) + eps) * w, the sum of squares
+ * in double. Returns 1 / rms. The one formula of every compiled norm (training, fused projections,
+ * decode step). */
+static inline float zoo_rms_norm_row(const float *x, int64_t n, const float *w, float eps, float *out) {
+    double squares = 0.0;
+    for (int64_t c = 0; c < n; ++c) squares += (double)x[c] * (double)x[c];
+    const float inv = 1.0f / sqrtf((float)(squares / (double)n) + eps);
+    for (int64_t c = 0; c < n; ++c) out[c] = x[c] * inv * w[c];
+    return inv;
+}
 
 /* Marks in keep[0..n) the n_keep largest |x| of x[0..n): those above the n_keep-th largest
  * magnitude, then ties in index order (the lower index wins, as zoo.kernels.topk does).
