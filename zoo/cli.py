@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_lightning(argv: Sequence[str] | None) -> int:
-    from zoo.fit_cli import lightning_main
+    from zoo.train.cli import lightning_main
 
     return lightning_main(None if argv is None else list(argv))
 

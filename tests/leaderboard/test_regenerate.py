@@ -43,9 +43,9 @@ def regenerate():
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     """Two tiny releases (dense and Q-Sparse), trained for a few steps and published into a temporary store."""
-    from zoo.fit_cli import run_lightning_cli
     from zoo.hub import publish
     from zoo.paths import configs_dir
+    from zoo.train import run_lightning_cli
 
     root = tmp_path_factory.mktemp("leaderboard")
     previous = os.environ.get("ZOO_HOME")
@@ -76,7 +76,7 @@ def hub(tmp_path_factory):
                 "false",
                 "--trainer.default_root_dir",
                 str(run_dir),
-                "--model.sample_prompt",
+                "--sample.prompt",
                 "",
                 "--model.warmup_steps",
                 "1",

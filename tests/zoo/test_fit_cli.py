@@ -16,10 +16,9 @@ import torch
 from test_train import fit_args  # noqa: E402  (tests/zoo is on sys.path under pytest)
 
 from zoo.cli import main
-from zoo.fit_cli import run_lightning_cli
-from zoo.lit import ZooLitModule, lr_multiplier
 from zoo.models.config import ModelConfig
 from zoo.registry import create_model, list_models, model_config
+from zoo.train import ZooLitModule, lr_multiplier, run_lightning_cli
 
 
 def shapes(model):

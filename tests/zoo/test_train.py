@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from zoo.cli import main
-from zoo.fit_cli import run_lightning_cli
-from zoo.lit import lr_multiplier
 from zoo.paths import configs_dir
 from zoo.registry import list_models
+from zoo.train import lr_multiplier, run_lightning_cli
 
 TINY_ARCH = [
     "--model.arch.dim",
@@ -52,7 +51,7 @@ def fit_args(tmp_path, config="dense-tiny", steps=30, *extra):
         "false",
         "--trainer.default_root_dir",
         str(tmp_path),
-        "--model.sample_tokens",
+        "--sample.tokens",
         "16",
         *extra,
     ]
@@ -86,7 +85,7 @@ def test_fit_every_tiny_config_with_falling_loss(tmp_path, config, capsys):
 
 
 def test_sparsity_and_activated_params_are_logged(tmp_path):
-    run_lightning_cli(fit_args(tmp_path, "qsparse-tiny", 4, "--model.sparsity_log_every", "2"))
+    run_lightning_cli(fit_args(tmp_path, "qsparse-tiny", 4, "--sparsity_log.every_n_steps", "2"))
     ffn_in = logged(tmp_path, "sparsity/ffn_in")
     assert ffn_in and all(s >= 0.3 - 1e-6 for s in ffn_in)  # k_ratio 0.7 keeps 70 %
     assert logged(tmp_path, "activated_params")
@@ -102,7 +101,7 @@ class Interrupted(Exception):
 
 
 def test_resume_is_exact(tmp_path, monkeypatch):
-    from zoo import lit
+    from zoo.train import module as lit
 
     args = ("bitnet-qsparse-tiny", 8, "--trainer.val_check_interval", "4")
     straight = run_lightning_cli(fit_args(tmp_path / "a", *args))
@@ -162,7 +161,7 @@ def test_continue_training_starts_from_dense_weights(tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
-    from zoo import lit
+    from zoo.train import module as lit
 
     original = lit.ZooLitModule._lm_loss
 
@@ -202,7 +201,7 @@ def test_learning_rate_schedules():
 
 
 def test_ddp_two_processes_match_one_with_the_same_global_batch(tmp_path):
-    common = ("qsparse-tiny", 4, "--trainer.accelerator", "cpu", "--model.sample_prompt", "")
+    common = ("qsparse-tiny", 4, "--trainer.accelerator", "cpu", "--sample.prompt", "")
     single = run_lightning_cli(fit_args(tmp_path / "one", *common, "--data.batch_size", "8"))
     ddp = run_lightning_cli(
         fit_args(tmp_path / "two", *common, "--data.batch_size", "4", "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2")
@@ -214,7 +213,7 @@ def test_ddp_two_processes_match_one_with_the_same_global_batch(tmp_path):
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
     assert not torch.equal(
         one["layers.0.attn.wqkv.weight"],
-        run_lightning_cli(fit_args(tmp_path / "fresh", "qsparse-tiny", 0, "--model.sample_prompt", "")).model.model.state_dict()[
+        run_lightning_cli(fit_args(tmp_path / "fresh", "qsparse-tiny", 0, "--sample.prompt", "")).model.model.state_dict()[
             "layers.0.attn.wqkv.weight"
         ],
     )
@@ -247,3 +246,33 @@ def test_moe_bias_balancing_steps_once_per_optimizer_step(tmp_path):
     steps = biases / rate
     assert torch.allclose(steps, steps.round(), atol=1e-4), biases
     assert steps.abs().max() <= 2 + 1e-4 and steps.abs().max() > 0, steps
+
+
+def test_fit_from_python_takes_dotted_overrides_and_logs_the_learning_rate(tmp_path):
+    from zoo.train import fit, override_arguments
+
+    assert override_arguments({"trainer.max_steps": 3, "sample.prompt": "", "trainer.logger": False, "model.betas": [0.9, 0.9]}) == [
+        "--trainer.max_steps=3",
+        "--sample.prompt=",
+        "--trainer.logger=false",
+        "--model.betas=[0.9, 0.9]",
+    ]
+    with pytest.raises(ValueError, match="dotted config keys"):
+        override_arguments({"--trainer.max_steps": 3})
+    overrides = dict(zip((a.removeprefix("--") for a in TINY_ARCH[::2]), (int(v) for v in TINY_ARCH[1::2])))
+    overrides |= {
+        "data.batch_size": 4,
+        "trainer.max_steps": 3,
+        "trainer.val_check_interval": 3,
+        "trainer.limit_val_batches": 1,
+        "trainer.log_every_n_steps": 1,
+        "trainer.enable_progress_bar": False,
+        "trainer.default_root_dir": str(tmp_path),
+        "sample.prompt": "",
+        "release.enabled": False,
+    }
+    cli = fit("qsparse-tiny", overrides)
+    assert cli.trainer.global_step == 3 and cli.model.arch.dim == 32 and cli.model.arch.sparsity == "topk"
+    assert not (tmp_path / "release").exists()  # release.enabled false
+    rates = logged(tmp_path, "lr-AdamW/pg1")  # Lightning's LearningRateMonitor, added by default
+    assert len(rates) == 3 and rates[0] < rates[1] < rates[2]  # in the warmup

@@ -3,7 +3,7 @@ measured on our own runs.
 
 ``zoo scaling run`` trains a sweep of model sizes × top-K sparsity levels × two precisions (full
 precision, and BitNet b1.58 ternary weights with int8 activations, arXiv 2402.17764) through the
-zoo's own training path (:func:`zoo.fit_cli.run_lightning_cli`), and records per run the
+zoo's own training path (:func:`zoo.train.fit`), and records per run the
 non-embedding parameters ``N``, the activated parameters ``N_a`` measured on data (Q-Sparse
 §3.6), the measured sparsity ``S = 1 − N_a/N`` and the final validation loss, as JSON lines.
 

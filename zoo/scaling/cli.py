@@ -13,7 +13,13 @@ from zoo.scaling.sweep import DEFAULT_DIMS, DEFAULT_K_RATIOS, PRECISIONS, defaul
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    extra = [part for arg in args.fit_arg for part in arg.split(maxsplit=1)]
+    extra = {}
+    for setting in args.set:
+        key, separator, value = setting.partition("=")
+        if not separator or not key:
+            print(f"zoo scaling run: error: --set expects KEY=VALUE (e.g. trainer.precision=bf16-mixed), got {setting!r}", file=sys.stderr)
+            return 2
+        extra[key.removeprefix("--")] = value
     records = run_sweep(
         args.out,
         dims=args.dims,
@@ -29,7 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         corpus=args.corpus,
         seed=args.seed,
         accelerator=args.accelerator,
-        extra_args=extra,
+        extra_overrides=extra,
         resume=not args.no_resume,
         work_dir=args.keep_runs,
         threads=args.threads or None,
@@ -94,11 +100,11 @@ def add_scaling_parser(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
     run.add_argument("--threads", type=int, default=1, help="torch CPU threads during the sweep (0: leave as is)")
     run.add_argument(
-        "--fit-arg",
+        "--set",
         action="append",
         default=[],
-        metavar="'--KEY VALUE'",
-        help="extra zoo fit override, e.g. --fit-arg '--trainer.precision bf16-mixed' (repeatable)",
+        metavar="KEY=VALUE",
+        help="extra training setting, a dotted zoo fit key, e.g. --set trainer.precision=bf16-mixed (repeatable)",
     )
     run.add_argument("--no-resume", action="store_true", help="start the file afresh instead of skipping recorded runs")
     run.add_argument("--keep-runs", type=Path, default=None, help="keep each run's checkpoints and release under this folder")

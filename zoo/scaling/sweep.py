@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,65 +57,36 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _fit_argv(plan: dict[str, Any], root: Path, val_batches: int, accelerator: str, extra: Sequence[str]) -> list[str]:
-    from zoo.paths import configs_dir
-
+def fit_overrides(plan: dict[str, Any], root: Path, val_batches: int, accelerator: str) -> dict[str, Any]:
+    """The training settings of one sweep point, over its precision's shipped config."""
     k = plan["k_ratio"]
-    return [
-        "fit",
-        "--config",
-        str(configs_dir() / f"{PRECISIONS[plan['precision']]}.yaml"),
-        "--model.arch.dim",
-        str(plan["dim"]),
-        "--model.arch.n_layers",
-        str(plan["n_layers"]),
-        "--model.arch.n_heads",
-        str(plan["n_heads"]),
-        "--model.arch.n_kv_heads",
-        str(plan["n_heads"]),
-        "--model.arch.ffn_dim",
-        str(plan["ffn_dim"]),
-        "--model.arch.max_seq_len",
-        str(plan["seq_len"]),
+    return {
+        "model.arch.dim": plan["dim"],
+        "model.arch.n_layers": plan["n_layers"],
+        "model.arch.n_heads": plan["n_heads"],
+        "model.arch.n_kv_heads": plan["n_heads"],
+        "model.arch.ffn_dim": plan["ffn_dim"],
+        "model.arch.max_seq_len": plan["seq_len"],
         # K = D keeps everything: the same function as no top-K, without paying for the sort.
-        "--model.arch.sparsity",
-        "topk" if k < 1.0 else "none",
-        "--model.arch.k_ratio",
-        str(k),
-        "--model.warmup_steps",
-        str(max(1, plan["steps"] // 10)),
-        "--model.sample_prompt",
-        "",
-        "--model.sparsity_log_every",
-        "0",
-        "--data.corpus",
-        plan["corpus"],
-        "--data.batch_size",
-        str(plan["batch_size"]),
-        "--seed_everything",
-        str(plan["seed"]),
-        "--trainer.max_steps",
-        str(plan["steps"]),
-        "--trainer.val_check_interval",
-        str(plan["steps"]),
-        "--trainer.limit_val_batches",
-        str(val_batches),
-        "--trainer.num_sanity_val_steps",
-        "0",
-        "--trainer.accelerator",
-        accelerator,
-        "--trainer.devices",
-        "1",
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.default_root_dir",
-        str(root),
-        *extra,
-    ]
+        "model.arch.sparsity": "topk" if k < 1.0 else "none",
+        "model.arch.k_ratio": k,
+        "model.warmup_steps": max(1, plan["steps"] // 10),
+        "sample.prompt": "",
+        "sparsity_log.every_n_steps": 0,
+        "data.corpus": plan["corpus"],
+        "data.batch_size": plan["batch_size"],
+        "seed_everything": plan["seed"],
+        "trainer.max_steps": plan["steps"],
+        "trainer.val_check_interval": plan["steps"],
+        "trainer.limit_val_batches": val_batches,
+        "trainer.num_sanity_val_steps": 0,
+        "trainer.accelerator": accelerator,
+        "trainer.devices": 1,
+        "trainer.logger": False,
+        "trainer.enable_progress_bar": False,
+        "trainer.enable_model_summary": False,
+        "trainer.default_root_dir": str(root),
+    }
 
 
 def train_one(
@@ -125,26 +95,21 @@ def train_one(
     val_batches: int = 8,
     account_windows: int = 8,
     accelerator: str = "auto",
-    extra_args: Sequence[str] = (),
+    extra_overrides: Mapping[str, Any] | None = None,
     work_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Trains one sweep point with ``zoo fit`` and measures it; returns its record."""
+    """Trains one sweep point through :func:`zoo.train.fit` and measures it; returns its record."""
     import torch
 
     from zoo.bench.common import device_name
-    from zoo.fit_cli import run_lightning_cli
     from zoo.models.accounting import account
+    from zoo.train import fit
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="zoo-scaling-") as tmp:
         root = Path(work_dir) / plan["run"] if work_dir else Path(tmp)
-        # LightningCLI warns when the process's own argv (here `zoo scaling run ...`) sits beside
-        # the args it is handed; the sweep's arguments are the only ones meant for it.
-        argv, sys.argv = sys.argv, sys.argv[:1]
-        try:
-            cli = run_lightning_cli(_fit_argv(plan, root, val_batches, accelerator, extra_args))
-        finally:
-            sys.argv = argv
+        overrides = {**fit_overrides(plan, root, val_batches, accelerator), **(extra_overrides or {})}
+        cli = fit(PRECISIONS[plan["precision"]], overrides)
         metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if v.numel() == 1}
         if "val/loss" not in metrics:
             raise RuntimeError(f"scaling run {plan['run']}: no val/loss was logged; is the validation split empty?")
@@ -236,7 +201,7 @@ def run_sweep(
     corpus: str = "shakespeare",
     seed: int = 1337,
     accelerator: str = "auto",
-    extra_args: Sequence[str] = (),
+    extra_overrides: Mapping[str, Any] | None = None,
     resume: bool = True,
     work_dir: str | Path | None = None,
     threads: int | None = 1,
@@ -252,7 +217,7 @@ def run_sweep(
     import torch
     from tqdm.auto import tqdm
 
-    import zoo.lit  # noqa: F401  (Lightning sets its loggers' levels on import: import it before lowering them)
+    import zoo.train  # noqa: F401  (Lightning sets its loggers' levels on import: import it before lowering them)
 
     out = Path(out) if out is not None else default_sweep_path()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -295,7 +260,7 @@ def run_sweep(
                 val_batches=val_batches,
                 account_windows=account_windows,
                 accelerator=accelerator,
-                extra_args=extra_args,
+                extra_overrides=extra_overrides,
                 work_dir=work_dir,
             )
             with out.open("a") as handle:

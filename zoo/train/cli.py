@@ -1,7 +1,8 @@
-"""The ``zoo fit|validate|test|predict`` command line: LightningCLI around :class:`~zoo.lit.ZooLitModule`
-and :class:`~zoo.data.ZooDataModule`, with what a user of a training CLI may rely on: checkpoints
-loaded weights-only, one-line config errors, a resumable checkpoint and exit code 143 on SIGTERM,
-shipped entries named by ``--config NAME`` from any folder.
+"""The ``zoo fit|validate|test|predict`` command line: LightningCLI around
+:class:`~zoo.train.module.ZooLitModule` and :class:`~zoo.data.ZooDataModule`, with what a user of a
+training CLI may rely on: checkpoints loaded weights-only, one-line config errors, a resumable
+checkpoint and exit code 143 on SIGTERM, shipped entries named by ``--config NAME`` from any folder,
+and the zoo's callbacks configurable as ``release.*``, ``sample.*`` and ``sparsity_log.*``.
 """
 
 from __future__ import annotations
@@ -15,13 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from zoo.data import ZooDataModule
-from zoo.lit import NonFiniteLossError, ZooLitModule
+from zoo.train.callbacks import (
+    CheckpointOnTerminate,
+    InputSparsityLogger,
+    ReleaseExport,
+    SamplePrinter,
+    TokensPerSecond,
+    step_progress_bar,
+)
+from zoo.train.module import NonFiniteLossError, ZooLitModule
 
 
 class ConfigError(ValueError):
@@ -33,27 +42,6 @@ class OneLineErrorParser(LightningArgumentParser):
 
     def error(self, message: str, ex: Exception | None = None):
         raise ConfigError(" ".join(str(message).split())) from ex
-
-
-class CheckpointOnTerminate(Callback):
-    """On SIGTERM during ``fit``, writes a resumable ``last.ckpt`` (atomically) before the run ends.
-
-    Lightning turns SIGTERM into ``SIGTERMException`` (a ``SystemExit`` with code 0, which a
-    scheduler reads as success); ``zoo fit`` catches it and exits 143 after naming the checkpoint.
-    """
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
-            return
-        checkpointing = trainer.checkpoint_callback
-        folder = Path(checkpointing.dirpath) if checkpointing is not None and checkpointing.dirpath else Path(trainer.default_root_dir)
-        path = folder / "last.ckpt"
-        partial = folder / ".last.ckpt.partial"
-        trainer.save_checkpoint(partial, weights_only=False)  # full state: optimizer, loops, data position
-        if trainer.is_global_zero:
-            os.replace(partial, path)
-        exception.zoo_checkpoint = path  # read by zoo.cli to print how to resume
-        exception.zoo_step = trainer.global_step
 
 
 class NoAdvertisements(logging.Filter):
@@ -73,27 +61,6 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
-def step_progress_bar() -> Callback | None:
-    """Lightning's rich progress bar, labelled by steps: a max_steps run has no last epoch, and the
-    stock label printed "Epoch 0/-2". None without ``rich`` (Lightning's tqdm bar then)."""
-    try:
-        from lightning.pytorch.callbacks import RichProgressBar
-    except ImportError:
-        return None
-
-    class StepProgressBar(RichProgressBar):
-        def _get_train_description(self, current_epoch: int) -> str:
-            trainer = self.trainer
-            if trainer.max_epochs in (None, -1) and trainer.max_steps and trainer.max_steps > 0:
-                return f"train (max {trainer.max_steps} steps, epoch {current_epoch})"
-            return super()._get_train_description(current_epoch)
-
-    try:
-        return StepProgressBar()
-    except ModuleNotFoundError:  # RichProgressBar needs the rich package
-        return None
-
-
 class ZooCLI(LightningCLI):
     """LightningCLI whose configs may interpolate their own values (``${model.arch.max_seq_len}`` in ``data``).
 
@@ -108,6 +75,12 @@ class ZooCLI(LightningCLI):
         self.config_files = list(config_files)  # named in errors about the values they set
         super().__init__(*args, **kwargs)
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The zoo's own callbacks, configured like the model and data (``--sample.prompt ""``).
+        parser.add_lightning_class_args(ReleaseExport, "release")
+        parser.add_lightning_class_args(SamplePrinter, "sample")
+        parser.add_lightning_class_args(InputSparsityLogger, "sparsity_log")
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
@@ -119,7 +92,9 @@ class ZooCLI(LightningCLI):
         trainer_config = self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init["trainer"]
         configured = trainer_config.get("callbacks") or []
         configured = list(configured) if isinstance(configured, list) else [configured]
-        extra: list[Callback] = [CheckpointOnTerminate()]
+        extra: list[Callback] = [CheckpointOnTerminate(), TokensPerSecond()]
+        if trainer_config.get("logger") is not False:
+            extra.append(LearningRateMonitor(logging_interval="step"))
         if trainer_config.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in configured):
             interval = trainer_config.get("val_check_interval")
             every = int(interval) if isinstance(interval, int) and interval > 0 else 100

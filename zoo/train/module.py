@@ -1,22 +1,18 @@
-"""Lightning training of zoo models: a thin ``LightningModule`` around the plain decoder and the
-``zoo fit/validate/test/predict`` LightningCLI.
+"""The LightningModule of zoo training: a thin wrapper that trains the plain decoder.
 
-Optimisation follows the papers' recipes: AdamW (β = 0.9, 0.95) with linear warmup and cosine
-decay, or for ternary models the two-stage schedule of BitNet b1.58's training tips
-(arXiv 2402.17764: the learning rate drops to 2/3 and weight decay to 0 halfway). MoE auxiliary
-losses (MegaBlocks / Switch) are added to the loss and logged. Losses are reported as
-perplexity and bits per byte; the measured input sparsity of every Q-Sparse site
-(arXiv 2407.10969) and the activated parameters are logged as training runs.
+Optimisation follows the papers' recipes: AdamW (β = 0.9, 0.95) with the schedules of
+:mod:`zoo.train.schedule` (cosine, or BitNet b1.58's two stages, arXiv 2402.17764). MoE auxiliary
+losses (MegaBlocks arXiv 2211.15841 / Switch) are added to the loss and logged; MoE bias balancing
+moves once per optimizer step. Losses are reported as perplexity and bits per byte. What is not
+the optimisation itself (release export, the sample, sparsity and expert-load logging, tokens/s)
+lives in :mod:`zoo.train.callbacks`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -24,36 +20,13 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.aggregation import SumMetric
 
-from zoo.models.accounting import account, recorded_input_sparsity, recording_input_zeros
 from zoo.models.config import ModelConfig
 from zoo.models.decoder import Decoder
-
-SCHEDULES = ("cosine", "bitnet", "constant")
+from zoo.train.schedule import SCHEDULES, lr_multiplier, weight_decay_at
 
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when a training loss is NaN or infinite; the last saved checkpoint is the last good one."""
-
-
-def in_second_stage(step: int, total_steps: int) -> bool:
-    """BitNet b1.58's second stage: from the midpoint of the run (one definition, for lr and decay)."""
-    return step >= total_steps // 2
-
-
-def lr_multiplier(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float, schedule: str) -> float:
-    """Learning-rate factor at ``step``: linear warmup, then cosine decay to ``min_ratio``.
-
-    ``bitnet`` additionally multiplies by 2/3 in the second stage (:func:`in_second_stage`).
-    """
-    if warmup_steps and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    factor = min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    if schedule == "bitnet" and in_second_stage(step, total_steps):
-        factor *= 2.0 / 3.0
-    return factor
 
 
 class ZooLitModule(L.LightningModule):
@@ -70,9 +43,6 @@ class ZooLitModule(L.LightningModule):
         betas: AdamW betas.
         init_from: continue-training: a release directory or ``.ckpt`` whose weights initialise
             this model (Q-Sparse §2.3: a dense checkpoint trained on with top-K switched on).
-        sparsity_log_every: measure input sparsity every this many steps (0: never).
-        sample_prompt: prompt of the sample printed when ``fit`` ends ("" for none).
-        sample_tokens: length of that sample.
     """
 
     def __init__(
@@ -85,9 +55,6 @@ class ZooLitModule(L.LightningModule):
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
         init_from: str | None = None,
-        sparsity_log_every: int = 50,
-        sample_prompt: str = "ROMEO:",
-        sample_tokens: int = 200,
     ) -> None:
         super().__init__()
         if isinstance(arch, dict):
@@ -100,29 +67,17 @@ class ZooLitModule(L.LightningModule):
             raise ValueError(f"model.min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
         if warmup_steps < 0 or weight_decay < 0:
             raise ValueError("model.warmup_steps and model.weight_decay must be >= 0")
-        # Plain types only, so checkpoints load with torch.load(weights_only=True).
-        self.save_hyperparameters(
-            {
-                "arch": arch.to_dict(),
-                "lr": lr,
-                "min_lr_ratio": min_lr_ratio,
-                "warmup_steps": warmup_steps,
-                "schedule": schedule,
-                "weight_decay": weight_decay,
-                "betas": list(betas),
-                "init_from": init_from,
-                "sparsity_log_every": sparsity_log_every,
-                "sample_prompt": sample_prompt,
-                "sample_tokens": sample_tokens,
-            }
-        )
+        # Every argument is a hyper-parameter; arch as plain types, so checkpoints load with
+        # torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["arch"])
+        self.hparams["arch"] = arch.to_dict()
+        self.hparams["betas"] = list(betas)
         self.arch = arch
         self.model = Decoder(arch)
         if init_from:
             self._initialise_from(init_from)
         self.val_nll = SumMetric()
         self.val_tokens = SumMetric()
-        self._step_started: float | None = None
         self.total_steps = 0  # the run's length in optimizer steps, resolved in configure_optimizers
         self.tokenizer = None
 
@@ -178,20 +133,13 @@ class ZooLitModule(L.LightningModule):
         nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
         return nll, torch.tensor(targets.numel(), device=nll.device)
 
-    def _bytes_per_token(self, split: str) -> float:
+    def bytes_per_token(self, split: str) -> float:
+        """UTF-8 bytes per token of ``split`` (1 without a data module): turns nats into bits per byte."""
         datamodule = getattr(self.trainer, "datamodule", None)
         return datamodule.bytes_per_token(split) if datamodule is not None else 1.0
 
     def training_step(self, batch, batch_idx: int):
-        step = self.global_step
-        every = self.hparams.sparsity_log_every
-        measure = bool(every) and step % every == 0
-        if measure:
-            with recording_input_zeros(self.model):
-                nll, count = self._lm_loss(batch)
-                stats = account(self.model, recorded_input_sparsity(self.model))
-        else:
-            nll, count = self._lm_loss(batch)
+        nll, count = self._lm_loss(batch)
         loss = nll / count
         total = loss
         for name, value in self.model.aux_losses().items():
@@ -200,40 +148,23 @@ class ZooLitModule(L.LightningModule):
         if not torch.isfinite(total):
             last = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
             raise NonFiniteLossError(
-                f"non-finite training loss ({total.item()}) at step {step}; training stopped. "
+                f"non-finite training loss ({total.item()}) at step {self.global_step}; training stopped. "
                 f"Last good checkpoint: {last}. Lower model.lr or check the data."
             )
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", torch.exp(loss.detach()))
-        self.log("train/bpb", loss.detach() / math.log(2) / self._bytes_per_token("train"))
-        if measure:
-            for site, value in stats.input_sparsity.items():
-                self.log(f"sparsity/{site}", value)
-            self.log("activated_params", stats.activated_params)
-        for module in self.model.modules():
-            counts = getattr(module, "tokens_per_expert", None)
-            if counts is not None and measure:
-                load = counts.float() / counts.sum().clamp(min=1)
-                self.log("moe/max_expert_load", load.max())
-                break
+        self.log("train/bpb", loss.detach() / math.log(2) / self.bytes_per_token("train"))
         return total
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        self._step_started = time.perf_counter()
         hp = self.hparams
-        if hp.schedule == "bitnet" and in_second_stage(self.global_step, self.total_steps):
-            for group in self.optimizers().param_groups:
-                group["weight_decay"] = 0.0  # BitNet's second stage trains without weight decay
+        decay = weight_decay_at(self.global_step, self.total_steps, hp.weight_decay, hp.schedule)
+        self.optimizers().param_groups[0]["weight_decay"] = decay  # group 1 (norms, embeddings) stays at 0
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # Once per optimizer step, after every micro-batch of gradient accumulation: MoE bias
         # balancing sees the whole step's expert loads (all-reduced across ranks inside).
         self.model.balance_experts()
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self._step_started is not None:
-            elapsed = time.perf_counter() - self._step_started
-            self.log("train/tokens_per_s", batch[0].numel() / max(elapsed, 1e-9), prog_bar=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         nll, count = self._lm_loss(batch)
@@ -255,7 +186,7 @@ class ZooLitModule(L.LightningModule):
             loss = self.val_nll.compute() / tokens
             self.log(f"{prefix}/loss", loss, prog_bar=True)
             self.log(f"{prefix}/ppl", torch.exp(loss))
-            self.log(f"{prefix}/bpb", loss / math.log(2) / self._bytes_per_token(split), prog_bar=True)
+            self.log(f"{prefix}/bpb", loss / math.log(2) / self.bytes_per_token(split), prog_bar=True)
         self.val_nll.reset()
         self.val_tokens.reset()
 
@@ -263,7 +194,6 @@ class ZooLitModule(L.LightningModule):
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.model(inputs).argmax(-1)
 
-    # -- checkpoints and release ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.tokenizer is not None:
             with tempfile.TemporaryDirectory() as tmp:
@@ -271,34 +201,6 @@ class ZooLitModule(L.LightningModule):
         # Provenance travels with the checkpoint, so `zoo export CKPT` writes the same metrics.json
         # as the release written at the end of `zoo fit` (plain JSON types: weights-only loadable).
         checkpoint["zoo_metrics"] = release_metrics(self)
-
-    def on_fit_end(self) -> None:
-        if self.trainer.global_step == 0 and not self.trainer.fast_dev_run:
-            if self.trainer.is_global_zero:
-                print("\nno training step ran (trainer.max_steps is 0?): no release written", file=sys.stderr)
-            return
-        if self.trainer.is_global_zero and self.tokenizer is not None and not self.trainer.fast_dev_run:
-            release = export_release(self, Path(self.trainer.default_root_dir) / "release")
-            print(f"\nrelease written to {release}")
-            last = getattr(self.trainer.checkpoint_callback, "last_model_path", "")
-            if last:
-                print(f"last Lightning checkpoint: {last}")
-            prompt = self.hparams.sample_prompt
-            if prompt:
-                print(
-                    f"\nsample ({self.hparams.sample_tokens} tokens after {prompt!r}):\n{prompt}{sample_text(self.model, self.tokenizer, prompt, self.hparams.sample_tokens)}\n"
-                )
-
-
-def sample_text(
-    model: Decoder, tokenizer, prompt: str, n_tokens: int, *, temperature: float = 0.8, top_k: int | None = 40, seed: int = 0
-) -> str:
-    from zoo.models.generate import generate
-
-    device = next(model.parameters()).device
-    ids = torch.tensor([tokenizer.encode(prompt)], device=device)
-    new = generate(model, ids, n_tokens, temperature=temperature, top_k=top_k, seed=seed)
-    return tokenizer.decode(new[0].tolist())
 
 
 def release_metrics(module: ZooLitModule) -> dict[str, Any]:
@@ -321,11 +223,3 @@ def release_metrics(module: ZooLitModule) -> dict[str, Any]:
         "hparams": {k: v for k, v in module.hparams.items() if k != "arch"},
     }
     return json.loads(json.dumps(metrics))
-
-
-def export_release(module: ZooLitModule, out_dir: str | Path) -> Path:
-    """Writes the release directory of a trained module (see :mod:`zoo.release`)."""
-    from zoo.release import save_release
-
-    name = Path(module.trainer.default_root_dir).name
-    return save_release(module.model, module.tokenizer, out_dir, release_metrics(module), name=name)
