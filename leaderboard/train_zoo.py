@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zoo.registry import list_models  # noqa: E402
+from zoo.hub.registry import list_models  # noqa: E402
 
 BATCH, SEQ = 16, 256
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from zoo.models.decoder import Decoder
@@ -41,6 +43,47 @@ def next_logits(model: Decoder, token: torch.Tensor, caches) -> torch.Tensor:
 
 
 @torch.no_grad()
+def stream_tokens(
+    model: Decoder,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yields the next token of every row of ``prompt [B, T]`` (a ``[B]`` tensor), up to
+    ``max_new_tokens`` times; a caller that has what it needs (a stop string) just stops iterating.
+
+    When the context would pass ``max_seq_len`` the cache is rebuilt from the most recent half
+    window, so generation can run longer than the model's context.
+    """
+    if prompt.dim() != 2 or prompt.shape[1] < 1:
+        raise ValueError(f"prompt must be [batch, tokens] with at least one token, got {tuple(prompt.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        generator = torch.Generator(device=prompt.device)
+        generator.manual_seed(seed if seed is not None else torch.seed())
+        window = model.config.max_seq_len
+        context = prompt[:, -window:]
+        caches = model.new_cache(prompt.shape[0])
+        logits = model(context, caches)[:, -1]
+        for _ in range(max_new_tokens):
+            token = sample_next(logits, temperature, top_k, top_p, generator)
+            yield token
+            context = torch.cat([context, token[:, None]], dim=1)
+            if caches[0].length >= window:
+                context = context[:, -(window // 2) :]
+                caches = model.new_cache(prompt.shape[0])
+                logits = model(context, caches)[:, -1]
+            else:
+                logits = next_logits(model, token, caches)
+    finally:  # also when the caller stops early (GeneratorExit)
+        model.train(was_training)
+
+
 def generate(
     model: Decoder,
     prompt: torch.Tensor,
@@ -51,31 +94,8 @@ def generate(
     top_p: float | None = None,
     seed: int | None = None,
 ) -> torch.Tensor:
-    """Continues ``prompt [B, T]`` by ``max_new_tokens`` tokens; returns only the new ones ``[B, N]``.
-
-    When the context would pass ``max_seq_len`` the cache is rebuilt from the most recent half
-    window, so generation can run longer than the model's context.
-    """
-    if prompt.dim() != 2 or prompt.shape[1] < 1:
-        raise ValueError(f"prompt must be [batch, tokens] with at least one token, got {tuple(prompt.shape)}")
-    was_training = model.training
-    model.eval()
-    generator = torch.Generator(device=prompt.device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
-    window = model.config.max_seq_len
-    context = prompt[:, -window:]
-    caches = model.new_cache(prompt.shape[0])
-    logits = model(context, caches)[:, -1]
-    new_tokens = []
-    for _ in range(max_new_tokens):
-        token = sample_next(logits, temperature, top_k, top_p, generator)
-        new_tokens.append(token)
-        context = torch.cat([context, token[:, None]], dim=1)
-        if caches[0].length >= window:
-            context = context[:, -(window // 2) :]
-            caches = model.new_cache(prompt.shape[0])
-            logits = model(context, caches)[:, -1]
-        else:
-            logits = next_logits(model, token, caches)
-    model.train(was_training)
+    """Continues ``prompt [B, T]`` by ``max_new_tokens`` tokens; returns only the new ones ``[B, N]``
+    (see :func:`stream_tokens`)."""
+    options = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    new_tokens = list(stream_tokens(model, prompt, max_new_tokens, **options))
     return torch.stack(new_tokens, dim=1) if new_tokens else prompt.new_zeros(prompt.shape[0], 0)

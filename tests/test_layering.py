@@ -1,4 +1,6 @@
-"""Imports go one way: zoo.kernels ← zoo.models ← zoo ← leaderboard; `import zoo` stays light."""
+"""Imports go one way: zoo.kernels ← zoo.models ← zoo ← leaderboard; `import zoo` stays light;
+inside zoo, each sub-package imports only the rooms below it (ZOO_CONTRACTS), and no private name
+crosses a package boundary."""
 
 import ast
 import subprocess
@@ -69,3 +71,74 @@ def test_corpora_and_token_windows_import_without_lightning():
     code = "import sys, zoo.data; zoo.data.TokenWindows, zoo.data.Corpus; print('lightning' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+# Inside zoo: a sub-package (or top-level module) -> the zoo rooms it may import, besides itself,
+# zoo.models and zoo.kernels. Shared helpers (files, paths, tokenizer, machine) sit at the bottom;
+# data and hub above them; eval reads data and loads from the hub; training above that; bench
+# measures models from the hub; scaling trains and measures; the cli and `import zoo` see all.
+SHARED = {"files", "paths", "tokenizer", "machine"}
+ZOO_CONTRACTS = {
+    **{name: SHARED - {name} for name in SHARED},
+    "data": SHARED,
+    "hub": SHARED,
+    "eval": SHARED | {"data", "hub"},
+    "bench": SHARED | {"hub"},
+    "train": SHARED | {"data", "hub", "eval"},
+    "scaling": SHARED | {"data", "hub", "train", "bench"},
+}
+UNRESTRICTED = {"cli", "__init__", "__main__"}
+
+
+def zoo_imports(path: Path) -> set[tuple[str, str | None]]:
+    """(module, imported name or None) for every absolute zoo import of ``path``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update((alias.name, None) for alias in node.names if alias.name.startswith("zoo."))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] == "zoo":
+            found.update((node.module, alias.name) for alias in node.names)
+    return found
+
+
+def room_of(path: Path, top: Path) -> str:
+    parts = path.relative_to(top).parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+def test_zoo_rooms_import_only_the_rooms_below_them():
+    offences = []
+    for path in (ROOT / "zoo").rglob("*.py"):
+        room = room_of(path, ROOT / "zoo")
+        if room in UNRESTRICTED:
+            continue
+        assert room in ZOO_CONTRACTS, f"zoo/{room}: a new room needs its line in ZOO_CONTRACTS"
+        for module, name in zoo_imports(path):
+            parts = module.split(".")
+            target = name if module == "zoo" else parts[1]
+            if target not in ZOO_CONTRACTS[room] | {room, "models", "kernels"}:
+                offences.append(f"{path.relative_to(ROOT)} imports zoo.{target}")
+    assert not offences, offences
+
+
+def test_no_private_name_crosses_a_package_boundary():
+    """``from zoo.x import _y`` or ``import zoo.x._y`` from outside package x (tests may test internals)."""
+    offences = []
+    trees = {
+        "zoo": ROOT / "zoo",
+        "models": ROOT / "models",
+        "kernels": ROOT / "kernels",
+        "leaderboard": ROOT / "leaderboard",
+    }
+    installed_as = {"models": "models", "kernels": "kernels"}  # zoo.models / zoo.kernels live in these folders
+    for tree, top in trees.items():
+        for path in top.rglob("*.py"):
+            here = installed_as.get(tree) or (room_of(path, top) if tree == "zoo" else tree)
+            for module, name in zoo_imports(path):
+                parts = module.split(".")
+                owner = parts[1] if len(parts) > 1 else "zoo"
+                private_module = any(part.startswith("_") and not part.startswith("__") for part in parts)
+                private_name = name is not None and name.startswith("_") and not name.startswith("__")
+                if (private_module or private_name) and owner != here:
+                    offences.append(f"{path.relative_to(ROOT)}: {module}{'.' + name if name else ''}")
+    assert not offences, offences

@@ -11,11 +11,11 @@ __all__ = ["create_model", "generate", "list_models", "to_inference", "__version
 
 
 def create_model(name: str, pretrained: bool = False, inference: bool = False, **overrides):
-    """Build a registered zoo model by name (e.g. ``"bitnet-qsparse-tiny"``); see :mod:`zoo.registry`.
+    """Build a registered zoo model by name (e.g. ``"bitnet-qsparse-tiny"``); see :mod:`zoo.hub.registry`.
 
     ``inference=True`` gives the inference form: packed 2-bit ternary weights run by the packed kernels.
     """
-    from zoo.registry import create_model as _create
+    from zoo.hub.registry import create_model as _create
 
     return _create(name, pretrained=pretrained, inference=inference, **overrides)
 
@@ -39,6 +39,6 @@ def generate(model, prompt_ids, max_new_tokens: int, *, temperature: float = 0.0
 
 def list_models() -> list[str]:
     """Names of every registered zoo entry."""
-    from zoo.registry import list_models as _list
+    from zoo.hub.registry import list_models as _list
 
     return _list()

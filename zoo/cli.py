@@ -24,8 +24,8 @@ def _format_count(n: float) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from zoo.hub.registry import list_models, model_config
     from zoo.models.accounting import account, meta_model
-    from zoo.registry import list_models, model_config
 
     rows = []
     for name in list_models():
@@ -69,8 +69,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from zoo.hub.release import load_model_source
     from zoo.models.generate import generate
-    from zoo.release import load_model_source
 
     model, tokenizer, _ = load_model_source(args.source, hub=args.hub, inference=True)
     ids = torch.tensor([tokenizer.encode(args.prompt)])
@@ -80,7 +80,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from zoo.release import load_model_source, save_release
+    from zoo.hub.release import load_model_source, save_release
 
     model, tokenizer, metrics = load_model_source(args.checkpoint)
     out = save_release(model, tokenizer, args.out_dir, metrics, name=args.name or args.out_dir.rstrip("/").split("/")[-1])
@@ -104,7 +104,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from zoo.evaluate import evaluate_source
+    from zoo.eval.bpb import evaluate_source
 
     result = evaluate_source(
         args.source, corpus=args.corpus, split=args.split, hub=args.hub, max_batches=args.max_batches, batch_size=args.batch_size
@@ -115,27 +115,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
-    import inspect
 
-    from zoo.bench.common import default_output, write_jsonl
+    from zoo.bench.common import BenchOptions, default_output, write_jsonl
 
     if args.what == "gpu":
         from zoo.bench import gpu
 
         return gpu.main(["--out", args.out or str(default_output("bench_gpu")), *(["--quick"] if args.quick else [])])
+    options = BenchOptions(device=args.device, quick=args.quick, configs=tuple(args.config) if args.config else None, threads=args.threads)
     module = importlib.import_module(f"zoo.bench.{args.what}")
-    accepted = inspect.signature(module.run).parameters
-    wanted = {"device": args.device, "quick": args.quick or None, "configs": args.config, "threads": args.threads}
-    options = {key: value for key, value in wanted.items() if value is not None}
-    if "threads" in options and "threads" not in accepted:
-        import torch
-
-        torch.set_num_threads(options.pop("threads"))  # the benchmark takes the process's thread count
-    ignored = sorted(key for key in options if key not in accepted)
-    if ignored:
-        flags = ", ".join("--" + {"configs": "config"}.get(key, key) for key in ignored)
-        raise SystemExit(f"zoo bench {args.what}: {flags} does not apply to this benchmark")
-    records = module.run(**options)
+    records = module.run(**options.arguments(args.what, module.OPTIONS))
     for item in records:
         print(json.dumps(item, sort_keys=True))
     if not args.no_save:
@@ -207,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-save", action="store_true")
     p.set_defaults(func=cmd_bench)
 
-    from zoo.hf_cli import add_export_hf_arguments, add_import_hf_arguments
+    from zoo.hub.hf_cli import add_export_hf_arguments, add_import_hf_arguments
 
     add_import_hf_arguments(sub.add_parser("import-hf", help="convert a Hugging Face Llama/Mistral/Qwen2 directory into a release"))
     add_export_hf_arguments(sub.add_parser("export-hf", help="write a release as a Hugging Face Llama/Mistral/Qwen2 directory"))

@@ -67,7 +67,7 @@ def test_defaults_resolve():
 def test_release_config_with_a_wrong_type_names_file_and_field(tmp_path, field, value, allowed):
     import yaml
 
-    from zoo.release import read_config
+    from zoo.hub.release import read_config
 
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({**ModelConfig().to_dict(), field: value}))

@@ -74,3 +74,23 @@ def test_publish_needs_an_explicit_store(capsys):
     with pytest.raises(SystemExit):
         main(["publish", "some/release", "name"])
     assert "--store" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("what", ["kernels", "moe", "train", "decode"])
+def test_bench_options_reach_the_benchmark_or_are_refused(what, monkeypatch, capsys, tmp_path):
+    import importlib
+
+    module = importlib.import_module(f"zoo.bench.{what}")
+    seen = {}
+    monkeypatch.setattr(module, "run", lambda **options: seen.update(options) or [])
+    assert main(["bench", what, "--quick", "--threads", "1", "--no-save"]) == 0
+    assert seen == {"quick": True, "threads": 1}  # defaults are the benchmark's own
+    seen.clear()
+    code = main(["bench", what, "--config", "dense-tiny", "--no-save"])
+    if "configs" in module.OPTIONS:
+        assert code == 0 and seen == {"configs": ["dense-tiny"]}
+    else:
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and not seen and err == f"zoo bench: error: --config does not apply to the {what} benchmark"
+    assert main(["bench", what, "--threads", "0", "--no-save"]) == 1
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err

@@ -16,8 +16,8 @@ import torch
 from test_train import fit_args  # noqa: E402  (tests/zoo is on sys.path under pytest)
 
 from zoo.cli import main
+from zoo.hub.registry import create_model, list_models, model_config
 from zoo.models.config import ModelConfig
-from zoo.registry import create_model, list_models, model_config
 from zoo.train import ZooLitModule, lr_multiplier, run_lightning_cli
 
 

@@ -6,8 +6,8 @@ import torch
 import zoo
 from zoo.cli import main
 from zoo.hub import publish
+from zoo.hub.release import save_release
 from zoo.models import Decoder, ModelConfig
-from zoo.release import save_release
 from zoo.tokenizer import ByteTokenizer
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from zoo.hub.release import load_model_source, load_release, save_release
 from zoo.models import Decoder, ModelConfig
-from zoo.release import load_model_source, load_release, save_release
 from zoo.tokenizer import ByteTokenizer
 
 ARCH = dict(vocab_size=256, dim=32, n_layers=2, n_heads=4, ffn_dim=64, max_seq_len=32)

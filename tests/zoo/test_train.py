@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from zoo.cli import main
+from zoo.hub.registry import list_models
 from zoo.paths import configs_dir
-from zoo.registry import list_models
 from zoo.train import lr_multiplier, run_lightning_cli
 
 TINY_ARCH = [
@@ -144,12 +144,12 @@ def test_continue_training_starts_from_dense_weights(tmp_path):
             "1",
         )
     )
+    from zoo.hub.release import load_release
     from zoo.models import Decoder
-    from zoo.release import load_release
 
     dense_model, _, _ = load_release(release)
     sparse_start = Decoder(sparse.model.arch)
-    from zoo.release import load_weights
+    from zoo.hub.release import load_weights
 
     load_weights(sparse_start, dense_model.state_dict(), "test")
     for key, value in dense_model.state_dict().items():

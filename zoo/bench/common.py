@@ -6,20 +6,30 @@ the baseline's time measured in the same run, so a speedup is never compared acr
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import platform
 import statistics
-import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-LEADERBOARD_DIR = Path(__file__).resolve().parents[2] / "leaderboard"  # a source checkout's committed results
+from zoo.machine import device_name, environment, git_commit, pinned_threads
+
+__all__ = [
+    "BenchOptions",
+    "default_output",
+    "device_name",
+    "environment",
+    "git_commit",
+    "interleaved_median_times",
+    "median_time",
+    "pinned_threads",
+    "record",
+    "write_jsonl",
+]
 
 
 def default_output(filename: str) -> Path:
@@ -28,56 +38,39 @@ def default_output(filename: str) -> Path:
     return Path.cwd() / filename
 
 
-def device_name(device: str | torch.device = "cpu") -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+@dataclass(frozen=True)
+class BenchOptions:
+    """The options every ``zoo bench`` benchmark is run with (one object, checked once).
 
+    Each benchmark module declares the fields it honours in ``OPTIONS``; :meth:`arguments` hands
+    it those and refuses, in one line, any other field the user set, so ``zoo bench moe --config
+    x`` is an error instead of silently ignored.
+    """
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=LEADERBOARD_DIR.parent, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    device: str = "cpu"
+    quick: bool = False
+    configs: tuple[str, ...] | None = None
+    threads: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
 
-def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    return {
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "triton": triton_version,
-        "commit": git_commit(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-@contextmanager
-def pinned_threads(threads: int | None) -> Iterator[None]:
-    """torch's CPU thread count fixed to ``threads`` inside the block (unchanged for None or 0),
-    restored after: the one thread pinner of every benchmark and of the leaderboard."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    def arguments(self, bench: str, supported: Iterable[str]) -> dict[str, Any]:
+        """Keyword arguments of ``bench``'s ``run`` (fields left at their defaults are not passed)."""
+        defaults = BenchOptions()
+        chosen = {
+            name: getattr(self, name)
+            for name in ("device", "quick", "configs", "threads")
+            if getattr(self, name) != getattr(defaults, name)
+        }
+        refused = sorted(set(chosen) - set(supported))
+        if refused:
+            flags = ", ".join("--" + {"configs": "config"}.get(name, name) for name in refused)
+            raise ValueError(f"{flags} does not apply to the {bench} benchmark")
+        if "configs" in chosen:
+            chosen["configs"] = list(chosen["configs"])
+        return chosen
 
 
 def median_time(fn: Callable[[], Any], *, warmup: int = 3, repeats: int = 15, device: str | torch.device = "cpu") -> float:

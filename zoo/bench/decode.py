@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 
 from zoo.bench.common import interleaved_median_times, pinned_threads, record
+from zoo.hub.registry import list_models
 from zoo.models.inference import tensor_bytes, to_inference
-from zoo.registry import list_models
 
 PROMPT_TOKENS = 16
 
@@ -31,6 +31,9 @@ def load_entry(name: str):
     if name in load_manifest()["checkpoints"]:
         return zoo.create_model(name, pretrained=True), "shipped"
     return zoo.create_model(name).eval(), "random"
+
+
+OPTIONS = ("device", "quick", "configs", "threads")  # the zoo bench options this benchmark honours
 
 
 def run(device: str = "cpu", quick: bool = False, configs: list[str] | None = None, threads: int | None = 2) -> list[dict]:

@@ -16,14 +16,13 @@ measured union is recorded too).
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from zoo.bench.common import median_time, pinned_threads, record, write_jsonl
+from zoo.bench.common import interleaved_median_times, median_time, pinned_threads, record, write_jsonl
 
 # (in, out) of Llama-2-7B / Mistral-7B projections
 SHAPES = [(4096, 4096), (4096, 1024), (4096, 14336), (14336, 4096), (4096, 11008), (11008, 4096)]
@@ -58,15 +57,9 @@ def _topk_int8_baseline(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _paired_medians(candidate, baseline, repeats: int = 15) -> tuple[float, float]:
-    """Median times of two functions timed in alternation, so that both see the same machine load
-    (a shared 2-core machine drifts over a run; back-to-back blocks would bias the ratio)."""
-    median_time(candidate, warmup=2, repeats=1)
-    median_time(baseline, warmup=2, repeats=1)
-    ours, theirs = [], []
-    for _ in range(repeats):
-        ours.append(median_time(candidate, warmup=0, repeats=1))
-        theirs.append(median_time(baseline, warmup=0, repeats=1))
-    return statistics.median(ours), statistics.median(theirs)
+    """Median times of two functions timed in alternation (the benchmarks' one interleaved timer)."""
+    times = interleaved_median_times({"candidate": candidate, "baseline": baseline}, warmup=2, repeats=repeats)
+    return times["candidate"], times["baseline"]
 
 
 def _cpu_sparse_linear(shapes, batches, densities) -> list[dict[str, Any]]:
@@ -124,19 +117,17 @@ def _cpu_packed_gemv(shapes, densities=(1.0, 0.4), threads=(1, 2)) -> list[dict[
     if not cpu_kernel_can_run(torch.empty(0)):
         return []
     records = []
-    previous = torch.get_num_threads()
-    try:
-        for k_in, n_out in shapes:
-            generator = torch.Generator().manual_seed(k_in + n_out)
-            packed = pack_ternary(torch.randint(-1, 2, (n_out, k_in), generator=generator))
-            weight = torch.randn(n_out, k_in, generator=generator)
-            dense_x = torch.randn(1, k_in, generator=generator)
-            for density in densities:
-                x = torch.randint(-127, 128, (1, k_in), generator=generator, dtype=torch.int8)
-                x[torch.rand(1, k_in, generator=generator) >= density] = 0
-                kept = float((x != 0).float().mean())
-                for count in threads:
-                    torch.set_num_threads(count)
+    for k_in, n_out in shapes:
+        generator = torch.Generator().manual_seed(k_in + n_out)
+        packed = pack_ternary(torch.randint(-1, 2, (n_out, k_in), generator=generator))
+        weight = torch.randn(n_out, k_in, generator=generator)
+        dense_x = torch.randn(1, k_in, generator=generator)
+        for density in densities:
+            x = torch.randint(-127, 128, (1, k_in), generator=generator, dtype=torch.int8)
+            x[torch.rand(1, k_in, generator=generator) >= density] = 0
+            kept = float((x != 0).float().mean())
+            for count in threads:
+                with pinned_threads(count):  # the records' device name states the count
                     candidate, dense = (lambda: ternary_accumulate(x, packed, n_out, impl="cpu")), (lambda: F.linear(dense_x, weight))
                     # cold: interleaved with the 4-byte dense weight, which evicts the packed one from
                     # the caches every round; warm: each run back to back, the packed weight in cache
@@ -167,8 +158,6 @@ def _cpu_packed_gemv(shapes, densities=(1.0, 0.4), threads=(1, 2)) -> list[dict[
                                 roofline_fraction=None,
                             )
                         )
-    finally:
-        torch.set_num_threads(previous)
     return records
 
 
@@ -205,7 +194,7 @@ def _gpu_records(device: torch.device, gemv_shapes, batches, densities, topk_sha
     from zoo.kernels import topk_int8_quantize
     from zoo.kernels.pack import quantize_pack_ternary
     from zoo.kernels.quant import int8_quantize_raw
-    from zoo.kernels.ternary_matmul import _triton as gemv
+    from zoo.kernels.ternary_matmul import ternary_linear
 
     def bench(fn) -> float:
         return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") / 1e3
@@ -256,8 +245,8 @@ def _gpu_records(device: torch.device, gemv_shapes, batches, densities, topk_sha
                 union = _union_density(x)
                 x_q, x_scale = int8_quantize_raw(x, impl="triton")
                 for act, run in (
-                    ("bfloat16", lambda: gemv.ternary_gemv(x, packed, alpha, n_out)),
-                    ("int8", lambda: gemv.ternary_gemv(x_q, packed, alpha, n_out, x_scale)),
+                    ("bfloat16", lambda: ternary_linear(x, packed, alpha, n_out, impl="triton")),
+                    ("int8", lambda: ternary_linear(x_q, packed, alpha, n_out, x_scale, impl="triton")),
                 ):
                     time_s = bench(run)
                     # bf16 in/out; int8 in with a per-token fp32 scale, fp32 out; plus α
@@ -285,6 +274,9 @@ def _gpu_records(device: torch.device, gemv_shapes, batches, densities, topk_sha
                         )
                     )
     return records
+
+
+OPTIONS = ("device", "quick", "threads")  # the zoo bench options this benchmark honours
 
 
 def run(device: str = "cpu", out: str | Path | None = None, quick: bool = False, threads: int | None = None) -> list[dict[str, Any]]:

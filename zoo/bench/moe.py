@@ -13,16 +13,14 @@ process:
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from zoo.bench.common import pinned_threads, record, write_jsonl
+from zoo.bench.common import interleaved_median_times, pinned_threads, record, write_jsonl
 from zoo.kernels import moe as moe_ops
 from zoo.models.config import ModelConfig
 from zoo.models.ffn import GatedFeedForward, glu_activation
@@ -96,26 +94,6 @@ def _megablocks_dmoe(config: ModelConfig, device: torch.device, dtype: torch.dty
     return layer, step
 
 
-def interleaved_medians(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats: int, device: torch.device) -> dict[str, float]:
-    """Median seconds of each ``fn``, timed round-robin so load that comes and goes on a shared
-    machine hits every candidate alike instead of whichever happened to run during it."""
-    cuda = device.type == "cuda"
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            if cuda:
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            fn()
-            if cuda:
-                torch.cuda.synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def _fwd_bwd(module: torch.nn.Module, fn, x: torch.Tensor, grad: torch.Tensor):
     def step() -> None:
         module.zero_grad(set_to_none=True)
@@ -125,10 +103,14 @@ def _fwd_bwd(module: torch.nn.Module, fn, x: torch.Tensor, grad: torch.Tensor):
     return step
 
 
+OPTIONS = ("device", "quick", "threads")  # the zoo bench options this benchmark honours
+
+
 def run(
     device: str | torch.device = "cpu",
     out: str | Path | None = None,
     *,
+    quick: bool = False,
     dtype: torch.dtype | None = None,
     tokens: int | None = None,
     dim: int | None = None,
@@ -144,8 +126,11 @@ def run(
     """Times each backend against the baselines for every expert count; appends to ``out`` if given.
 
     ``threads`` pins torch's CPU thread count for the run (the device field of each record names
-    it); on a loaded machine one thread gives far steadier ratios than contended ones.
+    it); on a loaded machine one thread gives far steadier ratios than contended ones. ``quick``
+    measures one expert count (8) with fewer repeats, for a smoke run.
     """
+    if quick:
+        n_experts, repeats = n_experts or (8,), repeats or 3
     with pinned_threads(threads):
         records = _run(torch.device(device), dtype, tokens, dim, expert_dim, n_experts, top_k, backends, warmup, repeats, seed)
     if out is not None:
@@ -192,7 +177,7 @@ def _run(device, dtype, tokens, dim, expert_dim, n_experts, top_k, backends, war
                 continue
             candidates[backend] = _fwd_bwd(m, m, x, grad)
 
-        medians = interleaved_medians({**baselines, **candidates}, warmup=warmup, repeats=repeats, device=device)
+        medians = interleaved_median_times({**baselines, **candidates}, warmup=warmup, repeats=repeats, device=device)
         for backend in candidates:
             for name in baselines:
                 records.append(

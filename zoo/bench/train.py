@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from zoo.bench.common import interleaved_median_times, record
+from zoo.bench.common import interleaved_median_times, pinned_threads, record
+from zoo.hub.registry import arch_from_yaml, list_models, model_config
 from zoo.models.decoder import Decoder
-from zoo.registry import arch_from_yaml, list_models, model_config
 
 
 def train_step(config, *, batch: int, seq: int, device: str):
@@ -35,8 +35,17 @@ def train_step(config, *, batch: int, seq: int, device: str):
     return step
 
 
-def run(device: str = "cpu", quick: bool = False, configs: list[str] | None = None) -> list[dict]:
-    """Every entry's step and the dense baseline's, timed round by round in one process."""
+OPTIONS = ("device", "quick", "configs", "threads")  # the zoo bench options this benchmark honours
+
+
+def run(device: str = "cpu", quick: bool = False, configs: list[str] | None = None, threads: int | None = None) -> list[dict]:
+    """Every entry's step and the dense baseline's, timed round by round in one process
+    (``threads``: torch's CPU thread count for the run, stated in each record's device)."""
+    with pinned_threads(threads):
+        return _run(device, quick, configs)
+
+
+def _run(device: str, quick: bool, configs: list[str] | None) -> list[dict]:
     size = "small" if device.startswith("cuda") else "tiny"
     names = configs or [n for n in list_models() if n.endswith(f"-{size}")]
     batch, seq = (4, 128) if quick else (16, 256)

@@ -1,4 +1,7 @@
-"""Zoo checkpoints: the manifest, publishing into a store, and verified downloads from a hub.
+"""Zoo checkpoints: the registry of names, the manifest, publishing into a store, verified
+downloads from a hub, release directories (:mod:`zoo.hub.release`) and the transformers
+interchange (:mod:`zoo.hub.hf`); the last two load torch, safetensors and YAML, so they are
+imported by name, not from here.
 
 A released checkpoint is a directory of plain files (``model.safetensors``, ``config.yaml``,
 ``tokenizer.json``, ``metrics.json``, ``README.md``). A *hub* is a URL root under which each
@@ -44,6 +47,12 @@ from zoo.hub.manifest import (
 )
 
 __all__ = [
+    "ENTRIES",
+    "SIZES",
+    "config_path",
+    "create_model",
+    "list_models",
+    "model_config",
     "DEFAULT_TIMEOUT",
     "DownloadError",
     "NotCachedError",
@@ -56,3 +65,15 @@ __all__ = [
     "publish",
     "shipped_store",
 ]
+
+_REGISTRY_NAMES = ("ENTRIES", "SIZES", "config_path", "create_model", "list_models", "model_config")
+
+
+def __getattr__(name: str):
+    # The registry builds models (torch); loaded on first use so that `zoo --help` and the
+    # manifest and download code stay torch-free.
+    if name in _REGISTRY_NAMES:
+        from zoo.hub import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'zoo.hub' has no attribute {name!r}")

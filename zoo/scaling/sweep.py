@@ -22,9 +22,10 @@ DEFAULT_K_RATIOS = (1.0, 0.7, 0.5, 0.3)
 
 
 def leaderboard_dir() -> Path:
-    from zoo.bench.common import LEADERBOARD_DIR
+    """A source checkout's ``leaderboard/`` (where the committed sweep and its fit live)."""
+    from zoo.machine import SOURCE_ROOT
 
-    return LEADERBOARD_DIR
+    return SOURCE_ROOT / "leaderboard"
 
 
 def default_sweep_path() -> Path:
@@ -101,7 +102,7 @@ def train_one(
     """Trains one sweep point through :func:`zoo.train.fit` and measures it; returns its record."""
     import torch
 
-    from zoo.bench.common import device_name
+    from zoo.machine import device_name
     from zoo.models.accounting import account
     from zoo.train import fit
 
@@ -214,10 +215,10 @@ def run_sweep(
     in ``out`` with the same settings. ``threads`` pins torch's CPU threads during the sweep
     (``None``: leave them). Returns the records of this sweep (old and new).
     """
-    import torch
     from tqdm.auto import tqdm
 
     import zoo.train  # noqa: F401  (Lightning sets its loggers' levels on import: import it before lowering them)
+    from zoo.machine import pinned_threads
 
     out = Path(out) if out is not None else default_sweep_path()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -245,33 +246,27 @@ def run_sweep(
         logger.setLevel(logging.WARNING)
     # Models this small gain little from a second thread, and on a shared 2-core machine OpenMP
     # threads that spin-wait for a busy core made a training step up to 100x slower.
-    previous_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
     try:
-        bar = tqdm(plans, desc="scaling sweep", unit="run", disable=not progress)
-        for plan in bar:
-            if run_key(plan) in done:
-                records.append(done[run_key(plan)])
-                continue
-            bar.set_postfix_str(plan["run"])
-            record = train_one(
-                plan,
-                val_batches=val_batches,
-                account_windows=account_windows,
-                accelerator=accelerator,
-                extra_overrides=extra_overrides,
-                work_dir=work_dir,
-            )
-            with out.open("a") as handle:
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
-            records.append(record)
-        bar.close()
+        with pinned_threads(threads):
+            bar = tqdm(plans, desc="scaling sweep", unit="run", disable=not progress)
+            for plan in bar:
+                if run_key(plan) in done:
+                    records.append(done[run_key(plan)])
+                    continue
+                bar.set_postfix_str(plan["run"])
+                record = train_one(
+                    plan,
+                    val_batches=val_batches,
+                    account_windows=account_windows,
+                    accelerator=accelerator,
+                    extra_overrides=extra_overrides,
+                    work_dir=work_dir,
+                )
+                with out.open("a") as handle:
+                    handle.write(json.dumps(record, sort_keys=True) + "\n")
+                records.append(record)
+            bar.close()
     finally:
-        torch.set_num_threads(previous_threads)
         for logger, level in zip(quiet, levels):
             logger.setLevel(level)
     return records
-
-
-# ============================================================================= the law and its fit

@@ -42,7 +42,7 @@ def _trained(trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
 
 
 class ReleaseExport(Callback):
-    """Writes ``<default_root_dir>/release`` when ``fit`` ends (see :mod:`zoo.release`).
+    """Writes ``<default_root_dir>/release`` when ``fit`` ends (see :mod:`zoo.hub.release`).
 
     Args:
         enabled: write the release (false: only Lightning checkpoints are left).
@@ -59,7 +59,7 @@ class ReleaseExport(Callback):
             return
         if not _trained(trainer, pl_module):
             return
-        from zoo.release import save_release
+        from zoo.hub.release import save_release
         from zoo.train.module import release_metrics
 
         root = Path(trainer.default_root_dir)

@@ -130,7 +130,7 @@ def resolve_config_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
     file is read here first so that a missing file or malformed YAML is named in one line."""
     import yaml
 
-    from zoo.registry import config_path, list_models
+    from zoo.hub.registry import config_path, list_models
 
     resolved, files = list(argv), []
     for i, arg in enumerate(resolved):

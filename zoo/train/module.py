@@ -83,7 +83,7 @@ class ZooLitModule(L.LightningModule):
 
     # -- set-up ---------------------------------------------------------------------------------
     def _initialise_from(self, source: str) -> None:
-        from zoo.release import load_model_source, load_weights
+        from zoo.hub.release import load_model_source, load_weights
 
         donor, _, _ = load_model_source(source)
         load_weights(self.model, donor.state_dict(), f"model.init_from={source}")
@@ -205,7 +205,7 @@ class ZooLitModule(L.LightningModule):
 
 def release_metrics(module: ZooLitModule) -> dict[str, Any]:
     """What a release's ``metrics.json`` says of a module's training so far (plain JSON types)."""
-    from zoo.bench.common import device_name
+    from zoo.machine import device_name
 
     trainer = module.trainer
     datamodule = getattr(trainer, "datamodule", None)

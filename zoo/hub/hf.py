@@ -2,7 +2,7 @@
 
 ``import_hf`` reads a directory as ``huggingface_hub.snapshot_download`` leaves it
 (``config.json`` plus ``model.safetensors`` or a sharded ``model.safetensors.index.json``),
-maps it through :mod:`zoo.models.convert`, and writes a release (:mod:`zoo.release`). Keyword
+maps it through :mod:`zoo.models.convert`, and writes a release (:mod:`zoo.hub.release`). Keyword
 overrides change how the same weights run, e.g. ``sparsity="topk", k_ratio=0.6`` to
 continue-train a dense model with Q-Sparse top-K activations (arXiv 2407.10969 §2.3); an
 override that would change the parameters themselves is refused.
@@ -164,8 +164,8 @@ def import_hf(
     ``dtype`` (``float32`` by default, ``bfloat16``, ``float16``) is the dtype of the stored
     weights. Returns ``out_dir``.
     """
+    from zoo.hub.release import load_weights, save_release
     from zoo.models.decoder import Decoder
-    from zoo.release import load_weights, save_release
 
     src = Path(src_dir)
     if Path(out_dir).resolve() == src.resolve():
@@ -211,7 +211,7 @@ def export_hf(release_dir: str | Path, out_dir: str | Path, model_type: str | No
     tokenizer is written too (``tokenizer.json`` + ``tokenizer_config.json``); the byte
     tokenizer has no transformers counterpart and is left out. Returns ``out_dir``.
     """
-    from zoo.release import load_release
+    from zoo.hub.release import load_release
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")

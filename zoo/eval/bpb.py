@@ -71,7 +71,7 @@ def evaluate_model(
 
 def evaluate_source(source: str, *, hub: str | None = None, **options: Any) -> dict[str, Any]:
     """:func:`evaluate_model` for a zoo name, release directory or Lightning checkpoint."""
-    from zoo.release import load_model_source
+    from zoo.hub.release import load_model_source
 
     model, tokenizer, _ = load_model_source(source, hub=hub, inference=True)
     return {"source": str(source), **evaluate_model(model, tokenizer, **options)}

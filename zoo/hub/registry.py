@@ -79,7 +79,7 @@ def create_model(name: str, pretrained: bool = False, inference: bool = False, *
     """
     if pretrained:
         from zoo.hub import download
-        from zoo.release import load_release_model
+        from zoo.hub.release import load_release_model
 
         if overrides:
             raise ValueError("create_model: overrides cannot change a pretrained model's architecture")
