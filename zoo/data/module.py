@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader
 
 from zoo.data.corpus import Corpus
+from zoo.data.encoding import default_num_proc, remove_stale_temporaries, take_bytes, write_token_cache
 from zoo.data.sampler import ResumableDataLoader, ResumableSampler
 from zoo.data.splits import SPLITS, TOKEN_CACHE_FORMAT, check_split
-from zoo.data.tokens import TokenWindows, collate_windows, encode_documents
+from zoo.data.tokens import TokenWindows, collate_windows
 from zoo.files import atomic_write_bytes, sha256_bytes, slug
 from zoo.paths import cache_dir
 from zoo.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
@@ -26,6 +26,16 @@ from zoo.tokenizer import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
 def _check_int(field: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"ZooDataModule: {field} must be an int >= {low}, got {value!r}")
+
+
+def _check_optional_int(field: str, value: Any, low: int) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+        raise ValueError(f"ZooDataModule: {field} must be an int >= {low} or null, got {value!r}")
+
+
+def _check_bool(field: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"ZooDataModule: {field} must be true or false, got {value!r}")
 
 
 class ZooDataModule(L.LightningDataModule):
@@ -47,6 +57,22 @@ class ZooDataModule(L.LightningDataModule):
         num_workers: ``DataLoader`` worker processes (0: load in the main process).
         seed: seed of the training order (independent of ``seed_everything``).
         doc_separator: text put between consecutive documents of a split.
+        streaming: read a ``datasets`` corpus (hub name or local builder) as a stream: rows are
+            fetched as they are tokenised, nothing is downloaded or materialised whole first.
+        holdout_documents: carve the held-out splits from the head of the train split, for
+            corpora with a train split only: its first ``N`` documents are test, the next ``N``
+            validation, the rest train (null: use the corpus's own splits).
+        max_tokens: cut the train split at this many tokens (and read no further); null: all.
+            Size it ``max_steps * batch_size * ranks * accumulation * max_seq_len + 1`` to see
+            each train token once. A BPE is then trained on the train documents holding the first
+            ``max_tokens`` bytes.
+        max_eval_tokens: the same bound for validation and test each; null: all.
+        num_proc: processes tokenising a split with a BPE (null: ``min(2, cpu count)``; 1:
+            in-process). Splits under 16 MiB of text, and the byte tokenizer, stay in-process.
+        progress: show a progress bar (tokens, documents) on stderr while tokenising, when it is a terminal.
+
+    ``num_proc`` and ``progress`` do not change the tokens and are not part of the cache key;
+    every other argument that shapes the token arrays is.
     """
 
     def __init__(
@@ -62,6 +88,12 @@ class ZooDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         doc_separator: str = "\n\n",
+        streaming: bool = False,
+        holdout_documents: int | None = None,
+        max_tokens: int | None = None,
+        max_eval_tokens: int | None = None,
+        num_proc: int | None = None,
+        progress: bool = True,
     ) -> None:
         super().__init__()
         _check_int("bpe_vocab_size", bpe_vocab_size, 256)
@@ -69,6 +101,13 @@ class ZooDataModule(L.LightningDataModule):
         _check_int("batch_size", batch_size, 1)
         _check_int("num_workers", num_workers, 0)
         _check_int("seed", seed, 0)
+        _check_bool("streaming", streaming)
+        _check_optional_int("holdout_documents", holdout_documents, 1)
+        # a window holds max_seq_len + 1 >= 2 tokens
+        _check_optional_int("max_tokens", max_tokens, 2)
+        _check_optional_int("max_eval_tokens", max_eval_tokens, 2)
+        _check_optional_int("num_proc", num_proc, 1)
+        _check_bool("progress", progress)
         if not isinstance(tokenizer, str) or not tokenizer:
             raise ValueError(f"ZooDataModule: tokenizer must be 'bytes', 'bpe' or a path, got {tokenizer!r}")
         if tokenizer not in ("bytes", "bpe") and not Path(tokenizer).expanduser().exists():
@@ -76,7 +115,14 @@ class ZooDataModule(L.LightningDataModule):
         if not isinstance(doc_separator, str):
             raise ValueError(f"ZooDataModule: doc_separator must be a string, got {doc_separator!r}")
         try:
-            self.source = Corpus(corpus, data_files=data_files, text_field=text_field, config=corpus_config)
+            self.source = Corpus(
+                corpus,
+                data_files=data_files,
+                text_field=text_field,
+                config=corpus_config,
+                streaming=streaming,
+                holdout_documents=holdout_documents,
+            )
         except (ValueError, FileNotFoundError) as exc:
             raise type(exc)(f"ZooDataModule: {exc}") from None
         self.save_hyperparameters()
@@ -88,6 +134,12 @@ class ZooDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.doc_separator = doc_separator
+        self.streaming = streaming
+        self.holdout_documents = holdout_documents
+        self.max_tokens = max_tokens
+        self.max_eval_tokens = max_eval_tokens
+        self.num_proc = default_num_proc() if num_proc is None else num_proc
+        self.progress = progress
         self._tokenizer: Tokenizer | None = None
         self._datasets: dict[str, TokenWindows] = {}
         self._meta: dict[str, dict[str, int]] = {}
@@ -112,6 +164,9 @@ class ZooDataModule(L.LightningDataModule):
 
     def _trained_bpe(self) -> BPETokenizer:
         recipe = {"corpus": self.source.identity, "vocab_size": self.bpe_vocab_size, "format": 1}
+        if self.max_tokens is not None:
+            # trained on a bounded head of the stream: another bound is another tokenizer
+            recipe["max_bytes"] = self.max_tokens
         key = sha256_bytes(json.dumps(recipe, sort_keys=True).encode())
         directory = cache_dir("tokenizers", f"{slug(self.source.name)}-bpe{self.bpe_vocab_size}-{key[:16]}")
         with FileLock(str(directory / ".lock")):
@@ -119,7 +174,11 @@ class ZooDataModule(L.LightningDataModule):
                 loaded = load_tokenizer(directory)
                 assert isinstance(loaded, BPETokenizer)
                 return loaded
-            trained = BPETokenizer.train(self.source.documents("train"), self.bpe_vocab_size)
+            # every token covers at least one byte, so the documents holding the first max_tokens
+            # bytes lie within the train split (the last one perhaps cut there): the BPE never
+            # trains on text the model will not see, and ends on an endless stream
+            texts = take_bytes(self.source.documents("train"), self.max_tokens)
+            trained = BPETokenizer.train(texts, self.bpe_vocab_size)
             staging = directory / ".staging"
             trained.save(staging)
             os.replace(staging / "tokenizer.json", directory / "tokenizer.json")
@@ -136,6 +195,10 @@ class ZooDataModule(L.LightningDataModule):
                     "corpus": self.source.identity,
                     "tokenizer": self.tokenizer.identity,
                     "separator": self.doc_separator,
+                    "streaming": self.streaming,
+                    "holdout_documents": self.holdout_documents,
+                    "max_tokens": self.max_tokens,
+                    "max_eval_tokens": self.max_eval_tokens,
                 },
                 sort_keys=True,
             ).encode()
@@ -153,11 +216,18 @@ class ZooDataModule(L.LightningDataModule):
             if meta_path.is_file() and array_path.is_file():
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if meta is None:
-                where = f"corpus {self.source.name!r} split {split!r}"
-                tokens, meta = encode_documents(self.source.documents(split), self.tokenizer, self.doc_separator, where)
-                tmp = directory / f".{split}.{os.getpid()}.npy"
-                np.save(tmp, tokens, allow_pickle=False)
-                os.replace(tmp, array_path)
+                remove_stale_temporaries(directory, array_path.name)
+                meta = write_token_cache(
+                    self.source.documents(split),
+                    self.tokenizer,
+                    self.doc_separator,
+                    array_path,
+                    where=f"corpus {self.source.name!r} split {split!r}",
+                    max_tokens=self.max_tokens if split == "train" else self.max_eval_tokens,
+                    num_proc=self.num_proc,
+                    progress=self.progress,
+                )
+                # the array first, its counts last: counts on disk always describe a complete array
                 atomic_write_bytes(meta_path, json.dumps(meta).encode("utf-8"))
         self._meta[split] = meta
         return meta

@@ -1,51 +1,14 @@
-"""Token windows of a tokenised split: the arrays the token cache holds, cut into windows of
-``L + 1`` tokens, and the batch collation."""
+"""Token windows of a tokenised split: the arrays the token cache holds (written by
+:mod:`zoo.data.encoding`), cut into windows of ``L + 1`` tokens, and the batch collation."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-
-from zoo.tokenizer import ByteTokenizer, Tokenizer
-
-
-def encode_documents(documents: Iterator[str], tokenizer: Tokenizer, separator: str, where: str) -> tuple[np.ndarray, dict[str, int]]:
-    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
-    separator_ids = np.asarray(tokenizer.encode(separator), dtype=dtype)
-    separator_bytes = len(separator.encode("utf-8"))
-    pieces: list[np.ndarray] = []
-    num_docs = num_bytes = 0
-
-    def flush(batch: list[str]) -> None:
-        nonlocal num_docs, num_bytes
-        if isinstance(tokenizer, ByteTokenizer):
-            encoded = [np.frombuffer(doc.encode("utf-8"), dtype=np.uint8) for doc in batch]
-        else:
-            encoded = [np.asarray(ids, dtype=dtype) for ids in tokenizer.encode_batch(batch)]
-        for doc, ids in zip(batch, encoded):
-            if num_docs:
-                pieces.append(separator_ids)
-                num_bytes += separator_bytes
-            pieces.append(ids.astype(dtype, copy=False))
-            num_bytes += len(doc.encode("utf-8"))
-            num_docs += 1
-
-    batch: list[str] = []
-    for doc in documents:
-        batch.append(doc)
-        if len(batch) == 256:
-            flush(batch)
-            batch = []
-    if batch:
-        flush(batch)
-    if num_bytes == 0:
-        raise ValueError(f"{where} is empty ({num_docs} documents, 0 bytes); expected at least one non-empty document")
-    tokens = np.concatenate(pieces)
-    return tokens, {"num_tokens": int(tokens.size), "num_bytes": num_bytes, "num_documents": num_docs}
 
 
 class TokenWindows(Dataset):
