@@ -16,6 +16,6 @@ packages.append("zoo.configs")
 setup(
     packages=packages,
     package_dir={**REMAPPED, "zoo.configs": "configs"},
-    package_data={"zoo.configs": ["*.yaml"], "zoo": ["store/**/*"], "zoo.kernels.compiled": ["*.c", "*.h"]},
+    package_data={"zoo.configs": ["*.yaml", "sizes/*.yaml"], "zoo": ["store/**/*"], "zoo.kernels.compiled": ["*.c", "*.h"]},
     include_package_data=True,
 )

@@ -46,6 +46,10 @@ class Decoder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        if self.tok_embeddings.weight.is_meta:
+            # No storage to fill (accounting builds meta models of every entry); meta normal_()
+            # still runs torch's decompositions and cost `zoo list` about 6 s.
+            return
         std = self.config.init_std
         # GPT-2's scaled init: each residual branch's output projection shrinks with depth.
         residual_std = std / math.sqrt(2 * self.config.n_layers)

@@ -29,7 +29,7 @@ def test_wheel_contents(tmp_path):
         "zoo/kernels/compiled/zoo_cpu.h",
     ):  # the CPU kernels are compiled on first use
         assert required in names, required
-    yaml_in_wheel = {n.split("/")[-1] for n in names if n.startswith("zoo/configs/")}
-    assert yaml_in_wheel == {p.name for p in (ROOT / "configs").glob("*.yaml")}
+    yaml_in_wheel = {n.removeprefix("zoo/configs/") for n in names if n.startswith("zoo/configs/") and n.endswith(".yaml")}
+    assert yaml_in_wheel == {p.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").rglob("*.yaml")}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "zoo = zoo.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -35,6 +35,37 @@ def test_fit_trains_the_architecture_the_registry_builds(name):
         assert cli.model.arch.has_sub_norm and "layers.0.attn.sub_norm.weight" in cli.model.model.state_dict()
 
 
+def test_entry_configs_are_deltas_over_their_size_base(tmp_path):
+    """An entry file sets only what differs from its size's base, and `zoo fit` composes both, for a
+    name, a path, and beside a user's own overlay (which wins)."""
+    import yaml
+
+    from zoo.hub.registry import SIZES, config_files, config_path, size_config_path
+    from zoo.train.cli import resolve_config_arguments
+
+    def leaves(tree, prefix=()):
+        for key, value in tree.items():
+            yield from leaves(value, (*prefix, key)) if isinstance(value, dict) else [((*prefix, key), value)]
+
+    for name in list_models():
+        base = dict(leaves(yaml.safe_load(size_config_path(name.rsplit("-", 1)[1]).read_text())))
+        delta = dict(leaves(yaml.safe_load(config_path(name).read_text())))
+        repeated = sorted(".".join(key) for key, value in delta.items() if base.get(key) == value)
+        assert not repeated, f"{name} repeats its base: {repeated}"
+        assert config_files(config_path(name)) == [size_config_path(name.rsplit("-", 1)[1]), config_path(name)]
+    overlay = tmp_path / "mine.yaml"
+    overlay.write_text("model:\n  lr: 0.001\n")
+    argv, files = resolve_config_arguments(["--config", "qsparse-tiny", f"--config={overlay}", "--trainer.max_steps", "3"])
+    assert files == [str(size_config_path("tiny")), str(config_path("qsparse-tiny")), str(overlay)]
+    assert argv == [*(a for f in files for a in ("--config", f)), "--trainer.max_steps", "3"]
+    assert config_files(overlay) == [overlay]  # a user's own file is taken as it is
+    cli = run_lightning_cli(["fit", "--config", str(config_path("qsparse-tiny")), "--config", str(overlay)], run=False)
+    assert cli.model.hparams.lr == 0.001 and cli.model.arch == model_config("qsparse-tiny")
+    assert cli.datamodule.batch_size == 16  # from the tiny base
+    for size in SIZES:  # a size alone is a config too: the dense shape of that size
+        assert run_lightning_cli(["fit", "--config", size], run=False).model.arch.dim == model_config(f"dense-{size}").dim
+
+
 def test_derived_fields_follow_the_final_values():
     # A config built over a resolved default must not inherit its derived values.
     base = ModelConfig()

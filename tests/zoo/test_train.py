@@ -63,7 +63,7 @@ def logged(tmp_path, key):
 
 
 def test_every_yaml_in_configs_parses_strictly(capsys):
-    for path in sorted(configs_dir().glob("*.yaml")):
+    for path in sorted(configs_dir().rglob("*.yaml")):
         with pytest.raises(SystemExit) as exit_info:
             run_lightning_cli(["fit", "--config", str(path), "--print_config"])
         assert exit_info.value.code in (0, None), path

@@ -1,8 +1,11 @@
-"""The zoo's named entries: ``<entry>-<size>`` maps to ``configs/<entry>-<size>.yaml``.
+"""The zoo's named entries: ``<entry>-<size>`` is its size's base config plus the entry's deltas.
 
-The YAML file is the single source of an entry's hyper-parameters: its ``model.arch`` section is
-a :class:`~zoo.models.ModelConfig`, read here for :func:`create_model` and by LightningCLI for
-``zoo fit``. Nothing in YAML names a Python class.
+``configs/sizes/<size>.yaml`` holds what every entry of a size shares (shape, optimiser, data,
+trainer); ``configs/<entry>-<size>.yaml`` only what makes the entry itself (quantisation,
+sparsity, experts, its learning-rate recipe, its run folder). :func:`config_files` composes them
+in that order, here for :func:`create_model` and in ``zoo fit`` as LightningCLI's repeated
+``--config``. The YAML files are the single source of an entry's hyper-parameters: their
+``model.arch`` sections are a :class:`~zoo.models.ModelConfig`. Nothing in YAML names a Python class.
 """
 
 from __future__ import annotations
@@ -42,25 +45,52 @@ def config_path(name: str) -> Path:
     return path
 
 
+def size_config_path(size: str) -> Path:
+    """``configs/sizes/<size>.yaml``: what every entry of ``size`` shares."""
+    if size not in SIZES:
+        raise KeyError(f"unknown zoo size {size!r}; sizes: {', '.join(SIZES)}")
+    return configs_dir() / "sizes" / f"{size}.yaml"
+
+
+def config_files(path: Path) -> list[Path]:
+    """The files a config is made of, in merge order: a shipped ``<entry>-<size>.yaml`` is its
+    size's base then itself; any other file is itself alone."""
+    path = Path(path)
+    stem = path.name.removesuffix(".yaml")
+    size = stem.rsplit("-", 1)[-1]
+    shipped = path.resolve().parent == configs_dir().resolve() and stem in list_models()
+    return [size_config_path(size), path] if shipped else [path]
+
+
+def _merged(dicts: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for layer in dicts:
+        for key, value in layer.items():
+            both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+            merged[key] = _merged([merged[key], value]) if both else value
+    return merged
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
-    """A config file as plain data, with OmegaConf interpolations resolved."""
+    """A config (with its base, see :func:`config_files`) as plain data, interpolations resolved."""
+    files = config_files(path)
     try:
         from omegaconf import OmegaConf
     except ImportError:  # a machine with only torch (a lent GPU): the arch sections interpolate nothing
         import yaml
 
-        return yaml.safe_load(path.read_text())
+        return _merged([yaml.safe_load(f.read_text()) or {} for f in files])
     try:
-        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        loaded = OmegaConf.to_container(OmegaConf.merge(*(OmegaConf.load(f) for f in files)), resolve=True)
     except Exception as error:  # omegaconf raises several types for syntax and interpolation errors
-        raise ValueError(f"{path}: not a valid YAML config ({error})") from error
+        raise ValueError(f"{' + '.join(map(str, files))}: not a valid YAML config ({error})") from error
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
     return loaded
 
 
 def arch_from_yaml(path: Path, **overrides: Any) -> ModelConfig:
-    """The ``model.arch`` section of a config file as a validated :class:`ModelConfig`."""
+    """The ``model.arch`` section of a config (with its base) as a validated :class:`ModelConfig`."""
     arch = load_yaml(path).get("model", {}).get("arch")
     if not isinstance(arch, dict):
         raise ValueError(f"{path}: expected a 'model.arch' mapping of ModelConfig fields")

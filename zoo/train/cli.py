@@ -126,38 +126,51 @@ def _weights_only_by_default(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_config_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
-    """(argv, config files): ``--config NAME`` of a shipped entry becomes its file; each config
-    file is read here first so that a missing file or malformed YAML is named in one line."""
+    """(argv, config files): ``--config NAME`` of a shipped entry (``dense-tiny``) or size
+    (``tiny``) becomes its file, and a shipped entry brings its size's base first (see
+    :func:`zoo.hub.registry.config_files`); each config file is read here first so that a missing
+    file or malformed YAML is named in one line."""
     import yaml
 
-    from zoo.hub.registry import config_path, list_models
+    from zoo.hub.registry import SIZES, config_files, config_path, list_models, size_config_path
 
-    resolved, files = list(argv), []
-    for i, arg in enumerate(resolved):
-        if arg in ("--config", "-c") and i + 1 < len(resolved):
-            index, value = i + 1, resolved[i + 1]
+    resolved, files = [], []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg in ("--config", "-c") and index + 1 < len(argv):
+            value, index = argv[index + 1], index + 2
         elif arg.startswith("--config="):
-            index, value = i, arg.split("=", 1)[1]
+            value, index = arg.split("=", 1)[1], index + 1
         else:
+            resolved.append(arg)
+            index += 1
             continue
         path = Path(value)
         if not path.is_file():
+            name = value.removesuffix(".yaml")
             try:
-                path = config_path(value.removesuffix(".yaml"))
+                path = size_config_path(name) if name in SIZES else config_path(name)
             except KeyError:
-                raise ConfigError(f"{value}: no such config file, and not a zoo entry name ({', '.join(list_models())})") from None
-        try:
-            yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(error, "problem", None) or str(error)
-            raise ConfigError(f"{path}: malformed YAML{where}: {' '.join(str(problem).split())}") from None
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read the config ({error.strerror})") from None
-        resolved[index] = str(path) if index == i + 1 else f"--config={path}"
-        files.append(str(path))
+                choices = ", ".join([*list_models(), *SIZES])
+                raise ConfigError(f"{value}: no such config file, and not a zoo entry or size name ({choices})") from None
+        for part in config_files(path):
+            _check_yaml(part, yaml)
+            resolved += ["--config", str(part)]
+            files.append(str(part))
     return resolved, files
+
+
+def _check_yaml(path: Path, yaml) -> None:
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{path}: malformed YAML{where}: {' '.join(str(problem).split())}") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config ({error.strerror})") from None
 
 
 def run_lightning_cli(argv: list[str] | None = None, *, run: bool = True) -> ZooCLI:
