@@ -40,11 +40,11 @@ def size_of(name: str) -> str | None:
 
 def accounting_batches(model, tokenizer, settings: dict) -> list[torch.Tensor]:
     """The fixed Shakespeare validation slice on which input sparsity is measured."""
-    from zoo.data import ZooDataModule
+    from zoo.data import TokenizedCorpus
     from zoo.eval.bpb import tokenizer_spec
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = ZooDataModule("shakespeare", tokenizer=tokenizer_spec(tokenizer, tmp), max_seq_len=model.config.max_seq_len)
+        data = TokenizedCorpus("shakespeare", tokenizer=tokenizer_spec(tokenizer, tmp), max_seq_len=model.config.max_seq_len)
         windows = data.dataset("validation")
         count = min(settings["account_windows"], len(windows))
         inputs = torch.stack([windows[i] for i in range(count)])[:, :-1]

@@ -3,6 +3,7 @@ inside zoo, each sub-package imports only the rooms below it (ZOO_CONTRACTS), an
 crosses a package boundary."""
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_import_zoo_and_kernels_stays_light():
 
 
 def test_corpora_and_token_windows_import_without_lightning():
-    code = "import sys, zoo.data; zoo.data.TokenWindows, zoo.data.Corpus; print('lightning' in sys.modules)"
+    code = "import sys, zoo.data, zoo.eval; zoo.data.TokenWindows, zoo.data.Corpus, zoo.data.TokenizedCorpus; print('lightning' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
 
@@ -142,3 +143,23 @@ def test_no_private_name_crosses_a_package_boundary():
                 if (private_module or private_name) and owner != here:
                     offences.append(f"{path.relative_to(ROOT)}: {module}{'.' + name if name else ''}")
     assert not offences, offences
+
+
+def test_evaluation_runs_without_lightning(tmp_path):
+    """zoo eval and the leaderboard score a model on a corpus split with no Lightning imported."""
+    text = tmp_path / "test.txt"
+    text.write_text("To be, or not to be, that is the question. " * 20)
+    code = (
+        "import sys, torch\n"
+        "from zoo.eval import evaluate_model\n"
+        "from zoo.models import Decoder, ModelConfig\n"
+        "from zoo.tokenizer import ByteTokenizer\n"
+        "model = Decoder(ModelConfig(vocab_size=256, dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_seq_len=32))\n"
+        f"result = evaluate_model(model, ByteTokenizer(), corpus='text', data_files={{'test': {str(text)!r}}}, split='test')\n"
+        "assert result['tokens'] > 0 and result['bpb'] > 0, result\n"
+        "print('lightning' in sys.modules)"
+    )
+    env = {**os.environ, "ZOO_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -97,6 +97,7 @@ __all__ = [
     "ResumableDataLoader",
     "ResumableSampler",
     "TokenWindows",
+    "TokenizedCorpus",
     "ZooDataModule",
     "collate_windows",
     "load_corpus",
@@ -111,6 +112,7 @@ __all__ = [
 # leaderboard) stay importable without Lightning, and tokenising processes (where they are
 # spawned, they import zoo.data.encoding and so this package) start without torch.
 _LAZY = {
+    "TokenizedCorpus": "zoo.data.dataset",
     "ZooDataModule": "zoo.data.module",
     "ResumableDataLoader": "zoo.data.sampler",
     "ResumableSampler": "zoo.data.sampler",

@@ -1,7 +1,8 @@
 """Held-out evaluation of zoo models: bits per byte and perplexity on a corpus split.
 
 Bits per byte make byte-level and BPE models comparable: ``bpb = nats/token / ln 2 / (bytes/token)``.
-One code path serves ``zoo eval``, the LightningModule's validation and the leaderboard.
+One code path serves ``zoo eval`` and the leaderboard, on the same token cache as training
+(:class:`zoo.data.TokenizedCorpus`, no Lightning).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 
 
 def tokenizer_spec(tokenizer, directory: str) -> str:
-    """What ``ZooDataModule(tokenizer=...)`` needs to re-create ``tokenizer``: a name or a saved path."""
+    """What ``TokenizedCorpus(tokenizer=...)`` needs to re-create ``tokenizer``: a name or a saved path."""
     if getattr(tokenizer, "name", None) == "bytes":
         return "bytes"
     tokenizer.save(directory)
@@ -33,10 +34,10 @@ def evaluate_model(
     max_batches: int | None = None,
     data_files=None,
 ) -> dict[str, Any]:
-    from zoo.data import ZooDataModule
+    from zoo.data import TokenizedCorpus
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = ZooDataModule(
+        data = TokenizedCorpus(
             corpus,
             data_files=data_files,
             tokenizer=tokenizer_spec(tokenizer, tmp),
