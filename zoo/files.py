@@ -7,7 +7,10 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -23,25 +26,33 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` so that a reader sees the old file or the whole new one.
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file handle whose contents appear at ``path`` only once the block ends without error:
+    a reader sees the old file or the whole new one, and an error or interruption leaves nothing.
 
-    A unique temp name in the same directory: concurrent writers never share a temp file, and
-    ``os.replace`` stays atomic because it does not cross file systems; fsync first, so a crash
-    cannot leave a complete-looking name over incomplete bytes.
+    A unique temp name (``.<name>.*.tmp``) in the same directory: concurrent writers never share a
+    temp file, and ``os.replace`` stays atomic because it does not cross file systems; fsync first,
+    so a crash cannot leave a complete-looking name over incomplete bytes.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as handle:
+        handle.write(data)
 
 
 def slug(text: str) -> str:

@@ -22,7 +22,6 @@ import multiprocessing
 import os
 import struct
 import sys
-import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.files import atomic_file
 from zoo.tokenizer import ByteTokenizer, Tokenizer
 
 # the .npy header is written last, once the token count is known, over this many reserved bytes
@@ -249,37 +249,30 @@ def write_token_cache(
         # byte "tokenising" is a copy: shipping the text to a worker and the tokens back costs
         # more than it (twice the time with 2 workers, measured); a BPE gains about 2x from 2
         parallel_after_chars = sys.maxsize if isinstance(tokenizer, ByteTokenizer) else PARALLEL_AFTER_CHARS
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle, progress_bar(where, max_tokens, progress) as bar:
-            handle.write(b"\0" * NPY_HEADER_BYTES)
-            writer = TokenWriter(handle, tokenizer, dtype, separator, max_tokens)
-            batches = document_batches(documents, batch_documents, batch_chars, where)
-            encoded = encoded_batches(batches, tokenizer, dtype, num_proc, parallel_after_chars)
-            try:
-                for tokens, lengths, sizes in encoded:
-                    before = writer.num_tokens
-                    starts = itertools.accumulate(lengths[:-1].tolist(), initial=0)
-                    for start, length, size in zip(starts, lengths.tolist(), sizes.tolist()):
-                        writer.add_document(tokens[start : start + length], size)
-                        if writer.full:
-                            break
-                    bar.update(writer.num_tokens - before)
-                    bar.set_postfix(docs=writer.num_documents, refresh=False)
+    # the array appears at `path` complete or not at all (zoo.files.atomic_file)
+    with atomic_file(path) as handle, progress_bar(where, max_tokens, progress) as bar:
+        handle.write(b"\0" * NPY_HEADER_BYTES)
+        writer = TokenWriter(handle, tokenizer, dtype, separator, max_tokens)
+        batches = document_batches(documents, batch_documents, batch_chars, where)
+        encoded = encoded_batches(batches, tokenizer, dtype, num_proc, parallel_after_chars)
+        try:
+            for tokens, lengths, sizes in encoded:
+                before = writer.num_tokens
+                starts = itertools.accumulate(lengths[:-1].tolist(), initial=0)
+                for start, length, size in zip(starts, lengths.tolist(), sizes.tolist()):
+                    writer.add_document(tokens[start : start + length], size)
                     if writer.full:
                         break
-            finally:
-                encoded.close()  # stops the worker pool now, also when the bound ended the stream early
-            if writer.num_bytes == 0:
-                raise ValueError(f"{where} is empty ({writer.num_documents} documents, 0 bytes); expected at least one non-empty document")
-            handle.seek(0)
-            handle.write(npy_header(dtype, writer.num_tokens))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                bar.update(writer.num_tokens - before)
+                bar.set_postfix(docs=writer.num_documents, refresh=False)
+                if writer.full:
+                    break
+        finally:
+            encoded.close()  # stops the worker pool now, also when the bound ended the stream early
+        if writer.num_bytes == 0:
+            raise ValueError(f"{where} is empty ({writer.num_documents} documents, 0 bytes); expected at least one non-empty document")
+        handle.seek(0)
+        handle.write(npy_header(dtype, writer.num_tokens))
     return {"num_tokens": writer.num_tokens, "num_bytes": writer.num_bytes, "num_documents": writer.num_documents}
 
 
