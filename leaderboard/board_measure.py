@@ -19,12 +19,9 @@ from zoo.bench.common import pinned_threads
 
 def hub_manifest(hub: str | None) -> dict:
     """The manifest that :func:`zoo.hub.download` trusts for ``hub``: the hub's own, else the shipped one."""
-    from zoo import hub as zoo_hub
+    from zoo.hub import trusted_manifest
 
-    url = hub or zoo_hub.default_hub()
-    # zoo.hub's own reader of a hub's manifest: validation stays in one place.
-    found = zoo_hub.fetch_hub_manifest(url, "(leaderboard)", zoo_hub.DEFAULT_TIMEOUT)
-    return found[0] if found is not None else zoo_hub.load_manifest()
+    return trusted_manifest(hub)
 
 
 def size_of(name: str) -> str | None:

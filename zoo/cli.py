@@ -24,15 +24,22 @@ def _format_count(n: float) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from zoo.hub.registry import list_models, model_config
+    from zoo.hub import DownloadError
+    from zoo.hub.registry import list_models, model_config, pretrained_models
     from zoo.models.accounting import account, meta_model
 
+    try:
+        published: set[str] | None = set(pretrained_models(args.hub))
+    except DownloadError as error:  # an unreachable hub must not hide the registry
+        print(f"zoo list: cannot tell which names have weights: {error}", file=sys.stderr)
+        published = None
     rows = []
     for name in list_models():
         stats = account(meta_model(model_config(name)))
         rows.append(
             {
                 "name": name,
+                "pretrained": None if published is None else name in published,
                 "total_params": stats.total_params,
                 "non_embedding_params": stats.non_embedding_params,
                 "activated_params": round(stats.activated_params),
@@ -43,10 +50,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("name", "total", "non-emb", "activated*", "weight MB/token")
+    header = ("name", "weights", "total", "non-emb", "activated*", "weight MB/token")
     table = [header] + [
         (
             r["name"],
+            {True: "yes", False: "-", None: "?"}[r["pretrained"]],
             _format_count(r["total_params"]),
             _format_count(r["non_embedding_params"]),
             _format_count(r["activated_params"]),
@@ -59,8 +67,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))))
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    print("\nweights: yes = zoo.create_model(name, pretrained=True) / zoo download name work (bare entry names mean -tiny)")
     print(
-        "\n* activated parameters per token (Q-Sparse §3.6) from the configured top-K alone; "
+        "* activated parameters per token (Q-Sparse §3.6) from the configured top-K alone; "
         "measured values on data are in leaderboard/LEADERBOARD.md"
     )
     return 0
@@ -140,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(LightningCLI; see zoo fit --help).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("list", help="list the registered zoo models with parameter counts")
-    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p = sub.add_parser("list", help="list the registered zoo models, which have weights, and their parameter counts")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table (key 'pretrained': has weights)")
+    p.add_argument("--hub", default=None, help="hub whose manifest says which names have weights (default: $ZOO_HUB or the store)")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("generate", help="sample text from a zoo name, a release directory or a .ckpt")
     p.add_argument("source", help="zoo model name (downloaded), release directory, or Lightning checkpoint")

@@ -70,3 +70,34 @@ def test_shipped_ternary_checkpoints_carry_sub_norms_and_load_by_name(name, tmp_
     assert "layers.0.attn.sub_norm.weight" in model.state_dict()
     # the registry builds the same architecture that was trained and released
     assert {k: v.shape for k, v in zoo.create_model(name).state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+
+
+def test_zoo_list_says_which_names_have_weights_and_each_loads_by_name(tmp_path, monkeypatch, capsys):
+    import json
+
+    from zoo.hub import shipped_store
+
+    monkeypatch.setenv("ZOO_HUB", shipped_store().as_uri())
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path))
+    assert main(["list", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    with_weights = sorted(name for name, row in rows.items() if row["pretrained"])
+    assert with_weights == sorted(n for n in rows if n.endswith("-tiny"))  # the 8 shipped checkpoints
+    assert all(row["pretrained"] is False for name, row in rows.items() if name.endswith("-small"))
+    for name in with_weights:  # each loads by name, into the architecture the registry builds
+        shapes = {k: v.shape for k, v in zoo.create_model(name, pretrained=True).state_dict().items()}
+        assert shapes == {k: v.shape for k, v in zoo.create_model(name).state_dict().items()}, name
+    # a bare entry name means its tiny size, with or without weights
+    bare = zoo.create_model("qsparse", pretrained=True)
+    torch.testing.assert_close(bare.state_dict(), zoo.create_model("qsparse-tiny", pretrained=True).state_dict())
+
+
+def test_overrides_that_hold_no_parameter_apply_to_pretrained_weights(hub):
+    plain = zoo.create_model("toy-tiny", pretrained=True)
+    sparse = zoo.create_model("toy-tiny", pretrained=True, sparsity="topk", k_ratio=0.5, kernel="torch")
+    assert sparse.config.k_ratio == 0.5 and sparse.config.sparsity == "topk" and sparse.config.kernel == "torch"
+    torch.testing.assert_close(sparse.state_dict(), plain.state_dict())  # the same released weights
+    tokens = torch.randint(0, 256, (1, 12))
+    assert not torch.allclose(sparse(tokens), plain(tokens))  # top-K 50% really runs
+    with pytest.raises(ValueError, match="override of dim changes the released parameters"):
+        zoo.create_model("toy-tiny", pretrained=True, dim=64)

@@ -33,7 +33,7 @@ Cache layout, under ``zoo.paths.cache_dir("checkpoints")`` (``$ZOO_HOME/checkpoi
 This module only moves and hashes bytes: nothing is ever unpickled or imported from a hub.
 """
 
-from zoo.hub.fetch import download, fetch_hub_manifest
+from zoo.hub.fetch import download, fetch_hub_manifest, trusted_manifest
 from zoo.hub.manifest import (
     DEFAULT_TIMEOUT,
     DownloadError,
@@ -60,13 +60,14 @@ __all__ = [
     "default_hub",
     "download",
     "fetch_hub_manifest",
+    "trusted_manifest",
     "file_sha256",
     "load_manifest",
     "publish",
     "shipped_store",
 ]
 
-_REGISTRY_NAMES = ("ENTRIES", "SIZES", "config_path", "create_model", "list_models", "model_config")
+_REGISTRY_NAMES = ("ENTRIES", "SIZES", "canonical_name", "config_path", "create_model", "list_models", "model_config", "pretrained_models")
 
 
 def __getattr__(name: str):

@@ -188,6 +188,30 @@ def _resolve_manifest(hub: str, name: str, root: Path, offline: bool, timeout: f
     return found
 
 
+def trusted_manifest(hub: str | None = None, *, offline: bool | None = None, timeout: float | None = None) -> dict:
+    """The manifest :func:`download` trusts for ``hub`` (default ``$ZOO_HUB`` or the shipped
+    store): the hub's own, else the shipped one; offline, the copy kept from the last contact."""
+    hub, offline, timeout, root = _settings(hub, offline, timeout, None)
+    return _resolve_manifest(hub, "(manifest)", root, offline, timeout)[0]
+
+
+def _settings(
+    hub: str | None, offline: bool | None, timeout: float | None, cache_dir: str | os.PathLike | None
+) -> tuple[str, bool, float, Path]:
+    """The defaults of a hub access: hub URL, offline flag, stall timeout, cache root."""
+    from zoo import paths
+
+    hub = hub or default_hub()
+    offline = paths.offline_mode() if offline is None else offline
+    timeout = float(os.environ.get("ZOO_HUB_TIMEOUT") or DEFAULT_TIMEOUT) if timeout is None else timeout
+    if cache_dir is not None:
+        root = Path(cache_dir).expanduser()
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        root = paths.cache_dir("checkpoints")
+    return hub, offline, timeout, root
+
+
 # ----------------------------------------------------------------------------- download
 
 
@@ -340,21 +364,7 @@ def download(
     goes wrong on the way (404, timeout, truncation, size or checksum mismatch).
     """
     check_name(name)
-    hub = hub or default_hub()
-    if offline is None:
-        from zoo.paths import offline_mode
-
-        offline = offline_mode()
-    if timeout is None:
-        timeout = float(os.environ.get("ZOO_HUB_TIMEOUT") or DEFAULT_TIMEOUT)
-    if cache_dir is not None:
-        root = Path(cache_dir).expanduser()
-        root.mkdir(parents=True, exist_ok=True)
-    else:
-        from zoo import paths
-
-        root = paths.cache_dir("checkpoints")
-
+    hub, offline, timeout, root = _settings(hub, offline, timeout, cache_dir)
     manifest, origin = _resolve_manifest(hub, name, root, offline, timeout)
     entry = manifest["checkpoints"].get(name)
     if entry is None:

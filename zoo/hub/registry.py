@@ -35,14 +35,25 @@ def list_models() -> list[str]:
     return [f"{e}-{s}" for e in ENTRIES for s in SIZES if (root / f"{e}-{s}.yaml").is_file()]
 
 
-def config_path(name: str) -> Path:
-    """The YAML of a registered name; a bare entry name means its ``tiny`` size."""
-    if name in ENTRIES:
-        name = f"{name}-tiny"
-    path = configs_dir() / f"{name}.yaml"
+def canonical_name(name: str) -> str:
+    """``<entry>-<size>`` for a registered name; a bare entry name means its ``tiny`` size."""
+    name = f"{name}-tiny" if name in ENTRIES else name
     if name not in list_models():
         raise KeyError(f"unknown zoo model {name!r}; registered: {', '.join(list_models())}")
-    return path
+    return name
+
+
+def config_path(name: str) -> Path:
+    """The YAML of a registered name (a bare entry name means its ``tiny`` size)."""
+    return configs_dir() / f"{canonical_name(name)}.yaml"
+
+
+def pretrained_models(hub: str | None = None) -> list[str]:
+    """The registered names with published weights in the manifest ``download`` trusts for ``hub``."""
+    from zoo.hub.fetch import trusted_manifest
+
+    published = trusted_manifest(hub)["checkpoints"]
+    return [name for name in list_models() if name in published]
 
 
 def size_config_path(size: str) -> Path:
@@ -102,7 +113,10 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
 
 
 def create_model(name: str, pretrained: bool = False, inference: bool = False, **overrides: Any):
-    """A :class:`~zoo.models.Decoder` for a registered name; ``pretrained`` loads the released weights.
+    """A :class:`~zoo.models.Decoder` for a registered name; ``pretrained`` loads the released weights
+    (``zoo list`` says which names have them). ``overrides`` are :class:`~zoo.models.ModelConfig`
+    fields; on a pretrained model only those that hold no parameter (``k_ratio``, ``sparsity``,
+    ``kernel``, ``top_k``, ``moe_impl``...) are accepted.
 
     ``inference=True`` returns the inference form (:func:`zoo.models.inference.to_inference`):
     ternary projections packed at 2 bits with no latent copy, run by the packed kernels, in eval mode.
@@ -111,9 +125,10 @@ def create_model(name: str, pretrained: bool = False, inference: bool = False, *
         from zoo.hub import download
         from zoo.hub.release import load_release_model
 
-        if overrides:
-            raise ValueError("create_model: overrides cannot change a pretrained model's architecture")
-        model = load_release_model(download(name))
+        # overrides that hold no parameter (k_ratio, kernel, top_k, ...) apply to released weights
+        # a registered name (bare entry names mean -tiny) or any other checkpoint the hub publishes
+        published = f"{name}-tiny" if name in ENTRIES else name
+        model = load_release_model(download(published), **overrides)
     else:
         from zoo.models.decoder import Decoder
 

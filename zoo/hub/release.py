@@ -104,28 +104,43 @@ def load_weights(model: Decoder, state: dict[str, torch.Tensor], source: str) ->
     return model
 
 
-def load_release(directory: str | Path) -> tuple[Decoder, Any, dict[str, Any]]:
-    """(model, tokenizer, metrics) from a release directory."""
+def load_release(directory: str | Path, **overrides: Any) -> tuple[Decoder, Any, dict[str, Any]]:
+    """(model, tokenizer, metrics) from a release directory.
+
+    ``overrides`` change :class:`ModelConfig` fields that hold no parameter (``k_ratio``,
+    ``kernel``, ``top_k``, ``moe_impl``...: Q-Sparse's top-K can be changed at inference); one that
+    would change the released parameters is refused, naming it.
+    """
     from zoo.tokenizer import load_tokenizer
 
     directory = Path(directory)
     missing = [f for f in ("model.safetensors", "config.yaml", "tokenizer.json") if not (directory / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{directory}: not a moezoo release (missing {', '.join(missing)})")
-    model = Decoder(read_config(directory / "config.yaml"))
+    released = read_config(directory / "config.yaml")
+    config = ModelConfig.from_dict({**released.to_dict(), **overrides}, source="overrides") if overrides else released
+    model = Decoder(config)
     weights = directory / "model.safetensors"
     try:
         state = load_file(str(weights))
     except Exception as error:  # safetensors raises its own error types for corrupt headers
         raise ValueError(f"{weights}: not a readable safetensors file ({error})") from error
-    load_weights(model, unpack_state_dict(state, model), str(weights))
+    try:
+        load_weights(model, unpack_state_dict(state, model), str(weights))
+    except ValueError as error:
+        if not overrides:
+            raise
+        changed = ", ".join(sorted(overrides))
+        raise ValueError(
+            f"{directory}: the override of {changed} changes the released parameters; only fields that hold none can change"
+        ) from error
     metrics_path = directory / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     return model.eval(), load_tokenizer(directory), metrics
 
 
-def load_release_model(directory: str | Path) -> Decoder:
-    return load_release(directory)[0]
+def load_release_model(directory: str | Path, **overrides: Any) -> Decoder:
+    return load_release(directory, **overrides)[0]
 
 
 def load_lightning_checkpoint(path: str | Path) -> tuple[Decoder, Any, dict[str, Any]]:
