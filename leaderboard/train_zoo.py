@@ -4,7 +4,7 @@
 
 Every entry sees the same corpus (Shakespeare, byte tokenizer), sequence length (256), batch
 (16), seed and number of steps, so the leaderboard compares architectures, not budgets. Each
-run's log goes to runs/zoo/<name>.log.
+run's log goes to runs/zoo/<name>.log; each release is published into store/ with bf16 matrices.
 """
 
 from __future__ import annotations
@@ -64,22 +64,13 @@ def main(argv=None) -> int:
         with log.open("w") as handle:
             subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=True, cwd=ROOT, env=env)
         if not args.no_publish:
-            source = f"zoo fit --config configs/{name}.yaml, {args.steps} steps x {BATCH} x {SEQ} tokens = {tokens:,} tokens of Shakespeare (bytes), seed 1337"
+            source = f"zoo fit --config {name}, {args.steps} steps x {BATCH} x {SEQ} tokens = {tokens:,} tokens of Shakespeare (bytes), seed 1337"
+            compact = ROOT / "runs" / "zoo" / f"{name}-bf16"
+            zoo_command = [sys.executable, "-m", "zoo.cli"]
+            # published checkpoints are small: full-precision matrices bf16, ternary ones 2-bit
+            subprocess.run([*zoo_command, "export", str(run_dir / "release"), str(compact), "--name", name, "--bf16"], check=True, cwd=ROOT)
             subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "zoo.cli",
-                    "publish",
-                    str(run_dir / "release"),
-                    name,
-                    "--store",
-                    str(ROOT / "zoo" / "store"),
-                    "--source",
-                    source,
-                ],
-                check=True,
-                cwd=ROOT,
+                [*zoo_command, "publish", str(compact), name, "--store", str(ROOT / "store"), "--source", source], check=True, cwd=ROOT
             )
     return 0
 

@@ -8,6 +8,7 @@ BitNet b1.58 (arXiv 2402.17764) adds a sub-norm on the attention output before o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,9 +20,21 @@ from zoo.models.linear import ZooLinear
 from zoo.models.norm import RMSNorm
 
 
-def rope_frequencies(head_dim: int, max_seq_len: int, theta: float, device=None) -> torch.Tensor:
-    """``[max_seq_len, head_dim/2]`` complex rotations e^{i·pos·θ^(-2j/d)}."""
+def llama3_inverse_frequencies(inv_freq: torch.Tensor, factor: float, low: float, high: float, original_len: int) -> torch.Tensor:
+    """Llama 3's RoPE scaling: rotations slower than ``original_len / low`` positions per turn are
+    slowed by ``factor``, those faster than ``original_len / high`` kept, and the band between
+    blended linearly in ``original_len / wavelength`` (so long contexts reuse the trained angles)."""
+    wavelength = 2 * math.pi / inv_freq
+    blend = ((original_len / wavelength - low) / (high - low)).clamp(0.0, 1.0)
+    return inv_freq * (blend + (1 - blend) / factor)
+
+
+def rope_frequencies(head_dim: int, max_seq_len: int, theta: float, device=None, *, llama3: tuple | None = None) -> torch.Tensor:
+    """``[max_seq_len, head_dim/2]`` complex rotations e^{i·pos·θ^(-2j/d)}; ``llama3`` =
+    (factor, low_freq_factor, high_freq_factor, original_max_seq_len) applies Llama 3's scaling."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    if llama3 is not None:
+        inv_freq = llama3_inverse_frequencies(inv_freq, *llama3)
     angles = torch.outer(torch.arange(max_seq_len, device=device, dtype=torch.float32), inv_freq)
     return torch.polar(torch.ones_like(angles), angles)
 

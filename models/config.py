@@ -19,6 +19,7 @@ SPARSITIES = ("none", "topk", "block")
 FFN_ACTS = ("swiglu", "relu2")
 KERNELS = ("auto", "torch", "triton")
 MOE_IMPLS = ("auto", "reference", "grouped_mm", "megablocks", "triton")
+ROPE_SCALINGS = ("none", "llama3")
 
 
 def kept_channels(k_ratio: float, width: int) -> int:
@@ -61,6 +62,13 @@ class ModelConfig:
     ffn_dim: int = 768  # hidden width of the gated FFN (and of each expert unless expert_ffn_dim)
     max_seq_len: int = 256
     rope_theta: float = 10000.0
+    # Llama 3's RoPE scaling ("llama3"): low frequencies divided by rope_factor, high ones kept,
+    # a smooth blend between; the wavelength bounds come from the original context length.
+    rope_scaling: str = "none"  # none | llama3
+    rope_factor: float = 8.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_seq_len: int = 8192
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     qkv_bias: bool = False  # biases on q, k, v (Qwen2); every other projection has none
@@ -108,9 +116,11 @@ class ModelConfig:
             _fail("n_kv_heads", f"a divisor of n_heads={self.n_heads}", self.n_kv_heads)
         if (self.dim // self.n_heads) % 2:
             _fail("dim", "such that dim/n_heads is even (RoPE rotates channel pairs)", self.dim)
-        for name in ("rope_theta", "norm_eps", "init_std"):
+        for name in ("rope_theta", "norm_eps", "init_std", "rope_factor", "rope_low_freq_factor", "rope_original_max_seq_len"):
             if not getattr(self, name) > 0:
                 _fail(name, "> 0", getattr(self, name))
+        if self.rope_high_freq_factor <= self.rope_low_freq_factor:
+            _fail("rope_high_freq_factor", f"> rope_low_freq_factor={self.rope_low_freq_factor}", self.rope_high_freq_factor)
         for name, allowed in (
             ("weight_quant", WEIGHT_QUANTS),
             ("act_quant", ACT_QUANTS),
@@ -118,6 +128,7 @@ class ModelConfig:
             ("ffn_act", FFN_ACTS),
             ("kernel", KERNELS),
             ("moe_impl", MOE_IMPLS),
+            ("rope_scaling", ROPE_SCALINGS),
         ):
             if getattr(self, name) not in allowed:
                 _fail(name, f"one of {allowed}", getattr(self, name))

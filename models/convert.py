@@ -4,8 +4,8 @@ Pure dict-to-dict functions, no file I/O and no ``transformers``: :mod:`zoo.hub.
 the files around them.
 
 - :func:`config_from_hf` / :func:`config_to_hf`: a ``config.json`` mapping to a
-  :class:`ModelConfig` and back. Settings the zoo decoder cannot reproduce exactly (RoPE scaling,
-  an activation other than SiLU, biases other than Qwen2's q/k/v, a head_dim that is not
+  :class:`ModelConfig` and back (plain RoPE or Llama 3's scaling). Settings the zoo decoder cannot
+  reproduce exactly (other RoPE scalings, an activation other than SiLU, biases other than Qwen2's q/k/v, a head_dim that is not
   dim/n_heads, ...) raise ``ValueError`` naming the field.
 - :func:`state_dict_from_hf` / :func:`state_dict_to_hf`: the tensors. Three things change
   besides the names: q, k and v are one fused ``wqkv`` projection (rows ``[q; k; v]``), gate and
@@ -60,25 +60,38 @@ def _require(hf_config: Mapping[str, Any], field: str) -> Any:
     return hf_config[field]
 
 
-def _rope_theta(hf_config: Mapping[str, Any]) -> float:
-    """RoPE base from either the transformers 4 keys (``rope_theta``, ``rope_scaling``) or 5's ``rope_parameters``."""
-    scaling = hf_config.get("rope_scaling")
-    if scaling is not None and (not isinstance(scaling, dict) or (scaling.get("rope_type") or scaling.get("type")) != "default"):
-        raise _hf_error("rope_scaling", f"must be null (plain RoPE); {scaling!r} is not supported")
+def _rope(hf_config: Mapping[str, Any]) -> dict[str, Any]:
+    """RoPE fields from the transformers 4 keys (``rope_theta``, ``rope_scaling``) or 5's
+    ``rope_parameters``: plain RoPE or Llama 3's scaling (``rope_type: llama3``)."""
     params = hf_config.get("rope_parameters")
     if params is not None and not isinstance(params, dict):
         raise _hf_error("rope_parameters", f"must be a mapping, got {params!r}")
-    if params is not None:
-        kind = params.get("rope_type", params.get("type", "default"))
-        if kind != "default":
-            raise _hf_error("rope_parameters", f"rope_type must be 'default' (plain RoPE), got {kind!r}")
-        if params.get("partial_rotary_factor", 1.0) != 1.0:
-            raise _hf_error("rope_parameters", f"partial_rotary_factor must be 1.0, got {params['partial_rotary_factor']!r}")
-        if "rope_theta" in params:
-            return float(params["rope_theta"])
-    if hf_config.get("partial_rotary_factor", 1.0) != 1.0:
-        raise _hf_error("partial_rotary_factor", f"must be 1.0, got {hf_config['partial_rotary_factor']!r}")
-    return float(hf_config.get("rope_theta", 10000.0))
+    scaling = hf_config.get("rope_scaling")
+    if scaling is not None and not isinstance(scaling, dict):
+        raise _hf_error("rope_scaling", f"must be a mapping or null, got {scaling!r}")
+    field, spec = ("rope_parameters", params) if params is not None else ("rope_scaling", scaling or {})
+    for where, values in ((field, spec), ("partial_rotary_factor", hf_config)):
+        if values.get("partial_rotary_factor", 1.0) != 1.0:
+            raise _hf_error(where, f"partial_rotary_factor must be 1.0 (RoPE on every channel), got {values['partial_rotary_factor']!r}")
+    theta = float(spec.get("rope_theta", hf_config.get("rope_theta", 10000.0)))
+    kind = spec.get("rope_type", spec.get("type", "default"))
+    if kind == "default":
+        return {"rope_theta": theta}
+    if kind != "llama3":
+        raise _hf_error(field, f"rope_type must be 'default' or 'llama3', got {kind!r}")
+    try:
+        return {
+            "rope_theta": theta,
+            "rope_scaling": "llama3",
+            "rope_factor": float(spec["factor"]),
+            "rope_low_freq_factor": float(spec["low_freq_factor"]),
+            "rope_high_freq_factor": float(spec["high_freq_factor"]),
+            "rope_original_max_seq_len": int(spec["original_max_position_embeddings"]),
+        }
+    except (KeyError, TypeError, ValueError) as error:
+        raise _hf_error(
+            field, f"llama3 scaling needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings ({error})"
+        ) from None
 
 
 def _sliding_window(hf_config: Mapping[str, Any], model_type: str) -> int | None:
@@ -132,7 +145,7 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
         "n_kv_heads": n_kv_heads,
         "ffn_dim": int(_require(hf_config, "intermediate_size")),
         "max_seq_len": max_seq_len,
-        "rope_theta": _rope_theta(hf_config),
+        **_rope(hf_config),
         "norm_eps": float(hf_config.get("rms_norm_eps", 1e-6)),
         # Every one of the three defaults to untied when the key is absent.
         "tie_embeddings": bool(hf_config.get("tie_word_embeddings", False)),
@@ -167,6 +180,18 @@ def check_exportable(config: ModelConfig, model_type: str) -> None:
         raise ValueError(f"ModelConfig.qkv_bias=True has no {model_type} equivalent; export it as model_type='qwen2'")
 
 
+def _rope_scaling_to_hf(config: ModelConfig) -> dict[str, Any] | None:
+    if config.rope_scaling == "none":
+        return None
+    return {
+        "rope_type": "llama3",
+        "factor": config.rope_factor,
+        "low_freq_factor": config.rope_low_freq_factor,
+        "high_freq_factor": config.rope_high_freq_factor,
+        "original_max_position_embeddings": config.rope_original_max_seq_len,
+    }
+
+
 def config_to_hf(config: ModelConfig, model_type: str) -> dict[str, Any]:
     """A ``config.json`` mapping that transformers 4.44+ and 5 read as the same model.
 
@@ -188,7 +213,7 @@ def config_to_hf(config: ModelConfig, model_type: str) -> dict[str, Any]:
         "max_position_embeddings": config.max_seq_len,
         "rms_norm_eps": config.norm_eps,
         "rope_theta": config.rope_theta,
-        "rope_scaling": None,
+        "rope_scaling": _rope_scaling_to_hf(config),
         "tie_word_embeddings": config.tie_embeddings,
         "initializer_range": config.init_std,
         "attention_dropout": 0.0,

@@ -66,7 +66,10 @@ class Decoder(nn.Module):
     def rope(self, device: torch.device) -> torch.Tensor:
         if self._freqs is None or self._freqs.device != device:
             cfg = self.config
-            self._freqs = rope_frequencies(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device)
+            llama3 = None
+            if cfg.rope_scaling == "llama3":
+                llama3 = (cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor, cfg.rope_original_max_seq_len)
+            self._freqs = rope_frequencies(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device, llama3=llama3)
         return self._freqs
 
     def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> list[KVCache]:

@@ -92,7 +92,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from zoo.hub.release import load_model_source, save_release
 
     model, tokenizer, metrics = load_model_source(args.checkpoint)
-    out = save_release(model, tokenizer, args.out_dir, metrics, name=args.name or args.out_dir.rstrip("/").split("/")[-1])
+    out = save_release(model, tokenizer, args.out_dir, metrics, name=args.name or args.out_dir.rstrip("/").split("/")[-1], bf16=args.bf16)
     print(f"release written to {out}")
     return 0
 
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("out_dir")
     p.add_argument("--name", default=None, help="model name for the model card")
+    p.add_argument(
+        "--bf16", action="store_true", help="store full-precision matrices as bf16 (half the bytes), as published checkpoints are"
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("download", help="download and verify a zoo checkpoint into the cache; prints its directory")
@@ -209,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     from zoo.hub.hf_cli import add_export_hf_arguments, add_import_hf_arguments
 
     add_import_hf_arguments(sub.add_parser("import-hf", help="convert a Hugging Face Llama/Mistral/Qwen2 directory into a release"))
-    add_export_hf_arguments(sub.add_parser("export-hf", help="write a release as a Hugging Face Llama/Mistral/Qwen2 directory"))
+    add_export_hf_arguments(sub.add_parser("export-hf", help="write any zoo model as a folder transformers loads (and lm-eval scores)"))
 
     from zoo.scaling import add_scaling_parser
 

@@ -282,3 +282,24 @@ def test_qwen2_export_of_a_biasless_model_writes_zero_biases():
     hf = state_dict_to_hf(Decoder(config).state_dict(), config, "qwen2")
     for name in ("q_proj", "k_proj", "v_proj"):
         assert torch.equal(hf[f"model.layers.0.self_attn.{name}.bias"], torch.zeros(hf[f"model.layers.0.self_attn.{name}.weight"].shape[0]))
+
+
+@pytest.mark.parametrize("where", ["rope_scaling", "rope_parameters"])
+def test_llama3_rope_scaling_round_trips(where):
+    spec = {
+        "rope_type": "llama3",
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+    changes = {"rope_scaling": spec} if where == "rope_scaling" else {"rope_parameters": {**spec, "rope_theta": 500000.0}}
+    config = config_from_hf(hf_config("llama", **changes))
+    assert (config.rope_scaling, config.rope_factor, config.rope_high_freq_factor, config.rope_original_max_seq_len) == (
+        "llama3",
+        32.0,
+        4.0,
+        8192,
+    )
+    assert config_to_hf(config, "llama")["rope_scaling"] == {k: v for k, v in spec.items()}
+    assert config_from_hf(config_to_hf(config, "llama")) == config

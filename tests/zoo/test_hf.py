@@ -14,6 +14,7 @@ transformers = pytest.importorskip("transformers")
 from zoo.hub.hf import cmd_export_hf, cmd_import_hf, export_hf, import_hf, parse_overrides  # noqa: E402
 from zoo.hub.release import load_release  # noqa: E402
 from zoo.models.convert import state_dict_from_hf  # noqa: E402
+from zoo.models.decoder import Decoder  # noqa: E402
 from zoo.tokenizer import BPETokenizer, ByteTokenizer  # noqa: E402
 
 ARCHS = {
@@ -236,3 +237,68 @@ def test_parse_overrides():
     }
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["sparsity"])
+
+
+def test_llama3_rope_scaling_imports_and_exports_with_transformers_logits(tmp_path):
+    """Llama 3.x's RoPE scaling: every band of frequencies (kept, blended, slowed) is exercised by
+    an original context of 16 positions at head_dim 16, theta 1000."""
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16,
+    }
+    config = transformers.LlamaConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=300,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        rope_theta=1000.0,
+        rope_scaling=scaling,
+    )
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).float().eval()
+    with torch.no_grad():  # weights large enough that attention depends on every RoPE angle
+        for name, param in model.named_parameters():
+            param.copy_(1 + 0.3 * torch.randn_like(param)) if name.endswith("norm.weight") else param.normal_(std=0.3)
+    model.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    release = import_quietly(tmp_path / "hf", tmp_path / "release")
+    ours, _, _ = load_release(release)
+    assert (ours.config.rope_scaling, ours.config.rope_factor, ours.config.rope_original_max_seq_len) == ("llama3", 8.0, 16)
+    ids = torch.randint(0, 300, (2, 48), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        # large weights: float sums in another order differ by ~1e-5 of logits this size
+        torch.testing.assert_close(ours(ids), hf_logits(model, ids), rtol=1e-4, atol=1e-4)
+        unscaled = Decoder(ours.config.replace(rope_scaling="none"))
+        unscaled.load_state_dict(ours.state_dict())
+        assert (unscaled(ids) - ours(ids)).abs().max() > 0.05  # the scaling really matters here
+    out = export_hf(release, tmp_path / "export", "llama")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    torch.testing.assert_close(hf_logits(reloaded, ids), hf_logits(model, ids), rtol=1e-4, atol=1e-4)
+
+
+def test_import_takes_a_hub_repository_id_through_huggingface_hub(llama_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    src, model = llama_dir
+    calls = []
+
+    def snapshot_download(repo_id, revision=None, allow_patterns=None):
+        calls.append((repo_id, revision, tuple(allow_patterns)))
+        return str(src)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    release = import_quietly("meta-llama/Tiny-Test@abc123", tmp_path / "release")
+    ((repo, revision, patterns),) = calls
+    assert (repo, revision) == ("meta-llama/Tiny-Test", "abc123")
+    assert "*.safetensors" in patterns and not any(p.endswith((".bin", ".pt", ".pth", ".ckpt")) for p in patterns)
+    ours, _, metrics = load_release(release)
+    assert metrics["hf_source"] == "meta-llama/Tiny-Test@abc123"
+    ids = torch.randint(0, 300, (1, 12))
+    torch.testing.assert_close(ours(ids), hf_logits(model, ids))
+    with pytest.raises(FileNotFoundError, match="neither a model folder nor a Hugging Face repository id"):
+        import_hf(tmp_path / "no" / "such" / "dir", tmp_path / "x")

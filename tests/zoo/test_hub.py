@@ -20,6 +20,7 @@ import zoo
 from zoo import hub
 from zoo.hub import DownloadError, NotCachedError, UnknownCheckpointError
 from zoo.hub import fetch as hub_fetch
+from zoo.hub import manifest as hub_manifest
 
 NAME = "tiny-test"
 FILES = {"model.safetensors": 300_000, "config.yaml": 1_000, "README.md": 64}
@@ -181,7 +182,10 @@ def test_republish_replaces_files_and_keeps_other_entries(store, release, tmp_pa
 def test_shipped_manifest_is_valid():
     m = hub.load_manifest()
     assert m["version"] == 1 and isinstance(m["checkpoints"], dict)
-    assert hub.default_hub() == (Path(zoo.__file__).parent / "store").resolve().as_uri()
+    assert hub.default_hub() == hub.shipped_store().as_uri()
+    # from a source checkout, the project's store folder (weights included); never package data
+    assert hub.shipped_store() == Path(zoo.__file__).resolve().parents[1] / "store"
+    assert all((hub.shipped_store() / name / "model.safetensors").is_file() for name in m["checkpoints"])
 
 
 @pytest.mark.parametrize(
@@ -480,25 +484,73 @@ def test_concurrent_downloads_of_same_checkpoint(server, release):
     assert counts == {fn: 1 for fn in FILES}
 
 
-def test_fsspec_hub_continues_a_partial_file(store, release, home):
-    # Any fsspec URL works as a hub (hf:// goes the same way); memory:// needs no network.
-    # The partial file is a true prefix, so continuing it by seek must give the exact file.
-    import uuid
+@pytest.fixture
+def fake_hf(store, monkeypatch):
+    """huggingface_hub.hf_hub_download served from a copy of ``store`` laid out as a snapshot,
+    recording each call; the test store stands in as the shipped manifest (a repo has none)."""
+    import huggingface_hub
 
-    import fsspec
+    snapshot = store.parent / "hf-snapshot"
+    shutil.copytree(store, snapshot, ignore=shutil.ignore_patterns("manifest.json", ".*"))
+    calls = []
 
-    fs = fsspec.filesystem("memory")
-    root = f"/hub-{uuid.uuid4().hex}"
-    try:
-        for p in store.rglob("*"):
-            if p.is_file() and not p.name.startswith("."):
-                fs.pipe_file(f"{root}/{p.relative_to(store).as_posix()}", p.read_bytes())
-        d = home / "checkpoints" / NAME
-        d.mkdir(parents=True)
-        head = (release / "model.safetensors").read_bytes()[:5000]
-        (d / ".model.safetensors.part").write_bytes(head)
-        out = hub.download(NAME, hub=f"memory://{root}", progress=False)
-        _assert_same(out, release)
-        assert not (d / ".model.safetensors.part").exists()
-    finally:
-        fs.rm(root, recursive=True)
+    def hf_hub_download(repo_id, filename, *, subfolder=None, revision=None, local_files_only=False, etag_timeout=None):
+        calls.append({"repo_id": repo_id, "filename": filename, "subfolder": subfolder, "revision": revision, "offline": local_files_only})
+        path = snapshot / (subfolder or "") / filename
+        if not path.is_file():
+            raise FileNotFoundError(f"404 {repo_id}/{subfolder}/{filename}")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(hub_fetch, "shipped_store", lambda: store)
+    return snapshot, calls
+
+
+def test_hf_hub_downloads_through_huggingface_hub_and_verifies(fake_hf, release):
+    snapshot, calls = fake_hf
+    out = hub.download(NAME, hub="hf://moezoo/checkpoints@v1", progress=False)
+    _assert_same(out, release)
+    assert out == snapshot / NAME  # huggingface_hub's cache is the one copy: nothing copied into ours
+    assert {(c["repo_id"], c["revision"], c["subfolder"], c["offline"]) for c in calls} == {("moezoo/checkpoints", "v1", NAME, False)}
+    assert sorted(c["filename"] for c in calls) == sorted(FILES)
+    # offline: huggingface_hub is asked for its cache only
+    calls.clear()
+    hub.download(NAME, hub="hf://moezoo/checkpoints@v1", progress=False, offline=True)
+    assert calls and all(c["offline"] for c in calls)
+    # a file that is not the one the manifest pins is refused
+    data = bytearray((snapshot / NAME / "config.yaml").read_bytes())
+    data[0] ^= 0xFF
+    (snapshot / NAME / "config.yaml").write_bytes(bytes(data))
+    with pytest.raises(DownloadError, match="config.yaml.*sha256 mismatch from hf://moezoo/checkpoints@v1"):
+        hub.download(NAME, hub="hf://moezoo/checkpoints@v1", progress=False)
+
+
+def test_default_hub_falls_back_to_the_sources_the_manifest_lists(fake_hf, store, release, monkeypatch):
+    snapshot, calls = fake_hf
+    monkeypatch.setattr(hub_fetch, "default_hub", lambda: store.as_uri())
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest["checkpoints"][NAME]["sources"] = ["hf://moezoo/checkpoints@v2"]
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(store / NAME)  # what a wheel holds: the manifest, no weights
+    out = hub.download(NAME, progress=False)  # default hub: the store, then its sources
+    _assert_same(out, release)
+    assert calls and all(c["revision"] == "v2" for c in calls)
+    # republishing keeps where else the checkpoint is hosted
+    hub.publish(release, NAME, store=store, source="again")
+    assert hub.load_manifest(store / "manifest.json")["checkpoints"][NAME]["sources"] == ["hf://moezoo/checkpoints@v2"]
+
+
+def test_without_weights_or_sources_the_error_says_what_to_do(store, monkeypatch):
+    monkeypatch.setattr(hub_fetch, "shipped_store", lambda: store)
+    monkeypatch.setattr(hub_fetch, "default_hub", lambda: store.as_uri())
+    shutil.rmtree(store / NAME)
+    with pytest.raises(DownloadError, match="no hub could supply it: .*not found.*lists no other hub for it \\(set ZOO_HUB"):
+        hub.download(NAME, progress=False)
+
+
+@pytest.mark.parametrize("bad", ["s3://bucket/x", "hf://not-a-repo", "ftp://host/x", 3])
+def test_manifest_sources_must_be_hub_urls(store, bad):
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest["checkpoints"][NAME]["sources"] = [bad]
+    with pytest.raises(ValueError, match=f"checkpoint '{NAME}': source .* is not an hf://"):
+        hub_manifest.validate_manifest(manifest, "test")

@@ -31,10 +31,15 @@ def test_download_then_generate_by_name(hub, capsys):
     assert capsys.readouterr().out.startswith("ROMEO:")
 
 
-def test_create_model_pretrained_matches_the_published_weights(hub):
+def test_create_model_pretrained_matches_the_published_weights(hub, tmp_path):
+    from zoo.hub.release import load_release
+
     loaded = zoo.create_model("toy-tiny", pretrained=True)
-    tokens = torch.randint(0, 256, (1, 10))
-    torch.testing.assert_close(loaded(tokens), hub.eval()(tokens), rtol=1e-5, atol=1e-5)
+    published = load_release(tmp_path / "release")[0]
+    for key, value in published.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    tokens = torch.randint(0, 256, (1, 10))  # and close to the model before its matrices went bf16
+    torch.testing.assert_close(loaded(tokens), hub.eval()(tokens), rtol=0, atol=5e-3)
 
 
 def test_unknown_name_is_a_clear_error(hub, capsys):

@@ -6,6 +6,7 @@ from safetensors.torch import load_file
 
 from zoo.hub.release import load_model_source, load_release, save_release
 from zoo.models import Decoder, ModelConfig
+from zoo.models.packing import ternary_modules
 from zoo.tokenizer import ByteTokenizer
 
 ARCH = dict(vocab_size=256, dim=32, n_layers=2, n_heads=4, ffn_dim=64, max_seq_len=32)
@@ -19,15 +20,24 @@ ARCH = dict(vocab_size=256, dim=32, n_layers=2, n_heads=4, ffn_dim=64, max_seq_l
         dict(weight_quant="ternary", n_experts=4, top_k=2, expert_ffn_dim=32),
     ],
 )
-def test_release_round_trip_reproduces_logits(tmp_path, extra):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_release_round_trip_reproduces_logits(tmp_path, extra, bf16):
     torch.manual_seed(0)
     model = Decoder(ModelConfig(**ARCH, **extra)).eval()
-    save_release(model, ByteTokenizer(), tmp_path, {"steps": 3}, name="t")
+    save_release(model, ByteTokenizer(), tmp_path, {"steps": 3}, name="t", bf16=bf16)
     loaded, tokenizer, metrics = load_release(tmp_path)
+    # the model as released: with bf16, full-precision matrices rounded (ternary ones are packed exactly)
+    ternary = {f"{name}.weight" for name in ternary_modules(model)}
+    released = Decoder(model.config).eval()
+    rounded = {k: v.bfloat16().float() if bf16 and v.dim() >= 2 and k not in ternary else v for k, v in model.state_dict().items()}
+    released.load_state_dict(rounded)
     tokens = torch.randint(0, 256, (2, 16))
-    torch.testing.assert_close(loaded(tokens), model(tokens), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loaded(tokens), released(tokens), rtol=1e-5, atol=1e-5)
     assert metrics == {"steps": 3} and isinstance(tokenizer, ByteTokenizer)
     stored = load_file(str(tmp_path / "model.safetensors"))
+    matrices = {str(v.dtype) for k, v in stored.items() if v.dim() >= 2 and not k.endswith(".weight_packed")}
+    assert matrices == {"torch.bfloat16" if bf16 else "torch.float32"}
+    assert all(v.dtype == torch.float32 for v in stored.values() if v.dim() == 1 and v.is_floating_point())
     ternary = extra.get("weight_quant") == "ternary"
     assert any(k.endswith(".weight_packed") for k in stored) == ternary
     if ternary:  # 2 bits per ternary weight: a quarter of a byte each

@@ -4,11 +4,16 @@ interchange (:mod:`zoo.hub.hf`); the last two load torch, safetensors and YAML, 
 imported by name, not from here.
 
 A released checkpoint is a directory of plain files (``model.safetensors``, ``config.yaml``,
-``tokenizer.json``, ``metrics.json``, ``README.md``). A *hub* is a URL root under which each
-checkpoint lives at ``<hub>/<name>/<file>`` and the hub's ``manifest.json`` sits at
-``<hub>/manifest.json``. The *shipped store* is the folder ``zoo/store/`` inside the package;
-it is the default hub (as a ``file://`` URL). ``ZOO_HUB`` or ``hub=`` overrides it with any
-``file://``, ``http(s)://`` or fsspec URL (``hf://user/repo`` through huggingface_hub).
+``tokenizer.json``, ``metrics.json``, ``README.md``). A *hub* is a root under which each
+checkpoint lives at ``<hub>/<name>/<file>``: a folder or ``file://`` URL (with the hub's
+``manifest.json`` beside the checkpoints), an ``http(s)://`` mirror, or a Hugging Face repository
+``hf://org/repo[@revision]``, read through huggingface_hub (its cache, ``HF_HUB_OFFLINE``; the
+files are checked against the zoo's manifest, never trusted from the repository).
+
+Weights are never package data. The project's *store* is the folder ``store/`` of a source
+checkout (manifest and weights); a wheel carries its ``manifest.json`` alone, as
+``zoo/store/manifest.json``. ``ZOO_HUB`` or ``hub=`` names one hub to use; by default a download
+tries the store, then the hubs the manifest lists under the checkpoint's ``sources``, in order.
 
 Manifest schema (``version`` 1)::
 
@@ -16,10 +21,11 @@ Manifest schema (``version`` 1)::
      "checkpoints": {
         NAME: {"files": {RELPATH: {"sha256": "<64 lowercase hex>", "size": <int bytes>}},
                "source": "free text: how the checkpoint was produced",
+               "sources": ["hf://org/repo@revision", "https://mirror/root"],  # optional
                ...any other keys are kept but ignored}}}
 
 Which manifest a download trusts: the hub's own ``manifest.json``; when the hub has none
-(a bytes-only mirror), the shipped one. Every online download keeps a copy of the manifest it
+(a bytes-only mirror, any Hugging Face repository), the shipped one. Every online download keeps a copy of the manifest it
 used in the cache, so offline mode can verify what is cached without touching the hub.
 
 Cache layout, under ``zoo.paths.cache_dir("checkpoints")`` (``$ZOO_HOME/checkpoints``)::

@@ -41,7 +41,7 @@ from zoo.hub.manifest import (
 
 
 class _NotFound(Exception):
-    """The hub has no such file (HTTP 404/410, missing local or fsspec path)."""
+    """The hub has no such file (HTTP 404/410, missing local path)."""
 
 
 class _RangeNotSatisfiable(Exception):
@@ -54,7 +54,9 @@ def _hub_kind(hub: str) -> str:
         return "file"
     if scheme in ("http", "https"):
         return "http"
-    return "fsspec"
+    if scheme == "hf":
+        return "hf"
+    raise ValueError(f"unsupported hub {hub!r}: use a folder, file://, http(s):// or hf://org/repo[@revision]")
 
 
 def _local_root(hub: str) -> Path:
@@ -115,17 +117,7 @@ def _open_remote(hub: str, relpath: str, offset: int, timeout: float) -> Iterato
             yield resp, start
         return
 
-    import fsspec
-
-    url = _hub_url(hub, relpath)
-    try:
-        f = fsspec.open(url, "rb").open()
-    except FileNotFoundError:
-        raise _NotFound(url) from None
-    with f:
-        # fsspec file objects turn a seek into ranged reads (HTTP Range, hf:// too).
-        f.seek(offset)
-        yield f, offset
+    raise ValueError(f"unsupported hub {hub!r}")  # hf:// goes through zoo.hub.hf_source
 
 
 def _describe(exc: BaseException, timeout: float) -> str:
@@ -164,6 +156,10 @@ def fetch_hub_manifest(hub: str, name: str, timeout: float) -> tuple[dict, str] 
 
 
 def _resolve_manifest(hub: str, name: str, root: Path, offline: bool, timeout: float) -> tuple[dict, str]:
+    if _hub_kind(hub) == "hf":
+        # a Hugging Face repository is a bytes-only mirror: the shipped manifest pins its files
+        shipped = shipped_store() / MANIFEST_NAME
+        return load_manifest(shipped), str(shipped)
     saved = root / ".hubs" / (hashlib.sha256(hub.encode("utf-8")).hexdigest()[:16] + ".json")
     if offline:
         # Reading a local hub's manifest is not network access, and it is fresher than a copy.
@@ -364,6 +360,7 @@ def download(
     goes wrong on the way (404, timeout, truncation, size or checksum mismatch).
     """
     check_name(name)
+    explicit = hub or os.environ.get("ZOO_HUB")
     hub, offline, timeout, root = _settings(hub, offline, timeout, cache_dir)
     manifest, origin = _resolve_manifest(hub, name, root, offline, timeout)
     entry = manifest["checkpoints"].get(name)
@@ -371,7 +368,27 @@ def download(
         if offline:
             raise NotCachedError(name, None, f"offline mode and the checkpoint is not cached (not in manifest {origin})")
         raise UnknownCheckpointError(name, list(manifest["checkpoints"]), origin)
+    # A hub the user named is the only one; by default the project's store (a source checkout
+    # holds the weights), then the hubs the manifest lists for this checkpoint, in order.
+    hubs = [hub] if explicit else [hub, *entry.get("sources", [])]
+    failures: list[str] = []
+    for candidate in hubs:
+        try:
+            return _download_from(candidate, name, entry, root, offline=offline, progress=progress, timeout=timeout)
+        except DownloadError as error:
+            if explicit:
+                raise
+            failures.append(f"{candidate}: {error.cause}")
+    kind = NotCachedError if offline else DownloadError
+    hint = "" if entry.get("sources") else "; the manifest lists no other hub for it (set ZOO_HUB to one that has it)"
+    raise kind(name, None, "no hub could supply it: " + "; ".join(failures) + hint)
 
+
+def _download_from(hub: str, name: str, entry: dict, root: Path, *, offline: bool, progress: bool, timeout: float) -> Path:
+    if _hub_kind(hub) == "hf":
+        from zoo.hub.hf_source import download_from_hf
+
+        return download_from_hf(hub, name, entry["files"], offline=offline, timeout=timeout)
     dest = root / name
     targets: list[tuple[str, dict, Path]] = []
     dest_real = dest.resolve()

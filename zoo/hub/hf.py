@@ -7,8 +7,9 @@ overrides change how the same weights run, e.g. ``sparsity="topk", k_ratio=0.6``
 continue-train a dense model with Q-Sparse top-K activations (arXiv 2407.10969 §2.3); an
 override that would change the parameters themselves is refused.
 
-``export_hf`` writes ``config.json`` + ``model.safetensors`` (and the BPE tokenizer, when the
-release has one) that ``transformers.AutoModelForCausalLM.from_pretrained`` loads.
+``export_hf`` writes a folder ``transformers.AutoModelForCausalLM.from_pretrained`` and
+``AutoTokenizer.from_pretrained`` load: plain Llama / Qwen2 for dense models, the zoo's own classes
+(``trust_remote_code``, :mod:`zoo.hub.hf_export`) for every other entry.
 
 Only safetensors are read: a ``pytorch_model.bin`` is a pickle, and unpickling runs code.
 Nothing here imports ``transformers``.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,28 @@ def apply_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConf
     return target
 
 
+HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json"]
+
+
+def resolve_hf_source(src: str | Path) -> Path:
+    """A local model folder as it is, or a Hub repository (``org/name``, ``org/name@revision`` or
+    ``hf://org/name@revision``) fetched through huggingface_hub: its config, safetensors and
+    tokenizer only (never a pickle), into huggingface_hub's cache (offline with ``HF_HUB_OFFLINE``)."""
+    path = Path(src).expanduser()
+    if path.is_dir():
+        return path
+    text = str(src).removeprefix("hf://")
+    repo, _, revision = text.partition("@")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        raise FileNotFoundError(f"{src}: neither a model folder nor a Hugging Face repository id (org/name[@revision])")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=repo, revision=revision or None, allow_patterns=HUB_FILES))
+    except Exception as error:  # huggingface_hub raises many types (offline, 404, gated, network)
+        raise FileNotFoundError(f"{src}: cannot fetch the repository from the Hugging Face Hub ({type(error).__name__}: {error})") from None
+
+
 def import_hf(
     src_dir: str | Path,
     out_dir: str | Path,
@@ -158,7 +182,8 @@ def import_hf(
     dtype: str | None = None,
     **arch_overrides: Any,
 ) -> Path:
-    """Writes a moezoo release of the Hugging Face checkpoint in ``src_dir`` to ``out_dir``.
+    """Writes a moezoo release of the Hugging Face checkpoint in ``src_dir`` (a folder or a Hub
+    repository id, see :func:`resolve_hf_source`) to ``out_dir``.
 
     ``arch_overrides`` are :class:`ModelConfig` fields applied on top of the imported config;
     ``dtype`` (``float32`` by default, ``bfloat16``, ``float16``) is the dtype of the stored
@@ -167,7 +192,8 @@ def import_hf(
     from zoo.hub.release import load_weights, save_release
     from zoo.models.decoder import Decoder
 
-    src = Path(src_dir)
+    origin = str(src_dir)
+    src = resolve_hf_source(src_dir)
     if Path(out_dir).resolve() == src.resolve():
         raise ValueError(f"{out_dir}: the release would overwrite the Hugging Face files it is read from; pick another out_dir")
     hf_config = read_hf_config(src)
@@ -186,13 +212,14 @@ def import_hf(
     metrics = {
         "source": "huggingface",
         "hf_model_type": hf_config["model_type"],
-        "hf_source": str(src.resolve()),
+        "hf_source": origin if not Path(origin).is_dir() else str(src.resolve()),
         "hf_special_tokens": {k: hf_config[k] for k in SPECIAL_TOKEN_FIELDS if hf_config.get(k) is not None},
         "tokenizer": tokenizer.name,
         "overrides": dict(arch_overrides),
         "steps": 0,
     }
-    return save_release(model, tokenizer, out_dir, metrics, name=name or f"{src.resolve().name} ({hf_config['model_type']})")
+    label = origin if not Path(origin).is_dir() else src.resolve().name
+    return save_release(model, tokenizer, out_dir, metrics, name=name or f"{label} ({hf_config['model_type']})")
 
 
 # Writing a Hugging Face directory ----------------------------------------------------------------
@@ -204,20 +231,26 @@ def _owning(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def export_hf(release_dir: str | Path, out_dir: str | Path, model_type: str | None = None, *, dtype: str = "float32") -> Path:
-    """Writes ``config.json`` and ``model.safetensors`` for transformers from a moezoo release.
+def export_hf(source: str | Path, out_dir: str | Path, model_type: str | None = None, *, dtype: str = "float32") -> Path:
+    """Writes a transformers folder for ``source`` (a zoo name, release directory or checkpoint).
 
-    ``model_type`` defaults to ``qwen2`` when the model has q/k/v biases, else ``llama``. A BPE
-    tokenizer is written too (``tokenizer.json`` + ``tokenizer_config.json``); the byte
-    tokenizer has no transformers counterpart and is left out. Returns ``out_dir``.
+    ``model_type`` ``moezoo`` (the default for ternary, top-K and MoE models) writes the zoo's own
+    classes for ``trust_remote_code`` (:mod:`zoo.hub.hf_export`); ``llama`` / ``mistral`` /
+    ``qwen2`` (the default for dense full-precision models: ``qwen2`` with q/k/v biases, else
+    ``llama``) write a plain checkpoint that transformers loads with its own code. Both come
+    with the tokenizer in ``tokenizers``' format and a ``generation_config.json``. Returns ``out_dir``.
     """
-    from zoo.hub.release import load_release
+    from zoo.hub.hf_export import export_zoo_hf, write_tokenizer
+    from zoo.hub.release import load_model_source
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    model, tokenizer, metrics = load_release(release_dir)
+    model, tokenizer, metrics = load_model_source(source)
     config = model.config
-    model_type = model_type or ("qwen2" if config.qkv_bias else "llama")
+    plain = config.weight_quant == "none" and config.act_quant == "none" and config.sparsity == "none" and not config.n_experts
+    model_type = model_type or (("qwen2" if config.qkv_bias else "llama") if plain else "moezoo")
+    if model_type == "moezoo":
+        return export_zoo_hf(source, out_dir)
     hf_config = config_to_hf(config, model_type)
     hf_config["torch_dtype"] = dtype
     hf_config.update(metrics.get("hf_special_tokens") or {})
@@ -226,11 +259,13 @@ def export_hf(release_dir: str | Path, out_dir: str | Path, model_type: str | No
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     save_file(state, str(out / SINGLE_FILE), metadata={"format": "pt"})
-    if getattr(tokenizer, "name", None) == "bpe":
-        tokenizer.save(out)
-        (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}, indent=2) + "\n")
+    # plain Llama cannot read an id past its vocabulary, so no <|endoftext|> here (lm-eval: pass
+    # prefix_token_id=<the separator's last id>); a release imported from transformers keeps its own
+    special = {**write_tokenizer(tokenizer, out, config.max_seq_len), **(metrics.get("hf_special_tokens") or {})}
+    (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    generation = {"do_sample": False, "max_length": config.max_seq_len, **special}
+    (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     return out
 
 

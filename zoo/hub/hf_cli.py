@@ -8,6 +8,7 @@ import argparse
 
 # Equal to zoo.models.convert.MODEL_TYPES and zoo.hub.hf.DTYPES (tests/zoo/test_cli.py keeps them so).
 HF_MODEL_TYPES = ("llama", "mistral", "qwen2")
+EXPORT_MODEL_TYPES = ("moezoo", *HF_MODEL_TYPES)
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
 
 
@@ -25,7 +26,7 @@ def _cmd_export_hf(args: argparse.Namespace) -> int:
 
 def add_import_hf_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``zoo import-hf`` on ``parser`` (a subparser), with ``func`` set."""
-    parser.add_argument("src", help="Hugging Face model directory (config.json + safetensors)")
+    parser.add_argument("src", help="Hugging Face model folder (config.json + safetensors), or a Hub repository id org/name[@revision]")
     parser.add_argument("out", help="release directory to write")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="ModelConfig overrides, e.g. sparsity=topk k_ratio=0.6")
     parser.add_argument("--name", default=None, help="model name for the model card")
@@ -36,10 +37,14 @@ def add_import_hf_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
 
 def add_export_hf_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``zoo export-hf`` on ``parser`` (a subparser), with ``func`` set."""
-    parser.add_argument("src", help="moezoo release directory")
-    parser.add_argument("out", help="directory to write config.json and model.safetensors into")
+    parser.add_argument("src", help="zoo model name, release directory or zoo fit checkpoint")
+    parser.add_argument("out", help="folder to write (config.json, model.safetensors, tokenizer, generation config)")
     parser.add_argument(
-        "--model-type", dest="model_type", default=None, choices=HF_MODEL_TYPES, help="default: qwen2 with q/k/v biases, else llama"
+        "--model-type",
+        dest="model_type",
+        default=None,
+        choices=EXPORT_MODEL_TYPES,
+        help="default: llama (qwen2 with q/k/v biases) for dense full-precision models, else moezoo (trust_remote_code)",
     )
     parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
     parser.set_defaults(func=_cmd_export_hf)

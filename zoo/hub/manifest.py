@@ -53,15 +53,29 @@ class UnknownCheckpointError(KeyError):
 
 
 def shipped_store() -> Path:
-    """The store folder shipped inside the package (source tree and wheel)."""
+    """The project's store: ``store/`` of a source checkout (manifest and weights), or in a wheel
+    ``zoo/store/`` (the manifest alone: weights are never package data)."""
     import zoo
 
-    return Path(zoo.__file__).resolve().parent / "store"
+    package = Path(zoo.__file__).resolve().parent
+    for candidate in (package / "store", package.parent / "store"):  # a wheel's, then a checkout's
+        if (candidate / MANIFEST_NAME).is_file():
+            return candidate
+    return package / "store"
 
 
 def default_hub() -> str:
-    """``$ZOO_HUB`` if set, else the shipped store as a ``file://`` URL."""
+    """``$ZOO_HUB`` if set, else the project's store as a ``file://`` URL (each checkpoint's
+    manifest ``sources`` are tried after it when it lacks the files)."""
     return os.environ.get("ZOO_HUB") or shipped_store().as_uri()
+
+
+def check_source(source: Any) -> str:
+    """A hub URL a checkpoint can come from: ``hf://org/repo[@revision]``, ``http(s)://...`` or ``file://...``."""
+    hf_repo = r"hf://[\w.-]+/[\w.-]+(@[\w./-]+)?/?"
+    if not isinstance(source, str) or not re.match(rf"^(https?://\S+|file://\S+|{hf_repo})$", source):
+        raise ValueError(f"source {source!r} is not an hf://org/repo[@revision], http(s):// or file:// URL")
+    return source
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -122,6 +136,14 @@ def validate_manifest(data: Any, origin: str) -> dict:
             raise bad(f"checkpoint {name!r}: 'files' must be a non-empty object")
         if "source" in entry and not isinstance(entry["source"], str):
             raise bad(f"checkpoint {name!r}: 'source' must be a string")
+        sources = entry.get("sources", [])
+        if not isinstance(sources, list):
+            raise bad(f"checkpoint {name!r}: 'sources' must be a list of hub URLs")
+        for hub in sources:
+            try:
+                check_source(hub)
+            except ValueError as e:
+                raise bad(f"checkpoint {name!r}: {e}") from None
         for filename, spec in files.items():
             try:
                 check_relpath(filename)
@@ -230,6 +252,9 @@ def publish(
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(staging, target)
+            previous = manifest["checkpoints"].get(name, {})
+            if previous.get("sources"):  # where else it is hosted does not change with a republish
+                entry["sources"] = previous["sources"]
             manifest["checkpoints"][name] = entry
             validate_manifest(manifest, str(manifest_path))
             atomic_write_bytes(manifest_path, dump_manifest(manifest))

@@ -29,11 +29,19 @@ from zoo.models.packing import pack_state_dict, unpack_state_dict
 RELEASE_FILES = ("model.safetensors", "config.yaml", "tokenizer.json", "metrics.json", "README.md")
 
 
-def _state_for_saving(model: Decoder, pack: bool) -> dict[str, torch.Tensor]:
+def _state_for_saving(model: Decoder, pack: bool, bf16: bool) -> dict[str, torch.Tensor]:
     state = pack_state_dict(model) if pack else model.state_dict()
     if model.config.tie_embeddings:
         state.pop("lm_head.weight", None)  # safetensors refuses shared storage; the tie is in the config
-    return {name: tensor.detach().contiguous().cpu() for name, tensor in state.items()}
+    compact = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().contiguous().cpu()
+        if bf16 and tensor.dtype == torch.float32 and tensor.dim() >= 2:
+            # full-precision matrices (embeddings, projections, experts) travel as bf16, half the
+            # bytes; vectors (norms, biases, ternary scales) are tiny and stay exact
+            tensor = tensor.to(torch.bfloat16)
+        compact[name] = tensor
+    return compact
 
 
 def model_card(name: str, config: ModelConfig, metrics: dict[str, Any]) -> str:
@@ -60,16 +68,25 @@ def model_card(name: str, config: ModelConfig, metrics: dict[str, Any]) -> str:
 
 
 def save_release(
-    model: Decoder, tokenizer, out_dir: str | Path, metrics: dict[str, Any], name: str = "moezoo model", *, pack: bool = True
+    model: Decoder,
+    tokenizer,
+    out_dir: str | Path,
+    metrics: dict[str, Any],
+    name: str = "moezoo model",
+    *,
+    pack: bool = True,
+    bf16: bool = False,
 ) -> Path:
     """Writes the five release files into ``out_dir`` (created) and returns it.
 
     ``pack`` stores ternary weights as 2-bit patterns plus scales (see :mod:`zoo.models.packing`);
     ``pack=False`` keeps their full-precision latent values, e.g. to continue training exactly.
+    ``bf16`` stores full-precision matrices as bf16 (half the bytes; loaded back into the model's
+    dtype), as the published checkpoints are.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(_state_for_saving(model, pack), str(out / "model.safetensors"), metadata={"format": "pt", "moezoo": "1"})
+    save_file(_state_for_saving(model, pack, bf16), str(out / "model.safetensors"), metadata={"format": "pt", "moezoo": "1"})
     (out / "config.yaml").write_text(yaml.safe_dump(model.config.resolved().to_dict(), sort_keys=False))
     tokenizer.save(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,91 @@
+"""Every shipped zoo checkpoint exported to a folder transformers loads (AutoModelForCausalLM with
+trust_remote_code, AutoTokenizer): the zoo's logits exactly, the zoo's greedy tokens from
+generate(), the byte tokenizer id for id, and lm-eval's own HFLM scoring it."""
+
+import json
+
+import pytest
+import torch
+
+import zoo
+from zoo.cli import main
+from zoo.hub import shipped_store
+from zoo.hub.hf_export import byte_tokenizer_json
+
+transformers = pytest.importorskip("transformers")
+SHIPPED = sorted(json.loads((shipped_store() / "manifest.json").read_text())["checkpoints"])
+TEXT = "ROMEO: héllo — wörld\n\n\tend"
+
+
+@pytest.fixture(autouse=True)
+def shipped_hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_HUB", shipped_store().as_uri())
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+
+
+def test_the_byte_tokenizer_in_tokenizers_format_is_id_for_id():
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(byte_tokenizer_json())
+    every_byte = bytes(range(256)).decode("latin-1")
+    assert tokenizer.encode(TEXT).ids == list(TEXT.encode())
+    assert tokenizer.encode(every_byte).ids == list(every_byte.encode())
+    assert tokenizer.decode(list(TEXT.encode())) == TEXT
+    assert tokenizer.get_vocab_size() == 256
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_loads_in_transformers_with_the_zoos_logits(name, tmp_path, capsys):
+    out = tmp_path / name
+    assert main(["export-hf", name, str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    dense = name.startswith("dense-")
+    assert config["model_type"] == ("llama" if dense else "moezoo")
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(out), trust_remote_code=True)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(out), trust_remote_code=True)
+    ids = tokenizer(TEXT, return_tensors="pt").input_ids
+    assert ids[0].tolist() == list(TEXT.encode()) and tokenizer.decode(ids[0]) == TEXT
+    ours = zoo.create_model(name, pretrained=True).eval()
+    with torch.no_grad():
+        theirs, expected = model(ids).logits, ours(ids)
+    if dense:  # transformers' own Llama: the same math in another order of float operations
+        torch.testing.assert_close(theirs, expected, rtol=1e-4, atol=1e-4)
+    else:  # the zoo's own decoder behind transformers' classes (weights transformers placed in
+        # memory its own way: a grouped expert matmul may then round one ulp apart)
+        torch.testing.assert_close(theirs, expected, rtol=0, atol=1e-5)
+        card = (out / "README.md").read_text()
+        assert card.startswith("---\nlicense:") and "trust_remote_code=True" in card and "activated per token" in card
+    generated = model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1] :]
+    assert generated.tolist() == zoo.generate(ours, ids, 12, temperature=0)[0].tolist()
+    assert json.loads((out / "generation_config.json").read_text())["max_length"] == ours.config.max_seq_len
+
+
+def test_lm_eval_scores_an_exported_model_through_hflm(tmp_path):
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    out = tmp_path / "export"
+    assert main(["export-hf", "bitnet-qsparse-tiny", str(out)]) == 0
+    lm = HFLM(pretrained=str(out), trust_remote_code=True, batch_size=1, device="cpu")
+    request = Instance(request_type="loglikelihood", doc={}, arguments=("ROMEO: good", " morrow"), idx=0)
+    ((score, greedy),) = lm.loglikelihood([request])
+    # the same sum of log-probs the zoo model gives the continuation's bytes
+    model = zoo.create_model("bitnet-qsparse-tiny", pretrained=True).eval()
+    tokens = torch.tensor([list(b"ROMEO: good morrow")])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(tokens[:, :-1]).float(), -1)
+    n = len(b" morrow")
+    expected = logprobs[0, -n:].gather(-1, tokens[0, -n:, None]).sum().item()
+    assert score == pytest.approx(expected, abs=1e-3) and isinstance(greedy, bool)
+    # an empty context is conditioned on <|endoftext|>, which the model reads as the separator's "\n"
+    empty = Instance(request_type="loglikelihood", doc={}, arguments=("", "ROMEO"), idx=1)
+    ((score, _),) = lm.loglikelihood([empty])
+    tokens = torch.tensor([[10, *b"ROMEO"]])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(tokens[:, :-1]).float(), -1)
+    assert score == pytest.approx(logprobs[0].gather(-1, tokens[0, 1:, None]).sum().item(), abs=1e-3)
+    # generation stops at the task's stop string, and a newline survives decoding
+    until = Instance(request_type="generate_until", doc={}, arguments=("ROMEO:", {"until": ["\n\n"], "max_gen_toks": 12}), idx=2)
+    (text,) = lm.generate_until([until])
+    assert "\n\n" not in text and len(text.encode()) <= 12
