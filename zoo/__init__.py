@@ -7,7 +7,7 @@ Kept light on purpose: importing ``zoo`` loads neither Lightning nor Triton, so 
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "generate", "list_models", "to_inference", "__version__"]
+__all__ = ["create_model", "from_pretrained", "generate", "list_models", "push_to_hub", "save_pretrained", "to_inference", "__version__"]
 
 
 def create_model(name: str, pretrained: bool = False, inference: bool = False, **overrides):
@@ -42,3 +42,25 @@ def list_models() -> list[str]:
     from zoo.hub.registry import list_models as _list
 
     return _list()
+
+
+def from_pretrained(source, *, inference: bool = False, **overrides):
+    """A zoo model from a release folder, checkpoint, zoo name or Hugging Face repository
+    (``org/name[@revision]``); see :mod:`zoo.hub.pretrained`."""
+    from zoo.hub.pretrained import from_pretrained as _load
+
+    return _load(source, inference=inference, **overrides)
+
+
+def save_pretrained(model, out_dir, **options):
+    """Writes ``model`` as a release folder; see :mod:`zoo.hub.pretrained`."""
+    from zoo.hub.pretrained import save_pretrained as _save
+
+    return _save(model, out_dir, **options)
+
+
+def push_to_hub(model, repo_id: str, **options) -> str:
+    """Uploads ``model`` as a release to a Hugging Face repository; see :mod:`zoo.hub.pretrained`."""
+    from zoo.hub.pretrained import push_to_hub as _push
+
+    return _push(model, repo_id, **options)

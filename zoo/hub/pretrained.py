@@ -1,0 +1,83 @@
+"""``from_pretrained`` / ``save_pretrained`` / ``push_to_hub`` for zoo models, the way
+huggingface_hub's ``PyTorchModelHubMixin`` gives them to a model class, on the zoo's release
+format (plain files: safetensors weights, ``config.yaml``, tokenizer, metrics, model card).
+
+The decoder itself (:mod:`zoo.models`) stays free of huggingface_hub, so these are functions of
+the hub room rather than a mixin: ``zoo.from_pretrained("org/name@revision")``,
+``zoo.save_pretrained(model, "out")``, ``zoo.push_to_hub(model, "org/name")``.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REPO_ID = re.compile(r"^(?:hf://)?(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
+RELEASE_PATTERNS = ["model.safetensors", "config.yaml", "tokenizer.json", "metrics.json", "README.md"]
+
+
+def from_pretrained(source: str | Path, *, inference: bool = False, **overrides: Any):
+    """A zoo model from a release folder, a ``zoo fit`` checkpoint, a zoo name (the zoo's hubs), or
+    a Hugging Face repository that holds a release (``org/name[@revision]``, through huggingface_hub:
+    its cache and offline semantics). ``overrides`` as in :func:`zoo.create_model`."""
+    from zoo.hub.registry import ENTRIES, list_models
+    from zoo.hub.release import load_model_source, load_release
+
+    text = str(source)
+    if text in ENTRIES or text in list_models():
+        from zoo.hub.registry import create_model
+
+        return create_model(text, pretrained=True, inference=inference, **overrides)
+    match = REPO_ID.match(text)
+    if match and not Path(text).exists():
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(repo_id=match["repo"], revision=match["revision"], allow_patterns=RELEASE_PATTERNS)
+        model = load_release(folder, **overrides)[0]
+    elif overrides:
+        model = load_release(text, **overrides)[0]
+    else:
+        model = load_model_source(text)[0]
+    if inference:
+        from zoo.models.inference import to_inference
+
+        model = to_inference(model)
+    return model
+
+
+def save_pretrained(
+    model, out_dir: str | Path, *, tokenizer=None, metrics: dict | None = None, name: str | None = None, bf16: bool = False
+) -> Path:
+    """Writes ``model`` as a release folder (the byte tokenizer unless another is given)."""
+    from zoo.hub.release import save_release
+    from zoo.tokenizer import ByteTokenizer
+
+    out = Path(out_dir)
+    return save_release(model, tokenizer or ByteTokenizer(), out, metrics or {}, name=name or out.name, bf16=bf16)
+
+
+def push_to_hub(
+    model,
+    repo_id: str,
+    *,
+    tokenizer=None,
+    metrics: dict | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload moezoo model",
+    bf16: bool = True,
+) -> str:
+    """Uploads ``model`` as a release to the Hugging Face repository ``repo_id`` (created if needed);
+    returns the commit URL. Weights go up with bf16 matrices by default, as the zoo publishes them."""
+    from huggingface_hub import HfApi
+
+    if not REPO_ID.match(repo_id) or "@" in repo_id:
+        raise ValueError(f"repo_id must look like org/name, got {repo_id!r}")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_pretrained(model, Path(tmp) / repo_id.split("/")[-1], tokenizer=tokenizer, metrics=metrics, bf16=bf16)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+    return str(getattr(commit, "commit_url", commit))
