@@ -26,7 +26,7 @@ CASES = [(arch, tied) for arch in ARCHS for tied in (False, True)]
 SEQ = 40
 
 
-def tiny_hf_model(arch: str, tied: bool, vocab_size: int = 300):
+def tiny_hf_model(arch: str, tied: bool, vocab_size: int = 300, std: float = 0.1, **extra):
     config_cls, model_cls = ARCHS[arch]
     config = config_cls(
         hidden_size=64,
@@ -38,6 +38,7 @@ def tiny_hf_model(arch: str, tied: bool, vocab_size: int = 300):
         max_position_embeddings=64,
         tie_word_embeddings=tied,
         rope_theta=1000.0,
+        **extra,
     )
     torch.manual_seed(0)
     model = model_cls(config).float().eval()
@@ -48,7 +49,7 @@ def tiny_hf_model(arch: str, tied: bool, vocab_size: int = 300):
             if name.endswith("norm.weight"):
                 param.copy_(1 + 0.3 * torch.randn_like(param))
             else:
-                param.normal_(std=0.5 if name.endswith("bias") else 0.1)
+                param.normal_(std=0.5 if name.endswith("bias") else std)
     return model
 
 
@@ -249,22 +250,8 @@ def test_llama3_rope_scaling_imports_and_exports_with_transformers_logits(tmp_pa
         "high_freq_factor": 4.0,
         "original_max_position_embeddings": 16,
     }
-    config = transformers.LlamaConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=300,
-        intermediate_size=128,
-        max_position_embeddings=64,
-        rope_theta=1000.0,
-        rope_scaling=scaling,
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).float().eval()
-    with torch.no_grad():  # weights large enough that attention depends on every RoPE angle
-        for name, param in model.named_parameters():
-            param.copy_(1 + 0.3 * torch.randn_like(param)) if name.endswith("norm.weight") else param.normal_(std=0.3)
+    # weights large enough that attention depends on every RoPE angle
+    model = tiny_hf_model("llama", tied=False, std=0.3, rope_scaling=scaling)
     model.save_pretrained(tmp_path / "hf", safe_serialization=True)
     release = import_quietly(tmp_path / "hf", tmp_path / "release")
     ours, _, _ = load_release(release)
