@@ -18,10 +18,11 @@ no seed. No Lightning here: the tokenizers are plain objects usable from any lay
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from zoo.files import sha256_bytes
 
 __all__ = [
     "ByteTokenizer",
@@ -93,7 +94,7 @@ class BPETokenizer:
             raise TypeError(f"BPETokenizer wants a tokenizers.Tokenizer, got {type(tokenizer).__name__}")
         self._tok = tokenizer
         self._json = tokenizer.to_str()
-        self.identity = "bpe-" + hashlib.sha256(self._json.encode("utf-8")).hexdigest()[:16]
+        self.identity = "bpe-" + sha256_bytes(self._json.encode("utf-8"))[:16]
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 2048, *, min_frequency: int = 2) -> BPETokenizer:

@@ -3,7 +3,6 @@ file streamed, resumed where it stopped, and checked against its sha256 before u
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -18,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from zoo.files import atomic_write_bytes
+from zoo.files import atomic_write_bytes, sha256_bytes
 from zoo.hub.manifest import (
     CHUNK,
     DEFAULT_TIMEOUT,
@@ -160,7 +159,7 @@ def _resolve_manifest(hub: str, name: str, root: Path, offline: bool, timeout: f
         # a Hugging Face repository is a bytes-only mirror: the shipped manifest pins its files
         shipped = shipped_store() / MANIFEST_NAME
         return load_manifest(shipped), str(shipped)
-    saved = root / ".hubs" / (hashlib.sha256(hub.encode("utf-8")).hexdigest()[:16] + ".json")
+    saved = root / ".hubs" / (sha256_bytes(hub.encode("utf-8"))[:16] + ".json")
     if offline:
         # Reading a local hub's manifest is not network access, and it is fresher than a copy.
         if _hub_kind(hub) == "file" and (_local_root(hub) / MANIFEST_NAME).exists():
