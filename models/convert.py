@@ -1,4 +1,4 @@
-"""Key maps between Hugging Face Llama, Mistral and Qwen2 checkpoints and the zoo decoder.
+"""Key maps between Hugging Face Llama, Mistral, Qwen2 and Mixtral checkpoints and the zoo decoder.
 
 Pure dict-to-dict functions, no file I/O and no ``transformers``: :mod:`zoo.hub.hf` reads and writes
 the files around them.
@@ -13,6 +13,10 @@ the files around them.
   the zoo's RoPE rotates interleaved channel pairs (2j, 2j+1) while Hugging Face's
   ``rotate_half`` pairs channel j with j + head_dim/2. The permutation is the same for q and k,
   so every attention score, and hence the model's function, is unchanged.
+- Mixtral is the zoo's dropless MoE exactly (top-k of E SwiGLU experts, softmax weights
+  renormalised over the k, no shared expert, no selection bias): its per-expert ``w1`` (gate),
+  ``w3`` (up) and ``w2`` (down) files stack into the zoo's ``w_gate_up [E, 2h, d]`` (rows
+  ``[gate; up]``) and ``w_down [E, d, h]``, its ``block_sparse_moe.gate`` is the router.
 
 A sliding attention window (Mistral, Qwen2) is exact for sequences no longer than the window,
 so the imported ``max_seq_len`` is capped at it instead of refusing the model.
@@ -28,8 +32,8 @@ import torch
 
 from zoo.models.config import ModelConfig
 
-MODEL_TYPES = ("llama", "mistral", "qwen2")
-ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+MODEL_TYPES = ("llama", "mistral", "qwen2", "mixtral")
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM", "mixtral": "MixtralForCausalLM"}
 
 # Zoo field → the config.json field it comes from, to name the latter in errors.
 _HF_FIELDS = {
@@ -152,6 +156,14 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
         "qkv_bias": qkv_bias,
         "ffn_act": "swiglu",
     }
+    if model_type == "mixtral":  # dropless top-k of E SwiGLU experts, softmax weights renormalised over the k
+        values.update(
+            n_experts=int(_require(hf_config, "num_local_experts")),
+            top_k=int(_require(hf_config, "num_experts_per_tok")),
+            expert_ffn_dim=values["ffn_dim"],
+            renormalize_router=True,
+            aux_loss_coef=float(hf_config.get("router_aux_loss_coef", 0.01)),
+        )
     if hf_config.get("initializer_range") is not None:
         values["init_std"] = float(hf_config["initializer_range"])
     try:
@@ -168,7 +180,13 @@ def check_exportable(config: ModelConfig, model_type: str) -> None:
     """Raises ``ValueError`` naming the first field a ``model_type`` checkpoint cannot express."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
-    plain = {"weight_quant": "none", "act_quant": "none", "sparsity": "none", "ffn_act": "swiglu", "sub_norm": False, "n_experts": 0}
+    plain = {"weight_quant": "none", "act_quant": "none", "sparsity": "none", "ffn_act": "swiglu", "sub_norm": False}
+    if model_type == "mixtral":
+        plain.update(n_shared_experts=0, renormalize_router=True, balance_bias_rate=0.0)
+        if not config.n_experts:
+            raise ValueError(f"ModelConfig.n_experts=0 has no {model_type} equivalent; export a dense model as llama")
+    else:
+        plain["n_experts"] = 0
     resolved = config.resolved()
     for field, wanted in plain.items():
         if getattr(resolved, field) != wanted:
@@ -204,7 +222,7 @@ def config_to_hf(config: ModelConfig, model_type: str) -> dict[str, Any]:
         "model_type": model_type,
         "vocab_size": config.vocab_size,
         "hidden_size": config.dim,
-        "intermediate_size": config.ffn_dim,
+        "intermediate_size": config.resolved().expert_ffn_dim if model_type == "mixtral" else config.ffn_dim,
         "num_hidden_layers": config.n_layers,
         "num_attention_heads": config.n_heads,
         "num_key_value_heads": config.kv_heads,
@@ -223,6 +241,14 @@ def config_to_hf(config: ModelConfig, model_type: str) -> dict[str, Any]:
         hf.update(attention_bias=False, mlp_bias=False)
     elif model_type == "mistral":
         hf.update(sliding_window=None)
+    elif model_type == "mixtral":
+        hf.update(
+            sliding_window=None,
+            num_local_experts=config.n_experts,
+            num_experts_per_tok=config.top_k,
+            router_aux_loss_coef=config.aux_loss_coef,
+            output_router_logits=False,
+        )
     else:
         hf.update(use_sliding_window=False, sliding_window=None, max_window_layers=config.n_layers)
     return hf
@@ -241,15 +267,20 @@ def _interleaved_to_rotate_half(rows: torch.Tensor, n_heads: int) -> torch.Tenso
 
 
 # State dicts -------------------------------------------------------------------------------------
-def _layer_map(i: int) -> dict[str, str]:
-    """HF name → zoo name for the tensors of layer ``i`` that map one to one."""
+def _layer_map(i: int, config: ModelConfig) -> dict[str, str]:
+    """HF name → zoo name for the tensors of layer ``i`` that map one to one (a Mixtral layer's
+    router; its experts are stacked and split in :func:`state_dict_from_hf` / :func:`state_dict_to_hf`)."""
     hf, zoo = f"{_HF_PREFIX}layers.{i}.", f"layers.{i}."
-    return {
+    names = {
         hf + "input_layernorm.weight": zoo + "attn_norm.weight",
         hf + "post_attention_layernorm.weight": zoo + "ffn_norm.weight",
         hf + "self_attn.o_proj.weight": zoo + "attn.wo.weight",
         hf + "mlp.down_proj.weight": zoo + "ffn.w_down.weight",
     }
+    if config.n_experts:
+        del names[hf + "mlp.down_proj.weight"]
+        names[hf + "block_sparse_moe.gate.weight"] = zoo + "ffn.router.weight"
+    return names
 
 
 def _global_map(config: ModelConfig) -> dict[str, str]:
@@ -278,13 +309,31 @@ def _expected_hf_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
                 p + "self_attn.k_proj.weight": (kv, d),
                 p + "self_attn.v_proj.weight": (kv, d),
                 p + "self_attn.o_proj.weight": (d, q),
-                p + "mlp.gate_proj.weight": (config.ffn_dim, d),
-                p + "mlp.up_proj.weight": (config.ffn_dim, d),
-                p + "mlp.down_proj.weight": (d, config.ffn_dim),
             }
         )
+        shapes.update(_ffn_shapes(config, p + "mlp.", "hf"))
         if config.qkv_bias:
             shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,), p + "self_attn.v_proj.bias": (kv,)})
+    return shapes
+
+
+def _ffn_shapes(config: ModelConfig, prefix: str, naming: str) -> dict[str, tuple[int, ...]]:
+    """The FFN tensors of one layer in ``naming`` ``"hf"`` or ``"zoo"``: a dense SwiGLU, or
+    ``n_experts`` SwiGLU experts and their router (Mixtral)."""
+    d, hf = config.dim, naming == "hf"
+    if not config.n_experts:
+        h = config.ffn_dim
+        if hf:
+            return {prefix + "gate_proj.weight": (h, d), prefix + "up_proj.weight": (h, d), prefix + "down_proj.weight": (d, h)}
+        return {prefix + "w_gate_up.weight": (2 * h, d), prefix + "w_down.weight": (d, h)}
+    e, h = config.n_experts, config.resolved().expert_ffn_dim
+    if not hf:
+        return {prefix + "router.weight": (e, d), prefix + "w_gate_up.weight": (e, 2 * h, d), prefix + "w_down.weight": (e, d, h)}
+    # Mixtral's files (as transformers 4 and 5 write them): per expert w1 (gate), w3 (up), w2 (down)
+    moe = prefix.removesuffix("mlp.") + "block_sparse_moe."
+    shapes = {moe + "gate.weight": (e, d)}
+    for j in range(e):
+        shapes |= {f"{moe}experts.{j}.w1.weight": (h, d), f"{moe}experts.{j}.w3.weight": (h, d), f"{moe}experts.{j}.w2.weight": (d, h)}
     return shapes
 
 
@@ -312,13 +361,20 @@ def state_dict_from_hf(hf_state: Mapping[str, torch.Tensor], config: ModelConfig
 
     state = {zoo: hf_state[hf] for hf, zoo in _global_map(config).items()}
     for i in range(config.n_layers):
-        state.update({zoo: hf_state[hf] for hf, zoo in _layer_map(i).items()})
+        state.update({zoo: hf_state[hf] for hf, zoo in _layer_map(i, config).items()})
         attn, mlp = f"{_HF_PREFIX}layers.{i}.self_attn.", f"{_HF_PREFIX}layers.{i}.mlp."
         for kind in ("weight", "bias") if config.qkv_bias else ("weight",):
             q = _rotate_half_to_interleaved(hf_state[f"{attn}q_proj.{kind}"], config.n_heads)
             k = _rotate_half_to_interleaved(hf_state[f"{attn}k_proj.{kind}"], config.kv_heads)
             state[f"layers.{i}.attn.wqkv.{kind}"] = torch.cat([q, k, hf_state[f"{attn}v_proj.{kind}"]])
-        state[f"layers.{i}.ffn.w_gate_up.weight"] = torch.cat([hf_state[mlp + "gate_proj.weight"], hf_state[mlp + "up_proj.weight"]])
+        if not config.n_experts:
+            state[f"layers.{i}.ffn.w_gate_up.weight"] = torch.cat([hf_state[mlp + "gate_proj.weight"], hf_state[mlp + "up_proj.weight"]])
+        else:
+            experts = [f"{_HF_PREFIX}layers.{i}.block_sparse_moe.experts.{j}." for j in range(config.n_experts)]
+            state[f"layers.{i}.ffn.w_gate_up.weight"] = torch.stack(
+                [torch.cat([hf_state[x + "w1.weight"], hf_state[x + "w3.weight"]]) for x in experts]
+            )
+            state[f"layers.{i}.ffn.w_down.weight"] = torch.stack([hf_state[x + "w2.weight"] for x in experts])
     return state
 
 
@@ -336,10 +392,9 @@ def _expected_zoo_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
                 p + "ffn_norm.weight": (d,),
                 p + "attn.wqkv.weight": (qkv, d),
                 p + "attn.wo.weight": (d, d),
-                p + "ffn.w_gate_up.weight": (2 * config.ffn_dim, d),
-                p + "ffn.w_down.weight": (d, config.ffn_dim),
             }
         )
+        shapes.update(_ffn_shapes(config, p + "ffn.", "zoo"))
         if config.qkv_bias:
             shapes[p + "attn.wqkv.bias"] = (qkv,)
     return shapes
@@ -362,7 +417,7 @@ def state_dict_to_hf(state: Mapping[str, torch.Tensor], config: ModelConfig, mod
     sizes = [config.n_heads * hd, config.kv_heads * hd, config.kv_heads * hd]
     hf = {name: state[zoo] for name, zoo in _global_map(config).items()}
     for i in range(config.n_layers):
-        hf.update({name: state[zoo] for name, zoo in _layer_map(i).items()})
+        hf.update({name: state[zoo] for name, zoo in _layer_map(i, config).items()})
         attn, mlp = f"{_HF_PREFIX}layers.{i}.self_attn.", f"{_HF_PREFIX}layers.{i}.mlp."
         weight = state[f"layers.{i}.attn.wqkv.weight"]
         bias = state.get(f"layers.{i}.attn.wqkv.bias")
@@ -375,6 +430,13 @@ def state_dict_to_hf(state: Mapping[str, torch.Tensor], config: ModelConfig, mod
             hf[f"{attn}q_proj.{kind}"] = _interleaved_to_rotate_half(q, config.n_heads)
             hf[f"{attn}k_proj.{kind}"] = _interleaved_to_rotate_half(k, config.kv_heads)
             hf[f"{attn}v_proj.{kind}"] = v
-        gate, up = state[f"layers.{i}.ffn.w_gate_up.weight"].chunk(2)
-        hf[mlp + "gate_proj.weight"], hf[mlp + "up_proj.weight"] = gate, up
+        if not config.n_experts:
+            gate, up = state[f"layers.{i}.ffn.w_gate_up.weight"].chunk(2)
+            hf[mlp + "gate_proj.weight"], hf[mlp + "up_proj.weight"] = gate, up
+        else:
+            down = state[f"layers.{i}.ffn.w_down.weight"]
+            for j, gate_up in enumerate(state[f"layers.{i}.ffn.w_gate_up.weight"]):
+                expert = f"{_HF_PREFIX}layers.{i}.block_sparse_moe.experts.{j}."
+                hf[expert + "w1.weight"], hf[expert + "w3.weight"] = gate_up.chunk(2)
+                hf[expert + "w2.weight"] = down[j]
     return hf

@@ -289,3 +289,36 @@ def test_import_takes_a_hub_repository_id_through_huggingface_hub(llama_dir, tmp
     torch.testing.assert_close(ours(ids), hf_logits(model, ids))
     with pytest.raises(FileNotFoundError, match="neither a model folder nor a Hugging Face repository id"):
         import_hf(tmp_path / "no" / "such" / "dir", tmp_path / "x")
+
+
+def test_mixtral_imports_and_exports_with_transformers_logits(tmp_path):
+    """Mixtral is the zoo's dropless MoE exactly: top-k of E SwiGLU experts, softmax weights
+    renormalised over the k; its fused gate_up_proj has the zoo's [gate; up] row order."""
+    config = transformers.MixtralConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=300,
+        intermediate_size=48,
+        max_position_embeddings=64,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        rope_theta=1000.0,
+    )
+    torch.manual_seed(0)
+    model = transformers.MixtralForCausalLM(config).float().eval()
+    with torch.no_grad():  # large enough that routing and attention depend on every weight
+        for name, param in model.named_parameters():
+            param.copy_(1 + 0.3 * torch.randn_like(param)) if name.endswith("norm.weight") else param.normal_(std=0.2)
+    model.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    release = import_quietly(tmp_path / "hf", tmp_path / "release")
+    ours, _, _ = load_release(release)
+    assert (ours.config.n_experts, ours.config.top_k, ours.config.expert_ffn_dim) == (4, 2, 48)
+    ids = torch.randint(0, 300, (2, 24), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), hf_logits(model, ids), rtol=1e-4, atol=1e-4)
+    out = export_hf(release, tmp_path / "export")  # a full-precision MoE defaults to mixtral
+    assert json.loads((out / "config.json").read_text())["model_type"] == "mixtral"
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    torch.testing.assert_close(hf_logits(reloaded, ids), hf_logits(model, ids), rtol=1e-4, atol=1e-4)

@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from zoo.models.config import ModelConfig
-from zoo.models.convert import config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
+from zoo.models.convert import check_exportable, config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -236,8 +236,9 @@ def export_hf(source: str | Path, out_dir: str | Path, model_type: str | None = 
 
     ``model_type`` ``moezoo`` (the default for ternary, top-K and MoE models) writes the zoo's own
     classes for ``trust_remote_code`` (:mod:`zoo.hub.hf_export`); ``llama`` / ``mistral`` /
-    ``qwen2`` (the default for dense full-precision models: ``qwen2`` with q/k/v biases, else
-    ``llama``) write a plain checkpoint that transformers loads with its own code. Both come
+    ``qwen2`` / ``mixtral`` (the defaults for full-precision models they express exactly: Mixtral
+    for dropless top-k MoE, Qwen2 with q/k/v biases, else Llama) write a plain checkpoint that
+    transformers loads with its own code. Both come
     with the tokenizer in ``tokenizers``' format and a ``generation_config.json``. Returns ``out_dir``.
     """
     from zoo.hub.hf_export import export_zoo_hf, write_tokenizer
@@ -247,8 +248,14 @@ def export_hf(source: str | Path, out_dir: str | Path, model_type: str | None = 
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     model, tokenizer, metrics = load_model_source(source)
     config = model.config
-    plain = config.weight_quant == "none" and config.act_quant == "none" and config.sparsity == "none" and not config.n_experts
-    model_type = model_type or (("qwen2" if config.qkv_bias else "llama") if plain else "moezoo")
+    full_precision = config.weight_quant == "none" and config.act_quant == "none" and config.sparsity == "none"
+    if model_type is None:  # transformers' own code where it is exact, the zoo's classes elsewhere
+        try:
+            model_type = ("mixtral" if config.n_experts else "qwen2" if config.qkv_bias else "llama") if full_precision else "moezoo"
+            if model_type != "moezoo":
+                check_exportable(config, model_type)
+        except ValueError:
+            model_type = "moezoo"
     if model_type == "moezoo":
         return export_zoo_hf(source, out_dir)
     hf_config = config_to_hf(config, model_type)

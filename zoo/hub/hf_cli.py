@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 # Equal to zoo.models.convert.MODEL_TYPES and zoo.hub.hf.DTYPES (tests/zoo/test_cli.py keeps them so).
-HF_MODEL_TYPES = ("llama", "mistral", "qwen2")
+HF_MODEL_TYPES = ("llama", "mistral", "qwen2", "mixtral")
 EXPORT_MODEL_TYPES = ("moezoo", *HF_MODEL_TYPES)
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
 
