@@ -257,7 +257,8 @@ def export_hf(source: str | Path, out_dir: str | Path, model_type: str | None = 
         except ValueError:
             model_type = "moezoo"
     if model_type == "moezoo":
-        return export_zoo_hf(source, out_dir)
+        label = Path(str(source)).name if Path(str(source)).exists() else str(source)
+        return export_zoo_hf(model, tokenizer, metrics, out_dir, name=label)
     hf_config = config_to_hf(config, model_type)
     hf_config["torch_dtype"] = dtype
     hf_config.update(metrics.get("hf_special_tokens") or {})

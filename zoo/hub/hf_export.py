@@ -18,10 +18,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import save_file
 
 MODELING_FILE = "modeling_moezoo.py"
+
+
+def byte_level_symbols() -> list[str]:
+    """GPT-2's byte-level alphabet, indexed by byte: printable bytes stand for themselves, every
+    other byte for ``chr(256 + n)``, ``n`` counting those bytes in byte order."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    shifted = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(shifted)) for b in range(256)]
 
 
 def byte_tokenizer_json() -> str:
@@ -29,21 +36,11 @@ def byte_tokenizer_json() -> str:
     vocabulary is the 256 byte symbols and which merges nothing, so every byte is one token."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    symbol = {b: c for b, c in enumerate(sorted(alphabet, key=_byte_of))}
-    tokenizer = Tokenizer(models.BPE(vocab={symbol[b]: b for b in range(256)}, merges=[]))
+    vocab = {symbol: byte for byte, symbol in enumerate(byte_level_symbols())}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tokenizer.decoder = decoders.ByteLevel()
     return tokenizer.to_str()
-
-
-def _byte_of(symbol: str) -> int:
-    """The byte GPT-2's byte-level alphabet shows as ``symbol`` (printable bytes as themselves,
-    the rest shifted to 256 + n in byte order)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    shifted = [b for b in range(256) if b not in printable]
-    code = ord(symbol)
-    return code if code in printable else shifted[code - 256]
 
 
 END_OF_TEXT = "<|endoftext|>"
@@ -127,12 +124,10 @@ def _tags(config) -> list[str]:
     return tags
 
 
-def export_zoo_hf(source: str | Path, out_dir: str | Path, *, name: str | None = None) -> Path:
-    """Writes the transformers folder of ``source`` (a zoo name, release directory or checkpoint)."""
-    from zoo.hub.release import load_model_source
+def export_zoo_hf(model, tokenizer, metrics: dict[str, Any], out_dir: str | Path, *, name: str) -> Path:
+    """Writes the transformers folder of a loaded zoo model (see :func:`zoo.hub.hf.export_hf`)."""
     from zoo.models.accounting import account
 
-    model, tokenizer, metrics = load_model_source(source)
     config = model.config.resolved()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,15 +156,5 @@ def export_zoo_hf(source: str | Path, out_dir: str | Path, *, name: str | None =
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     shutil.copyfile(Path(__file__).with_name(MODELING_FILE), out / MODELING_FILE)
     stats = account(model)
-    label = name or (str(source) if not Path(str(source)).exists() else Path(str(source)).name)
-    (out / "README.md").write_text(model_card(label, config, metrics, stats.activated_params, stats.total_params))
+    (out / "README.md").write_text(model_card(name, config, metrics, stats.activated_params, stats.total_params))
     return out
-
-
-def load_check(out_dir: str | Path, tokens: torch.Tensor) -> torch.Tensor:
-    """The logits transformers computes for ``tokens`` from the exported folder (for tests and users)."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(out_dir), trust_remote_code=True)
-    with torch.no_grad():
-        return model(tokens).logits
