@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -162,14 +161,15 @@ def resolve_hf_source(src: str | Path) -> Path:
     path = Path(src).expanduser()
     if path.is_dir():
         return path
-    text = str(src).removeprefix("hf://")
-    repo, _, revision = text.partition("@")
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+    from zoo.hub.hf_source import parse_repo_id
+
+    repo = parse_repo_id(str(src))
+    if repo is None:
         raise FileNotFoundError(f"{src}: neither a model folder nor a Hugging Face repository id (org/name[@revision])")
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id=repo, revision=revision or None, allow_patterns=HUB_FILES))
+        return Path(snapshot_download(repo_id=repo[0], revision=repo[1], allow_patterns=HUB_FILES))
     except Exception as error:  # huggingface_hub raises many types (offline, 404, gated, network)
         raise FileNotFoundError(f"{src}: cannot fetch the repository from the Hugging Face Hub ({type(error).__name__}: {error})") from None
 

@@ -9,12 +9,12 @@ the hub room rather than a mixin: ``zoo.from_pretrained("org/name@revision")``,
 
 from __future__ import annotations
 
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-REPO_ID = re.compile(r"^(?:hf://)?(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
+from zoo.hub.hf_source import parse_repo_id
+
 RELEASE_PATTERNS = ["model.safetensors", "config.yaml", "tokenizer.json", "metrics.json", "README.md"]
 
 
@@ -30,11 +30,11 @@ def from_pretrained(source: str | Path, *, inference: bool = False, **overrides:
         from zoo.hub.registry import create_model
 
         return create_model(text, pretrained=True, inference=inference, **overrides)
-    match = REPO_ID.match(text)
-    if match and not Path(text).exists():
+    repo = parse_repo_id(text)
+    if repo and not Path(text).exists():
         from huggingface_hub import snapshot_download
 
-        folder = snapshot_download(repo_id=match["repo"], revision=match["revision"], allow_patterns=RELEASE_PATTERNS)
+        folder = snapshot_download(repo_id=repo[0], revision=repo[1], allow_patterns=RELEASE_PATTERNS)
         model = load_release(folder, **overrides)[0]
     elif overrides:
         model = load_release(text, **overrides)[0]
@@ -73,7 +73,7 @@ def push_to_hub(
     returns the commit URL. Weights go up with bf16 matrices by default, as the zoo publishes them."""
     from huggingface_hub import HfApi
 
-    if not REPO_ID.match(repo_id) or "@" in repo_id:
+    if parse_repo_id(repo_id) is None or "@" in repo_id:
         raise ValueError(f"repo_id must look like org/name, got {repo_id!r}")
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
