@@ -130,8 +130,6 @@ def resolve_config_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
     (``tiny``) becomes its file, and a shipped entry brings its size's base first (see
     :func:`zoo.hub.registry.config_files`); each config file is read here first so that a missing
     file or malformed YAML is named in one line."""
-    import yaml
-
     from zoo.hub.registry import SIZES, config_files, config_path, list_models, size_config_path
 
     resolved, files = [], []
@@ -155,13 +153,15 @@ def resolve_config_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
                 choices = ", ".join([*list_models(), *SIZES])
                 raise ConfigError(f"{value}: no such config file, and not a zoo entry or size name ({choices})") from None
         for part in config_files(path):
-            _check_yaml(part, yaml)
+            _check_yaml(part)
             resolved += ["--config", str(part)]
             files.append(str(part))
     return resolved, files
 
 
-def _check_yaml(path: Path, yaml) -> None:
+def _check_yaml(path: Path) -> None:
+    import yaml
+
     try:
         yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
