@@ -35,9 +35,14 @@ def list_models() -> list[str]:
     return [f"{e}-{s}" for e in ENTRIES for s in SIZES if (root / f"{e}-{s}.yaml").is_file()]
 
 
+def with_size(name: str) -> str:
+    """A bare entry name (``qsparse``) means its ``tiny`` size; any other name is left as it is."""
+    return f"{name}-tiny" if name in ENTRIES else name
+
+
 def canonical_name(name: str) -> str:
-    """``<entry>-<size>`` for a registered name; a bare entry name means its ``tiny`` size."""
-    name = f"{name}-tiny" if name in ENTRIES else name
+    """``<entry>-<size>`` for a registered name (:func:`with_size` first)."""
+    name = with_size(name)
     if name not in list_models():
         raise KeyError(f"unknown zoo model {name!r}; registered: {', '.join(list_models())}")
     return name
@@ -127,8 +132,7 @@ def create_model(name: str, pretrained: bool = False, inference: bool = False, *
 
         # overrides that hold no parameter (k_ratio, kernel, top_k, ...) apply to released weights
         # a registered name (bare entry names mean -tiny) or any other checkpoint the hub publishes
-        published = f"{name}-tiny" if name in ENTRIES else name
-        model = load_release_model(download(published), **overrides)
+        model = load_release_model(download(with_size(name)), **overrides)
     else:
         from zoo.models.decoder import Decoder
 
