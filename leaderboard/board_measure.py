@@ -13,15 +13,9 @@ import torch
 from board_spec import SITES
 
 from zoo.bench.common import pinned_threads
+from zoo.hub import trusted_manifest
 
-# ----------------------------------------------------------------------------- the manifest
-
-
-def hub_manifest(hub: str | None) -> dict:
-    """The manifest that :func:`zoo.hub.download` trusts for ``hub``: the hub's own, else the shipped one."""
-    from zoo.hub import trusted_manifest
-
-    return trusted_manifest(hub)
+# ----------------------------------------------------------------------------- names
 
 
 def size_of(name: str) -> str | None:
@@ -156,7 +150,7 @@ class Baselines:
 
 def measure(names: list[str], hub: str | None, settings: dict, *, progress: bool = True) -> list[dict[str, Any]]:
     """One row per entry, sorted by Shakespeare bpb; the same code path for every entry."""
-    manifest = hub_manifest(hub)
+    manifest = trusted_manifest(hub)
     unknown = [n for n in names if n not in manifest["checkpoints"]]
     if unknown:
         known = ", ".join(sorted(manifest["checkpoints"])) or "(none)"

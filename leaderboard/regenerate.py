@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # the board_* modules beside this script, also when a test loads it by path
     sys.path.insert(0, str(HERE))
 
-from board_measure import hub_manifest, measure  # noqa: E402
+from board_measure import measure  # noqa: E402
 from board_report import write_outputs  # noqa: E402
 from board_spec import (  # noqa: E402
     COLUMNS,
@@ -55,6 +55,8 @@ from board_spec import (  # noqa: E402
     describe_tolerance,
     tolerance_summary,
 )
+
+from zoo.hub import trusted_manifest  # noqa: E402
 
 __all__ = ["COLUMNS", "OUTPUT_FILES", "SETTINGS", "UNCHECKED", "check", "compare", "main", "measure", "write_outputs"]
 
@@ -117,7 +119,7 @@ def check(out: Path, hub: str | None, names: list[str] | None, progress: bool) -
         committed_rows = [r for r in committed_rows if r["name"] in names]
     else:
         names = [r["name"] for r in committed_rows]
-        on_hub = sorted(hub_manifest(hub)["checkpoints"])
+        on_hub = sorted(trusted_manifest(hub)["checkpoints"])
         names += [n for n in on_hub if n not in names]  # a published checkpoint missing from the board fails the check
     print(f"check: re-measuring {len(names)} entries with the committed settings ({settings.get('mode', '?')})", file=sys.stderr)
     fresh = measure(names, hub, settings, progress=progress)
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             return check(args.out, args.hub, args.entries, progress)
         mode = "quick" if args.quick else "full"
         settings = {"mode": mode, **SETTINGS[mode], "threads": args.threads}
-        names = args.entries or sorted(hub_manifest(args.hub)["checkpoints"])
+        names = args.entries or sorted(trusted_manifest(args.hub)["checkpoints"])
         if not names:
             print("no checkpoints in the manifest: nothing to measure", file=sys.stderr)
             return 2
