@@ -191,6 +191,3 @@ def _measure_all(
         rows.append(row)
     bar.close()
     return sorted(rows, key=lambda r: (r["shakespeare_bpb"], r["name"]))
-
-
-# ----------------------------------------------------------------------------- outputs

@@ -147,6 +147,3 @@ def write_outputs(rows: list[dict], out: Path, settings: dict) -> list[Path]:
     pareto_plot(rows, "activated_params", "activated parameters per token (log)", out / "pareto_activated.png")
     pareto_plot(rows, "weight_bytes_per_token", "weight bytes read per token (log)", out / "pareto_bytes.png")
     return [out / name for name in OUTPUT_FILES]
-
-
-# ----------------------------------------------------------------------------- --check
