@@ -1,5 +1,6 @@
-"""Writing the leaderboard: ``LEADERBOARD.md``, ``results.csv``, ``results.json`` and the Pareto
-plots of quality against activated parameters and against weight bytes per token."""
+"""Writing the leaderboard: ``LEADERBOARD.md``, ``results.csv``, ``results.json``, ``blocks.json``
+(the per-block scores behind every interval) and the Pareto plots of quality against activated
+parameters, weight bytes per token and measured decode speed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import math
 from pathlib import Path
 
-from board_spec import COLUMNS, OUTPUT_FILES, SITES, TOLERANCES, UNCHECKED, tolerance_summary
+from board_spec import COLUMNS, LIST_COLUMNS, OUTPUT_FILES, SITES, TOLERANCES, UNCHECKED, tolerance_summary
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -22,16 +23,20 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def pareto_plot(rows: list[dict], x_key: str, x_label: str, path: Path) -> None:
+def pareto_plot(rows: list[dict], x_key: str, x_label: str, path: Path, *, higher_x_is_better: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r.get(x_key) is not None]
     xs = [float(r[x_key]) for r in rows]
-    ys = [float(r["shakespeare_bpb"]) for r in rows]
-    front = pareto_front(list(zip(xs, ys)))
+    ys = [float(r["bpb"]) for r in rows]
+    errors = [[y - r["bpb_ci95"][0] for y, r in zip(ys, rows)], [r["bpb_ci95"][1] - y for y, r in zip(ys, rows)]]
+    sign = -1.0 if higher_x_is_better else 1.0
+    front = pareto_front([(sign * x, y) for x, y in zip(xs, ys)])
     fig, ax = plt.subplots(figsize=(7.5, 5))
+    ax.errorbar(xs, ys, yerr=errors, fmt="none", ecolor="tab:gray", alpha=0.6, capsize=3, zorder=1, label="95 % interval")
     on_front = set(front)
     ax.scatter(
         [xs[i] for i in range(len(rows)) if i not in on_front],
@@ -41,7 +46,10 @@ def pareto_plot(rows: list[dict], x_key: str, x_label: str, path: Path) -> None:
         zorder=2,
     )
     ax.scatter([xs[i] for i in front], [ys[i] for i in front], color="tab:red", label="Pareto front", zorder=3)
-    ax.step([xs[i] for i in front], [ys[i] for i in front], where="post", color="tab:red", alpha=0.6, zorder=1)
+    front_by_x = sorted(front, key=lambda i: xs[i])
+    ax.step(
+        [xs[i] for i in front_by_x], [ys[i] for i in front_by_x], where="pre" if higher_x_is_better else "post", color="tab:red", alpha=0.6
+    )
     for x, y, row in zip(xs, ys, rows):
         ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xscale("log")
@@ -65,85 +73,144 @@ def _count(n: float | None) -> str:
     return f"{n:.0f}"
 
 
-def markdown(rows: list[dict], settings: dict, env: dict) -> str:
+def _interval(values: list[float] | None, digits: int = 4, signed: bool = False) -> str:
+    if values is None:
+        return "–"
+    sign = "+" if signed else ""
+    return f"[{values[0]:{sign}.{digits}f}, {values[1]:{sign}.{digits}f}]"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def markdown(rows: list[dict], settings: dict, env: dict, shared: dict) -> str:
+    noise = shared["shakespeare"]
+    noise_text = (
+        f"{noise['seed_sd']:.4f} bpb ({noise['seed_sd_dof']} degrees of freedom)"
+        if noise["seed_sd"] is not None
+        else "not measured (no entry has two seeds): intervals hold test-text noise only"
+    )
+    budgets = sorted({(r["train_tokens"] or 0, r["train_steps"] or 0) for r in rows})
+    budget_text = "; ".join(f"{_count(tokens)} tokens ({steps} steps)" for tokens, steps in budgets)
     lines = [
         "# moezoo leaderboard",
         "",
-        "Every checkpoint of the zoo's manifest, downloaded (sha256-verified) and measured by one code path, "
-        "sorted by bits per byte on the Shakespeare test works (lower is better).",
+        "Every checkpoint of the zoo's manifest, downloaded (sha256-verified) and measured by one code path, ranked by bits per "
+        "byte on the whole Shakespeare test split (lower is better), with 95 % intervals and the difference to dense of the same size.",
         "",
-        f"**How to regenerate:** `python leaderboard/regenerate.py` (add `--hub URL` for another hub, `--entries NAME ...` "
-        f"for a subset); `python leaderboard/regenerate.py --check` re-measures with the recorded settings and fails if a "
-        f"number differs beyond its tolerance ({tolerance_summary()}; decode tokens/s are not checked: timings vary).",
+        f"**Training budget:** {budget_text} per entry. **Seed noise:** pooled standard deviation across seeds {noise_text}.",
         "",
-        "| # | entry | Shakespeare bpb | PTB bpb | params | non-emb | activated (share) | weight KB/token | held MB | input sparsity attn_in / attn_out / ffn_in / ffn_down | train tokens | steps | trained on | decode tok/s | × dense |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"**How to regenerate:** `python leaderboard/regenerate.py` (add `--hub URL` for another hub, `--entries NAME ...` for a "
+        f"subset); `python leaderboard/regenerate.py --check` re-measures everything with the recorded settings and fails if a "
+        f"number differs beyond its tolerance ({tolerance_summary()}; decode timings are not checked); `--check --sample-blocks N` "
+        "re-measures N blocks of each checkpoint and recomputes every statistic from `blocks.json` (what the tests run).",
+        "",
+        "## Quality",
+        "",
+        "| # | entry | seeds | Shakespeare bpb | 95 % interval | − dense-tiny (95 %) | | PTB bpb | 95 % interval | − dense-tiny (95 %) | |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rank, r in enumerate(rows, 1):
-        sparsity = " / ".join(f"{100 * r[f'sparsity_{s}']:.1f}%" for s in SITES)
+        seeds = f"{r['seeds']} (sd {r['seed_sd']:.4f})" if r["seed_sd"] is not None else str(r["seeds"])
         lines.append(
-            f"| {rank} | {r['name']} | {r['shakespeare_bpb']:.4f} | {r['ptb_bpb']:.4f} | {_count(r['total_params'])} | "
-            f"{_count(r['non_embedding_params'])} | {_count(r['activated_params'])} ({100 * r['activated_fraction']:.1f}%) | "
-            f"{r['weight_bytes_per_token'] / 1024:.1f} | {r['inference_bytes'] / 1e6:.2f} | {sparsity} | {_count(r['train_tokens'])} | {r['train_steps'] if r['train_steps'] is not None else '–'} | "
-            f"{r['hardware'] or '–'} | {r['decode_tokens_per_s']:.1f} | {r['decode_speedup']:.2f} |"
+            f"| {rank} | {r['name']} | {seeds} | {r['bpb']:.4f} | {_interval(r['bpb_ci95'])} | "
+            f"{_number(r['bpb_vs_dense'], '+.4f')} {_interval(r['bpb_vs_dense_ci95'], signed=True)} | {r['vs_dense']} | "
+            f"{r['ptb_bpb']:.4f} | {_interval(r['ptb_bpb_ci95'])} | "
+            f"{_number(r['ptb_vs_dense'], '+.4f')} {_interval(r['ptb_vs_dense_ci95'], signed=True)} | {r['ptb_vs_dense_verdict']} |"
+        )
+    lines += [
+        "",
+        "## Cost and measured speed",
+        "",
+        "| entry | params | non-emb | activated (share) | weight KB/token | held MB | input sparsity attn_in / attn_out / ffn_in / ffn_down | "
+        "train tokens | trained on | tiny decode tok/s | × fp32 dense | × dense engine | small decode tok/s | × fp32 dense | small held MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        sparsity = " / ".join(f"{100 * r[f'sparsity_{s}']:.1f}%" for s in SITES)
+        small_mb = None if r["small_inference_bytes"] is None else r["small_inference_bytes"] / 1e6
+        lines.append(
+            f"| {r['name']} | {_count(r['total_params'])} | {_count(r['non_embedding_params'])} | "
+            f"{_count(r['activated_params'])} ({100 * r['activated_fraction']:.1f}%) | {r['weight_bytes_per_token'] / 1024:.1f} | "
+            f"{r['inference_bytes'] / 1e6:.2f} | {sparsity} | {_count(r['train_tokens'])} | {r['hardware'] or '–'} | "
+            f"{_number(r['decode_tokens_per_s'], '.1f')} | {_number(r['decode_speedup'], '.2f')} | {_number(r['decode_vs_dense_engine'], '.2f')} | "
+            f"{_number(r['small_decode_tokens_per_s'], '.1f')} | {_number(r['small_decode_speedup'], '.2f')} | {_number(small_mb, '.1f')} |"
         )
     tokens = sorted({(r["shakespeare_tokens"], r["ptb_tokens"]) for r in rows})
     token_text = "; ".join(f"{s:,} Shakespeare / {p:,} PTB tokens" for s, p in tokens)
-    baselines = sorted({r["decode_baseline"] for r in rows})
+    windows = "every window" if settings["eval_windows"] is None else f"the first {settings['eval_windows']} windows"
     lines += [
         "",
         "## How each column is measured",
         "",
-        f"- **bpb**: `zoo.eval.bpb.evaluate_model` on the test split, the first {settings['eval_batches']} batches of "
-        f"{settings['eval_batch_size']} windows of `max_seq_len` tokens ({token_text} evaluated).",
+        f"- **bpb**: `zoo.eval.bpb.window_losses` on {windows} of `max_seq_len` tokens of each test split ({token_text}), on the "
+        "inference form; an entry trained with several seeds (`<entry>-seed<k>` checkpoints) scores the mean over its seeds.",
+        f"- **95 % interval**: percentile interval of {settings['bootstrap_resamples']} block-bootstrap resamples "
+        f"(`zoo.eval.intervals`): the test text cut into fixed blocks of {settings['block_windows']} windows, blocks drawn with "
+        "replacement, plus a normal draw with the pooled seed standard deviation / sqrt(seeds), the noise of training another "
+        "seed. The seed noise is measured on the entries with replicates and assumed the same for the others.",
+        "- **− dense-tiny**: entry − dense bpb, both resampled on the same blocks (paired), with the seed noise of both: "
+        "**better** / **worse** when the 95 % interval excludes zero, else **not significant**.",
         f"- **activated**: Q-Sparse §3.6, `Σ (1 − s_in) · params` over non-embedding linear weights (routed experts × their routed "
         f"share); `s_in` measured on the first {settings['account_windows']} windows of the Shakespeare validation split. Share = "
         "activated / non-embedding parameters.",
         "- **weight KB/token**: an accounting figure (Q-Sparse's counting): activated weights at 16 bits, or 2 bits plus scales "
         "when ternary; LM head at 16 bits and one embedding row.",
         "- **held MB**: bytes of every tensor the inference form (`zoo.create_model(..., inference=True)`) holds, measured: "
-        "packed 2-bit ternary projections, full-precision weights in their stored dtype. bpb and decode speed are measured "
-        "on this form; parameters and sparsity on the training form.",
-        "- **train tokens, steps, trained on**: from each release's `metrics.json`.",
-        f"- **decode tok/s**: greedy `zoo.generate` of the inference form, batch 1, {settings['decode_tokens']} new tokens after "
-        f"{settings['decode_prompt']!r} (each new token through the compiled decode step), median of {settings['decode_repeats']} runs "
-        f"interleaved with the dense entry of the same size ({', '.join(baselines)}) in its own inference form, the same engine: "
-        "**× dense** = entry / dense tokens/s in the same run, what the entry's sparsity and bits buy. Not checked by `--check`.",
+        "packed 2-bit ternary projections, full-precision weights in their stored dtype.",
+        "- **train tokens, trained on**: from each release's `metrics.json`.",
+        f"- **decode tok/s**: greedy `zoo.generate` of the inference form, batch 1, after {settings['decode_prompt']!r} (each new "
+        f"token through the compiled decode step), median of interleaved rounds in the same run as **plain fp32 dense** of the "
+        f"same shape (training form, no engine; **× fp32 dense** = entry / that) and dense in the engine's inference form "
+        f"(**× dense engine**: what the entry's sparsity and bits buy on the same engine). Tiny: the trained checkpoint, "
+        f"{settings['decode_tokens']} tokens, {settings['decode_repeats']} rounds. Small: `<entry>-small` with random weights, "
+        f"{settings['small_decode_tokens']} tokens, {settings['small_decode_repeats']} rounds. Not checked by `--check`.",
         f"- Everything is measured with {settings.get('threads') or 'the default number of'} torch CPU thread(s).",
         "",
         f"Measured on {env['device']}, torch {env['torch']}, commit {env['commit']}, {env['date']}.",
         "",
-        "Plots: `pareto_activated.png` (activated parameters vs bpb), `pareto_bytes.png` (weight bytes per token vs bpb); "
-        "the Pareto front is marked in red. Data: `results.csv`, `results.json`.",
+        "Plots: `pareto_activated.png` (activated parameters vs bpb), `pareto_bytes.png` (weight bytes per token vs bpb), "
+        "`pareto_speed.png` (measured tiny decode speed × fp32 dense vs bpb); the Pareto front in red, 95 % intervals as bars. "
+        "Data: `results.csv`, `results.json`, `blocks.json` (per-block scores).",
         "",
     ]
     return "\n".join(lines)
 
 
-def write_outputs(rows: list[dict], out: Path, settings: dict) -> list[Path]:
-    from zoo.bench.common import environment, pinned_threads
+def csv_value(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def write_outputs(rows: list[dict], out: Path, settings: dict, shared: dict, scores: dict, env: dict | None = None) -> list[Path]:
+    """Every output file; ``env`` (machine, commit, date) defaults to this run's."""
+    from zoo.machine import environment, pinned_threads
 
     out.mkdir(parents=True, exist_ok=True)
-    with pinned_threads(settings.get("threads")):  # the device string names the thread count the numbers were taken with
-        env = environment("cpu")
-    (out / "results.json").write_text(
-        json.dumps(
-            {
-                "settings": settings,
-                "tolerance": {"columns": TOLERANCES, "otherwise": "exact", "unchecked": list(UNCHECKED)},
-                "environment": env,
-                "entries": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    if env is None:
+        with pinned_threads(settings.get("threads")):  # the device string names the thread count the numbers were taken with
+            env = environment("cpu")
+    tolerance = {"columns": TOLERANCES, "otherwise": "exact", "unchecked": list(UNCHECKED), "list_columns": list(LIST_COLUMNS)}
+    document = {"settings": settings, "tolerance": tolerance, "environment": env, "statistics": shared, "entries": rows}
+    (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+    (out / "blocks.json").write_text(json.dumps({"settings": settings, "checkpoints": scores}, indent=1) + "\n")
     with (out / "results.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row[k] is None else row[k] for k in COLUMNS})
-    (out / "LEADERBOARD.md").write_text(markdown(rows, settings, env))
+            writer.writerow({k: csv_value(row[k]) for k in COLUMNS})
+    (out / "LEADERBOARD.md").write_text(markdown(rows, settings, env, shared))
     pareto_plot(rows, "activated_params", "activated parameters per token (log)", out / "pareto_activated.png")
     pareto_plot(rows, "weight_bytes_per_token", "weight bytes read per token (log)", out / "pareto_bytes.png")
+    pareto_plot(
+        rows,
+        "decode_speedup",
+        "decode speed, × plain fp32 dense-tiny (log; higher is better)",
+        out / "pareto_speed.png",
+        higher_x_is_better=True,
+    )
     return [out / name for name in OUTPUT_FILES]

@@ -11,8 +11,9 @@ default budget, 4.6M tokens, is one full pass over the 4.5M-token train split.
 The driver is safe to stop and start again: a run whose ``release/`` exists is done and skipped;
 an unfinished one continues from its ``last.ckpt`` (``zoo fit`` checkpoints every
 ``--checkpoint-every`` steps and on SIGTERM), with exactly the batches it would have seen. Each
-run's output goes to ``<out>/<name>/seed<k>.log``. ``--publish`` exports every finished seed-0
-release with bf16 matrices and publishes it into ``store/``.
+run's output goes to ``<out>/<name>/seed<k>.log``. ``--publish`` exports every finished release
+with bf16 matrices and publishes it into ``store/``: seed 0 as ``<name>``, seed k as
+``<name>-seed<k>`` (the leaderboard scores an entry over all its published seeds).
 """
 
 from __future__ import annotations
@@ -88,14 +89,27 @@ def train(name: str, seed: int, steps: int, out: Path, checkpoint_every: int, th
     return (directory / "release" / "model.safetensors").is_file()
 
 
-def publish(name: str, out: Path, tokens: int) -> None:
-    release = run_dir(out, name, 0) / "release"
-    compact = run_dir(out, name, 0) / "release-bf16"
+def published_name(name: str, seed: int) -> str:
+    """The hub name of a run: the entry's own name for seed 0, ``<entry>-seed<k>`` for seed k (the
+    leaderboard scores an entry as the mean of all its published seeds)."""
+    return name if seed == 0 else f"{name}-seed{seed}"
+
+
+def publish(name: str, seed: int, out: Path, tokens: int) -> None:
+    release = run_dir(out, name, seed) / "release"
+    compact = run_dir(out, name, seed) / "release-bf16"
     zoo = [sys.executable, "-m", "zoo.cli"]
-    source = f"zoo fit --config {name}, {tokens:,} tokens of Shakespeare (bytes, one pass over the train split), batch {BATCH} x {SEQ}, seed 1337"
+    source = (
+        f"zoo fit --config {name}, {tokens:,} tokens of Shakespeare (bytes, one pass over the train split), "
+        f"batch {BATCH} x {SEQ}, seed {1337 + seed}"
+    )
     # published checkpoints are small: full-precision matrices bf16, ternary ones 2-bit
     subprocess.run([*zoo, "export", str(release), str(compact), "--name", name, "--bf16"], check=True, cwd=ROOT)
-    subprocess.run([*zoo, "publish", str(compact), name, "--store", str(ROOT / "store"), "--source", source], check=True, cwd=ROOT)
+    subprocess.run(
+        [*zoo, "publish", str(compact), published_name(name, seed), "--store", str(ROOT / "store"), "--source", source],
+        check=True,
+        cwd=ROOT,
+    )
 
 
 def stop_like_ctrl_c(signum, frame) -> None:
@@ -126,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between validation + checkpoint")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "zoo")
-    parser.add_argument("--publish", action="store_true", help="publish each entry's finished seed-0 release into store/")
+    parser.add_argument("--publish", action="store_true", help="publish every finished release into store/ (seed k as NAME-seedK)")
     args = parser.parse_args(argv)
     # a scheduler's (or session's) SIGTERM stops the current run resumably, like Ctrl-C
     signal.signal(signal.SIGTERM, stop_like_ctrl_c)
@@ -146,9 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"{len(done)} of {len(plan)} runs finished", flush=True)
     if args.publish:
-        for name in args.entries:
-            if (name, 0) in done:
-                publish(name, args.out, steps * BATCH * SEQ)
+        for name, seed in done:
+            publish(name, seed, args.out, steps * BATCH * SEQ)
     return 0 if len(done) == len(plan) else 1
 
 

@@ -1,6 +1,7 @@
-"""leaderboard/regenerate.py end to end on two tiny releases published into a temporary hub:
-the five outputs and their columns, --check passing on an unchanged rerun, and failing, naming
-entry and column, when a committed number is altered."""
+"""leaderboard/regenerate.py end to end on tiny releases published into a temporary hub (dense
+with two seeds, Q-Sparse with one): the outputs and their columns, the seeds, intervals and paired
+differences, --check (full and on sampled blocks) passing on an unchanged rerun, and failing,
+naming entry and column (or checkpoint and block), when a committed number is altered."""
 
 import csv
 import importlib.util
@@ -42,7 +43,8 @@ def regenerate():
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    """Two tiny releases (dense and Q-Sparse), trained for a few steps and published into a temporary store."""
+    """Tiny releases trained for a few steps and published into a temporary store: dense-tiny with a
+    second seed (published as dense-tiny-seed1), qsparse-tiny with one."""
     from zoo.hub import publish
     from zoo.paths import configs_dir
     from zoo.train import run_lightning_cli
@@ -52,8 +54,9 @@ def hub(tmp_path_factory):
     # One cache per module, so the corpora are fetched once (ZOO_TEST_HOME reuses a warm one).
     os.environ["ZOO_HOME"] = os.environ.get("ZOO_TEST_HOME") or str(root / "zoo_home")
     store = root / "store"
-    for name in ("dense-tiny", "qsparse-tiny"):
-        run_dir = root / "runs" / name
+    for name, seed in (("dense-tiny", 0), ("dense-tiny", 1), ("qsparse-tiny", 0)):
+        published = name if seed == 0 else f"{name}-seed{seed}"
+        run_dir = root / "runs" / published
         run_lightning_cli(
             [
                 "fit",
@@ -80,9 +83,11 @@ def hub(tmp_path_factory):
                 "",
                 "--model.warmup_steps",
                 "1",
+                "--seed_everything",
+                str(1337 + seed),
             ]
         )
-        publish(run_dir / "release", name, store=store, source="test: 4 steps")
+        publish(run_dir / "release", published, store=store, source="test: 4 steps")
     yield store.as_uri()
     if previous is None:
         os.environ.pop("ZOO_HOME", None)
@@ -97,10 +102,10 @@ def board(regenerate, hub, tmp_path_factory):
     return out
 
 
-def test_writes_the_five_outputs_with_their_columns(regenerate, board):
+def test_writes_the_outputs_with_their_columns(regenerate, board):
     for name in regenerate.OUTPUT_FILES:
         assert (board / name).is_file() and (board / name).stat().st_size > 0, name
-    for png in ("pareto_activated.png", "pareto_bytes.png"):
+    for png in ("pareto_activated.png", "pareto_bytes.png", "pareto_speed.png"):
         assert (board / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     with (board / "results.csv").open(newline="") as handle:
@@ -109,11 +114,21 @@ def test_writes_the_five_outputs_with_their_columns(regenerate, board):
     # The published header, written out here so that a column dropped or renamed in the script fails.
     assert reader.fieldnames == [
         "name",
-        "shakespeare_bpb",
-        "shakespeare_loss",
+        "seeds",
+        "bpb",
+        "bpb_ci95",
+        "seed_bpb",
+        "seed_sd",
+        "bpb_vs_dense",
+        "bpb_vs_dense_ci95",
+        "vs_dense",
         "shakespeare_tokens",
         "ptb_bpb",
-        "ptb_loss",
+        "ptb_bpb_ci95",
+        "ptb_seed_bpb",
+        "ptb_vs_dense",
+        "ptb_vs_dense_ci95",
+        "ptb_vs_dense_verdict",
         "ptb_tokens",
         "total_params",
         "non_embedding_params",
@@ -137,17 +152,20 @@ def test_writes_the_five_outputs_with_their_columns(regenerate, board):
         "hardware",
         "checkpoint_sha256",
         "decode_tokens_per_s",
-        "dense_decode_tokens_per_s",
+        "fp32_dense_decode_tokens_per_s",
         "decode_speedup",
-        "decode_baseline",
+        "decode_vs_dense_engine",
+        "small_decode_tokens_per_s",
+        "small_fp32_dense_decode_tokens_per_s",
+        "small_decode_speedup",
+        "small_inference_bytes",
     ]
-    assert all(r["checkpoint_sha256"] and len(r["checkpoint_sha256"]) == 64 for r in rows)
-    assert {r["name"] for r in rows} == {"dense-tiny", "qsparse-tiny"}
-    bpb = [float(r["shakespeare_bpb"]) for r in rows]
+    assert {r["name"] for r in rows} == {"dense-tiny", "qsparse-tiny"}  # the second seed is part of its entry
+    bpb = [float(r["bpb"]) for r in rows]
     assert bpb == sorted(bpb)
 
     results = json.loads((board / "results.json").read_text())
-    assert results["settings"]["mode"] == "quick" and results["tolerance"]["columns"]["shakespeare_bpb"] == [1e-4, 0.0]
+    assert results["settings"]["mode"] == "quick" and results["tolerance"]["columns"]["bpb"] == [1e-4, 0.0]
     by_name = {r["name"]: r for r in results["entries"]}
     dense, sparse = by_name["dense-tiny"], by_name["qsparse-tiny"]
     assert dense["total_params"] == sparse["total_params"] and dense["non_embedding_params"] < dense["total_params"]
@@ -156,22 +174,69 @@ def test_writes_the_five_outputs_with_their_columns(regenerate, board):
     assert sparse["sparsity_attn_in"] >= 0.3 - 1e-9 and sparse["activated_params"] < 0.75 * dense["activated_params"]
     assert sparse["weight_bytes_per_token"] < dense["weight_bytes_per_token"]
     assert sparse["train_steps"] == 4 and sparse["train_tokens"] == 4 * 4 * 32
-    assert sparse["shakespeare_tokens"] == sparse["ptb_tokens"] == 2 * 4 * 32
-    assert sparse["decode_baseline"] == dense["decode_baseline"] == "dense-tiny"
-    assert dense["decode_speedup"] == 1.0 and sparse["decode_tokens_per_s"] > 0
+    assert sparse["shakespeare_tokens"] == sparse["ptb_tokens"] == 8 * 32  # quick: the first 8 windows
+    assert all(len(r["checkpoint_sha256"]) == r["seeds"] and all(len(h) == 64 for h in r["checkpoint_sha256"]) for r in results["entries"])
+    assert dense["decode_vs_dense_engine"] == 1.0 and sparse["decode_tokens_per_s"] > 0 and sparse["decode_speedup"] > 0
+    assert dense["small_inference_bytes"] > 10 * dense["inference_bytes"]  # dense-small (random) vs the tiny test release
+    assert sparse["small_decode_tokens_per_s"] > 0 and sparse["small_fp32_dense_decode_tokens_per_s"] > 0
 
     markdown = (board / "LEADERBOARD.md").read_text()
-    assert "How to regenerate" in markdown and "--check" in markdown
+    assert "How to regenerate" in markdown and "--check" in markdown and "--sample-blocks" in markdown
     assert markdown.index("| 1 |") < markdown.index("| 2 |")
-    first = min(results["entries"], key=lambda r: r["shakespeare_bpb"])["name"]
+    first = min(results["entries"], key=lambda r: r["bpb"])["name"]
     assert f"| 1 | {first} |" in markdown
     assert "256 Shakespeare / 256 PTB tokens" in markdown
+
+
+def test_seeds_intervals_and_paired_differences(board):
+    results = json.loads((board / "results.json").read_text())
+    by_name = {r["name"]: r for r in results["entries"]}
+    dense, sparse = by_name["dense-tiny"], by_name["qsparse-tiny"]
+    assert dense["seeds"] == 2 and sparse["seeds"] == 1
+    assert dense["bpb"] == pytest.approx(sum(dense["seed_bpb"]) / 2) and dense["seed_bpb"][0] != dense["seed_bpb"][1]
+    assert dense["seed_sd"] == pytest.approx(abs(dense["seed_bpb"][0] - dense["seed_bpb"][1]) / 2**0.5)
+    assert sparse["seed_sd"] is None  # one seed: its own spread is unknown; the pooled one is used
+    assert results["statistics"]["shakespeare"]["seed_sd"] == pytest.approx(dense["seed_sd"])
+    assert results["statistics"]["shakespeare"]["seed_sd_dof"] == 1
+    for row in (dense, sparse):
+        low, high = row["bpb_ci95"]
+        assert low < row["bpb"] < high
+    assert dense["vs_dense"] == dense["ptb_vs_dense_verdict"] == "baseline" and dense["bpb_vs_dense"] is None
+    assert sparse["bpb_vs_dense"] == pytest.approx(sparse["bpb"] - dense["bpb"])
+    low, high = sparse["bpb_vs_dense_ci95"]
+    assert low < sparse["bpb_vs_dense"] < high
+    assert sparse["vs_dense"] == ("better" if high < 0 else "worse" if low > 0 else "not significant")
+
+    blocks = json.loads((board / "blocks.json").read_text())["checkpoints"]
+    assert set(blocks) == {"dense-tiny", "dense-tiny-seed1", "qsparse-tiny"}
+    shakespeare = blocks["qsparse-tiny"]["shakespeare"]
+    assert shakespeare["windows"] == 8 and shakespeare["tokens"] == [64] * 4 and len(shakespeare["nll"]) == 4
 
 
 def test_check_passes_on_an_unchanged_rerun(regenerate, hub, board, capsys):
     assert regenerate.main(["--check", "--hub", hub, "--out", str(board), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "check passed" in out and "not checked" in out
+    assert regenerate.main(["--check", "--sample-blocks", "2", "--hub", hub, "--out", str(board), "--no-progress"]) == 0
+    assert "check passed" in capsys.readouterr().out
+
+
+def test_sampled_check_fails_naming_checkpoint_and_block(regenerate, hub, board, tmp_path, capsys):
+    altered = tmp_path / "altered"
+    shutil.copytree(board, altered)
+    blocks = json.loads((altered / "blocks.json").read_text())
+    blocks["checkpoints"]["dense-tiny-seed1"]["ptb"]["nll"][3] *= 1.01  # the last block: always sampled
+    (altered / "blocks.json").write_text(json.dumps(blocks))
+    assert regenerate.main(["--check", "--sample-blocks", "2", "--hub", hub, "--out", str(altered), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "'dense-tiny-seed1' ptb block 3" in err
+    # and the statistics recomputed from the altered blocks no longer match the committed ones
+    assert "'ptb_bpb'" in err and "'dense-tiny'" in err
+
+
+def test_sampled_check_needs_check(regenerate, board, capsys):
+    assert regenerate.main(["--sample-blocks", "2", "--out", str(board), "--no-progress"]) == 2
+    assert "--sample-blocks needs --check" in capsys.readouterr().err
 
 
 def test_check_fails_naming_entry_and_column(regenerate, hub, board, tmp_path, capsys):
@@ -183,7 +248,7 @@ def test_check_fails_naming_entry_and_column(regenerate, hub, board, tmp_path, c
             entry["ptb_bpb"] *= 1.001
             entry["decode_tokens_per_s"] *= 10  # timings are not checked: this alone must not fail
     (altered / "results.json").write_text(json.dumps(results))
-    assert regenerate.main(["--check", "--hub", hub, "--out", str(altered), "--no-progress"]) == 1
+    assert regenerate.main(["--check", "--sample-blocks", "1", "--hub", hub, "--out", str(altered), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "check FAILED" in err and "'qsparse-tiny'" in err and "'ptb_bpb'" in err
     assert "decode_tokens_per_s" not in err
@@ -204,42 +269,63 @@ def altered_board(board, tmp_path, change):
 def test_check_tolerates_another_machines_summation_order(regenerate, hub, board, tmp_path, capsys):
     # What another CPU of this kind measured: bpb 2e-6 relative away, a zero fraction 7e-5 away.
     def drift(entry):
-        entry["shakespeare_bpb"] *= 1 + 2e-6
-        entry["ptb_loss"] *= 1 - 2e-6
+        entry["bpb"] *= 1 + 2e-6
+        entry["ptb_bpb_ci95"] = [v * (1 - 2e-6) for v in entry["ptb_bpb_ci95"]]
         entry["sparsity_ffn_down"] += 7e-5
         entry["activated_fraction"] -= 7e-5
 
-    assert regenerate.main(["--check", "--hub", hub, "--out", str(altered_board(board, tmp_path, drift)), "--no-progress"]) == 0
+    altered = altered_board(board, tmp_path, drift)
+    assert regenerate.main(["--check", "--sample-blocks", "1", "--hub", hub, "--out", str(altered), "--no-progress"]) == 0
 
 
 @pytest.mark.parametrize(
     "column, change",
     [
-        ("shakespeare_bpb", lambda v: v * (1 + 3e-4)),  # beyond 1e-4 relative
+        ("bpb", lambda v: v * (1 + 3e-4)),  # beyond 1e-4 relative
+        ("bpb_ci95", lambda v: [v[0], v[1] * (1 + 3e-4)]),  # each end of an interval
+        ("bpb_vs_dense", lambda v: v + 1e-3),  # beyond 5e-4 absolute
+        ("vs_dense", lambda v: "better" if v != "better" else "worse"),  # verdicts: exact
         ("sparsity_attn_in", lambda v: v + 2e-3),  # beyond 1e-3 absolute
-        ("checkpoint_sha256", lambda v: "0" * 64),  # hashes: exact
+        ("checkpoint_sha256", lambda v: ["0" * 64]),  # hashes: exact
         ("shakespeare_tokens", lambda v: v + 1),  # counts: exact
+        ("seeds", lambda v: v + 1),
+        ("small_inference_bytes", lambda v: v + 1),  # measured bytes: exact
     ],
 )
 def test_check_fails_beyond_each_columns_tolerance(regenerate, hub, board, tmp_path, capsys, column, change):
     def alter(entry):
         entry[column] = change(entry[column])
 
-    assert regenerate.main(["--check", "--hub", hub, "--out", str(altered_board(board, tmp_path, alter)), "--no-progress"]) == 1
+    altered = altered_board(board, tmp_path, alter)
+    assert regenerate.main(["--check", "--sample-blocks", "1", "--hub", hub, "--out", str(altered), "--no-progress"]) == 1
     assert f"'{column}'" in capsys.readouterr().err
 
 
 def test_measuring_twice_on_one_machine_is_exact(regenerate, hub):
     settings = {**regenerate.SETTINGS["quick"], "mode": "quick"}
-    first, second = (regenerate.measure(["qsparse-tiny"], hub, settings, progress=False) for _ in range(2))
-    for column in regenerate.COLUMNS:
-        if column not in regenerate.UNCHECKED:
-            assert first[0][column] == second[0][column], column
+    first, second = (
+        regenerate.assemble(regenerate.measure(["qsparse-tiny"], hub, settings, progress=False), settings)[0] for _ in range(2)
+    )
+    assert {r["name"] for r in first} == {"dense-tiny", "qsparse-tiny"}  # the baseline of its difference comes along
+    for a, b in zip(first, second):
+        for column in regenerate.COLUMNS:
+            if column not in regenerate.UNCHECKED:
+                assert a[column] == b[column], column
 
 
 def test_check_without_committed_results_is_an_error(regenerate, hub, tmp_path, capsys):
     assert regenerate.main(["--check", "--hub", hub, "--out", str(tmp_path), "--no-progress"]) == 2
     assert "run without --check first" in capsys.readouterr().err
+
+
+def test_a_published_checkpoint_missing_from_the_board_fails_the_check(regenerate, hub, board, tmp_path, capsys):
+    altered = tmp_path / "altered"
+    shutil.copytree(board, altered)
+    blocks = json.loads((altered / "blocks.json").read_text())
+    del blocks["checkpoints"]["dense-tiny-seed1"]
+    (altered / "blocks.json").write_text(json.dumps(blocks))
+    assert regenerate.main(["--check", "--sample-blocks", "1", "--hub", hub, "--out", str(altered), "--no-progress"]) == 1
+    assert "dense-tiny-seed1" in capsys.readouterr().err
 
 
 def test_pareto_front():
@@ -248,3 +334,14 @@ def test_pareto_front():
 
     points = [(1.0, 3.0), (2.0, 2.0), (3.0, 2.5), (4.0, 1.0), (0.5, 4.0)]
     assert sorted(pareto_front(points)) == [0, 1, 3, 4]
+
+
+def test_report_only_rewrites_the_report_from_the_measurements(regenerate, board, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(board, copy)
+    (copy / "LEADERBOARD.md").unlink()
+    (copy / "pareto_speed.png").unlink()
+    assert regenerate.main(["--report-only", "--out", str(copy)]) == 0
+    assert (copy / "LEADERBOARD.md").read_text() == (board / "LEADERBOARD.md").read_text()
+    assert (copy / "results.json").read_text() == (board / "results.json").read_text()
+    assert (copy / "pareto_speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -44,3 +44,14 @@ def test_seed_counts(driver):
     assert driver.parse_seeds(["moe-tiny=2"])["moe-tiny"] == 2
     with pytest.raises(SystemExit, match="NAME=COUNT"):
         driver.parse_seeds(["moe-tiny=0"])
+
+
+def test_extra_seeds_publish_under_their_own_names(driver):
+    load = importlib.util.spec_from_file_location("board_spec", ROOT / "leaderboard" / "board_spec.py")
+    board_spec = importlib.util.module_from_spec(load)
+    load.loader.exec_module(board_spec)
+    assert driver.published_name("dense-tiny", 0) == "dense-tiny"
+    assert driver.published_name("dense-tiny", 2) == "dense-tiny-seed2"
+    # and the leaderboard reads them back as seeds of their entry
+    for seed in (0, 1, 2):
+        assert board_spec.replica_of(driver.published_name("bitnet-qsparse-tiny", seed)) == ("bitnet-qsparse-tiny", seed)

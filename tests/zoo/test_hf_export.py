@@ -3,6 +3,7 @@ trust_remote_code, AutoTokenizer): the zoo's logits exactly, the zoo's greedy to
 generate(), the byte tokenizer id for id, and lm-eval's own HFLM scoring it."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -13,7 +14,8 @@ from zoo.hub import shipped_store
 from zoo.hub.hf_export import byte_tokenizer_json
 
 transformers = pytest.importorskip("transformers")
-SHIPPED = sorted(json.loads((shipped_store() / "manifest.json").read_text())["checkpoints"])
+# one checkpoint per entry: the leaderboard's extra seeds ("<entry>-seed<k>") share their entry's code path
+SHIPPED = sorted(n for n in json.loads((shipped_store() / "manifest.json").read_text())["checkpoints"] if not re.search(r"-seed\d+$", n))
 TEXT = "ROMEO: héllo — wörld\n\n\tend"
 
 

@@ -1,6 +1,7 @@
 """Q-Sparse's scaling law ``L(N, S) = E + A(S)/N^α``, ``A(S) = B + C·exp(β/(1 − S))`` (arXiv
 2407.10969, §4): the Huber fit on log L from a grid of starts, the optimal sparsity at fixed activated
-parameters, and the bootstrap interval."""
+parameters, and the bootstrap interval (runs resampled; :mod:`zoo.scaling.noise` has the
+parametric bootstrap used when the sweep has seed replicates)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 HUBER_DELTA = 1e-3  # the paper's δ on log-loss residuals
+PERCENTILES_95 = (2.5, 97.5)  # a two-sided 95 % percentile interval
 
 
 @dataclass(frozen=True)
@@ -203,46 +205,18 @@ def optimal_sparsity(law: ScalingLaw, *, s_max: float = 0.99, grid: int = 2001) 
     return float(refined.x) if refined.fun <= cost(xs[i]) else float(xs[i])
 
 
-def bootstrap(
-    points: Sequence[dict[str, Any]],
-    *,
-    n: int = 200,
-    seed: int = 0,
-    percentiles: tuple[float, float] = (5.0, 95.0),
-    sparsity_key: str = "S",
-    loss_key: str = "val_loss",
-    delta: float = HUBER_DELTA,
-    s_max: float = 0.99,
-    full_fit: dict[str, Any] | None = None,
-    extra_starts: int = 3,
-) -> dict[str, Any]:
-    """Resamples the runs with replacement, refits, and reports percentile intervals of S* and the constants.
-
-    Each refit starts from the full-data fit plus ``extra_starts`` points of the grid (a full
-    grid per resample would cost about 20× more for the same answer on all but degenerate resamples).
-    """
-    points = list(points)
-    rng = np.random.default_rng(seed)
-    full_fit = full_fit or fit_scaling_law(points, sparsity_key=sparsity_key, loss_key=loss_key, delta=delta)
-    N = np.array([p["N"] for p in points], dtype=float)
-    S = np.array([p[sparsity_key] for p in points], dtype=float)
-    L = np.array([p[loss_key] for p in points], dtype=float)
+def refit_starts(full_fit: dict[str, Any], N: np.ndarray, S: np.ndarray, L: np.ndarray, rng, extra_starts: int) -> list[np.ndarray]:
+    """A resample's starts: the full-data fit plus ``extra_starts`` points of the grid (a full grid
+    per resample would cost about 20× more for the same answer on all but degenerate resamples)."""
     grid = initial_grid(N, S, L)
     picks = rng.choice(len(grid), size=min(extra_starts, len(grid)), replace=False)
-    starts = [full_fit["theta"]] + [grid[i] for i in picks]
-    s_stars, constants, failed = [], [], 0
-    for _ in range(n):
-        idx = rng.integers(0, len(points), size=len(points))
-        if len(np.unique(N[idx])) < 2:
-            failed += 1  # one model size says nothing about α
-            continue
-        try:
-            fit = fit_scaling_law(N=N[idx], S=S[idx], L=L[idx], delta=delta, starts=starts)
-        except (RuntimeError, ValueError):
-            failed += 1
-            continue
-        s_stars.append(optimal_sparsity(fit["law"], s_max=s_max))
-        constants.append(fit["law"].to_dict())
+    return [full_fit["theta"]] + [grid[i] for i in picks]
+
+
+def interval_summary(
+    s_stars: Sequence[float], constants: Sequence[dict[str, float]], *, n: int, failed: int, seed: int, percentiles: tuple[float, float]
+) -> dict[str, Any]:
+    """Percentile intervals of S* and of the constants over a bootstrap's successful refits."""
     if not s_stars:
         raise RuntimeError("scaling bootstrap: every resample failed to fit")
     lo, hi = percentiles
@@ -258,3 +232,45 @@ def bootstrap(
         values = [c[key] for c in constants]
         summary[key] = [float(np.percentile(values, lo)), float(np.percentile(values, hi))]
     return summary
+
+
+def bootstrap(
+    points: Sequence[dict[str, Any]],
+    *,
+    n: int = 200,
+    seed: int = 0,
+    percentiles: tuple[float, float] = PERCENTILES_95,
+    sparsity_key: str = "S",
+    loss_key: str = "val_loss",
+    delta: float = HUBER_DELTA,
+    s_max: float = 0.99,
+    full_fit: dict[str, Any] | None = None,
+    extra_starts: int = 3,
+) -> dict[str, Any]:
+    """Resamples the runs with replacement, refits, and reports percentile intervals of S* and the constants.
+
+    The fallback for a sweep without seed replicates: with them, :func:`zoo.scaling.noise.parametric_bootstrap`
+    (resampling runs would split a point's seeds and count each seed as a separate setting).
+    """
+    points = list(points)
+    rng = np.random.default_rng(seed)
+    full_fit = full_fit or fit_scaling_law(points, sparsity_key=sparsity_key, loss_key=loss_key, delta=delta)
+    N = np.array([p["N"] for p in points], dtype=float)
+    S = np.array([p[sparsity_key] for p in points], dtype=float)
+    L = np.array([p[loss_key] for p in points], dtype=float)
+    starts = refit_starts(full_fit, N, S, L, rng, extra_starts)
+    s_stars, constants, failed = [], [], 0
+    for _ in range(n):
+        idx = rng.integers(0, len(points), size=len(points))
+        if len(np.unique(N[idx])) < 2:
+            failed += 1  # one model size says nothing about α
+            continue
+        try:
+            fit = fit_scaling_law(N=N[idx], S=S[idx], L=L[idx], delta=delta, starts=starts)
+        except (RuntimeError, ValueError):
+            failed += 1
+            continue
+        s_stars.append(optimal_sparsity(fit["law"], s_max=s_max))
+        constants.append(fit["law"].to_dict())
+    summary = interval_summary(s_stars, constants, n=n, failed=failed, seed=seed, percentiles=percentiles)
+    return {"method": "runs resampled with replacement", **summary}

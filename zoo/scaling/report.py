@@ -4,6 +4,8 @@ and the plot of loss against activated parameters with the fitted curves."""
 from __future__ import annotations
 
 import json
+import textwrap
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,13 +13,68 @@ from typing import Any
 import numpy as np
 
 from zoo.scaling.law import HUBER_DELTA, ScalingLaw, bootstrap, fit_scaling_law, optimal_sparsity
+from zoo.scaling.noise import (
+    MAX_FAILED_SHARE,
+    MAX_INTERVAL_WIDTH,
+    bootstrap_sigma,
+    lack_of_fit,
+    parametric_bootstrap,
+    seed_noise,
+    verdict,
+)
 from zoo.scaling.sweep import default_sweep_path, leaderboard_dir, read_jsonl
+
+SUB_NORM_LABELS = {True: "on", False: "off", None: "unrecorded (run before the sweep recorded sub_norm)"}
+
+
+def check_sub_norm(records: Sequence[dict[str, Any]], source: str = "the sweep") -> None:
+    """Refuses a precision whose runs mix BitNet sub-norm settings: the two are different models,
+    and one law through both would fit neither. Runs without the field count as their own setting
+    (the first committed sweep trained b1.58 without sub-norms and did not say so)."""
+    for precision in sorted({r["precision"] for r in records}):
+        counts = Counter(r.get("sub_norm") for r in records if r["precision"] == precision)
+        if len(counts) > 1:
+            mix = ", ".join(f"{n} {SUB_NORM_LABELS.get(v, repr(v))}" for v, n in sorted(counts.items(), key=lambda item: str(item[0])))
+            raise ValueError(
+                f"scaling fit: {source}: the {precision} runs mix BitNet sub-norm settings ({mix}); "
+                "fit one setting at a time: move the other runs to another file"
+            )
+
+
+def noise_fields(
+    points: Sequence[dict[str, Any]], law: ScalingLaw, rmse: float, sparsity_key: str
+) -> tuple[dict[str, Any], dict, dict | None]:
+    """fit.json's seed-noise fields for one precision, with the noise and lack-of-fit summaries."""
+    noise = seed_noise(points, sparsity_key=sparsity_key)
+    lack = lack_of_fit(points, law, noise, sparsity_key=sparsity_key)
+    sigma = noise["sigma"]
+    return (
+        {
+            "seed_noise_log_loss": sigma,
+            "seed_noise_dof": noise["dof"],
+            "seed_replicated_points": noise["replicated_points"],
+            # ≈ 1 (a little under: the fit absorbs 5 of the runs' degrees of freedom) when the
+            # residuals are seed noise; well above 1 when the law misses the points.
+            "rmse_over_seed_noise": rmse / sigma if sigma else None,
+            "lack_of_fit": lack,
+            "residuals_consistent_with_seed_noise": None if lack is None else bool(lack["p_value"] >= 0.05),
+        },
+        noise,
+        lack,
+    )
 
 
 def fit_sweep(
-    records: Sequence[dict[str, Any]], *, n_bootstrap: int = 200, seed: int = 0, sparsity_key: str = "S", s_max: float = 0.99
+    records: Sequence[dict[str, Any]],
+    *,
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    sparsity_key: str = "S",
+    s_max: float = 0.99,
+    source: str = "the sweep",
 ) -> dict[str, Any]:
     """Fits every precision of a sweep separately; the content of ``fit.json``."""
+    check_sub_norm(records, source)
     by_precision: dict[str, list[dict]] = {}
     for record in records:
         by_precision.setdefault(record["precision"], []).append(record)
@@ -26,33 +83,58 @@ def fit_sweep(
         fit = fit_scaling_law(points, sparsity_key=sparsity_key)
         law = fit["law"]
         s_star = optimal_sparsity(law, s_max=s_max)
+        sparsity_range = [min(p[sparsity_key] for p in points), max(p[sparsity_key] for p in points)]
+        fields, noise, lack = noise_fields(points, law, fit["rmse_log"], sparsity_key)
         entry = {
-            "n_points": fit["n_points"],
+            "n_runs": fit["n_points"],
+            "n_points": noise["points"],
+            "seeds": sorted({p["seed"] for p in points if p.get("seed") is not None}),
+            "sub_norm": points[0].get("sub_norm"),
             "model_sizes_N": sorted({int(p["N"]) for p in points}),
-            "sparsity_range": [min(p[sparsity_key] for p in points), max(p[sparsity_key] for p in points)],
+            "sparsity_range": sparsity_range,
             "constants": law.to_dict(),
             "huber_objective": fit["objective"],
             "rmse_log_loss": fit["rmse_log"],
+            **fields,
             "starts": fit["starts"],
             "converged_starts": fit["converged_starts"],
             "S_star": s_star,
             "S_star_at_bound": bool(s_star <= 1e-6 or s_star >= s_max - 1e-6),
             # Outside the sparsities the runs measured, S* is the fitted formula's extrapolation.
-            "S_star_extrapolated": bool(not min(p[sparsity_key] for p in points) <= s_star <= max(p[sparsity_key] for p in points)),
+            "S_star_extrapolated": bool(not sparsity_range[0] <= s_star <= sparsity_range[1]),
             # Q-Sparse reports S* as "model size / activated size" too: N / N_a = 1 / (1 − S*).
             "total_over_activated": 1.0 / (1.0 - s_star),
         }
+        interval, failed_share = None, 0.0
         if n_bootstrap > 0:
-            entry["bootstrap"] = bootstrap(points, n=n_bootstrap, seed=seed, sparsity_key=sparsity_key, s_max=s_max, full_fit=fit)
+            kwargs = dict(n=n_bootstrap, seed=seed, sparsity_key=sparsity_key, s_max=s_max, full_fit=fit)
+            if noise["sigma"] is not None:
+                sigma, sigma_source = bootstrap_sigma(noise, lack)
+                entry["bootstrap"] = {**parametric_bootstrap(points, sigma, **kwargs), "sigma_source": sigma_source}
+            else:
+                summary = bootstrap(points, **kwargs)
+                summary["method"] += " (no seed replicates, so no noise estimate to redraw the runs with)"
+                entry["bootstrap"] = summary
+            interval = entry["bootstrap"]["S_star"]
+            failed_share = entry["bootstrap"]["n_failed"] / entry["bootstrap"]["n"]
+        determined, sentence = verdict(s_star, interval, sparsity_range, at_bound=entry["S_star_at_bound"], failed_share=failed_share)
+        entry["S_star_determined"] = determined
+        entry["S_star_verdict"] = sentence
         results[precision] = entry
     return {
         "law": "L(N,S) = E + (B + C*exp(beta/(1-S))) / N^alpha",
-        "method": f"Huber loss (delta={HUBER_DELTA:g}) on log L residuals, L-BFGS-B from a grid of starts, best kept (Q-Sparse, arXiv 2407.10969)",
+        "method": f"Huber loss (delta={HUBER_DELTA:g}) on log L residuals of every run, L-BFGS-B from a grid of starts, best kept (Q-Sparse, arXiv 2407.10969)",
         "N": "non-embedding parameters (count)",
         "S": "measured: 1 - N_a/N, N_a activated parameters measured on validation data"
         if sparsity_key == "S"
         else f"{sparsity_key} (nominal, from k_ratio)",
         "S_star": f"argmin over S in [0, {s_max:g}] of A(S)*(1-S)^alpha",
+        "seed_noise": "pooled standard deviation of log L across seeds of one (N, k_ratio) point, with its degrees of freedom; "
+        "lack_of_fit: F = (sum of n_i (mean log L_i - fitted)^2 / (points - 5)) / seed_noise^2, p from the F distribution; residuals_consistent_with_seed_noise: p >= 0.05",
+        "S_star_interval": "bootstrap 2.5-97.5 percentiles: with seed replicates, runs redrawn around their point's seed mean "
+        "under the seed noise (or the lack-of-fit mean square when larger) and refitted; without, runs resampled",
+        "S_star_verdict_rule": f"determined when the 95% interval lies inside the measured sparsity range, is at most {MAX_INTERVAL_WIDTH:g} wide, "
+        f"S* is not at the search bound and at most {100 * MAX_FAILED_SHARE:g}% of the refits failed",
         "note": "constants fitted on this project's own sweep; they are not the paper's",
         "precisions": results,
     }
@@ -66,7 +148,7 @@ def plot_fit(records: Sequence[dict[str, Any]], fit: dict[str, Any], path: str |
     import matplotlib.pyplot as plt
 
     precisions = list(fit["precisions"])
-    fig, axes = plt.subplots(2, len(precisions), figsize=(6 * len(precisions), 8.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(precisions), figsize=(6 * len(precisions), 9.5), squeeze=False)
     cmap = plt.get_cmap("viridis")
     for col, precision in enumerate(precisions):
         entry = fit["precisions"][precision]
@@ -111,7 +193,9 @@ def plot_fit(records: Sequence[dict[str, Any]], fit: dict[str, Any], path: str |
             ax.axvspan(lo, hi, color="tab:red", alpha=0.15, label=f"bootstrap {p_lo:g}–{p_hi:g}%: {100 * lo:.1f}–{100 * hi:.1f}%")
         ax.set_xlabel("sparsity S")
         ax.set_ylabel("A(S)(1−S)^α, relative to its minimum")
-        ax.set_title(f"{precision}: loss at fixed activated parameters", fontsize=9)
+        # The verdict goes on the figure: a reader of fit.png alone must not take an undetermined S* as a finding.
+        verdict_text = "\n".join(textwrap.wrap(entry.get("S_star_verdict", ""), 75))
+        ax.set_title(f"{precision}: loss at fixed activated parameters\n{verdict_text}", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Q-Sparse inference-optimal scaling law fitted on our sweep (not the paper's constants)", fontsize=11)
@@ -132,7 +216,7 @@ def fit_and_write(
     records = read_jsonl(sweep)
     if not records:
         raise FileNotFoundError(f"no sweep records in {sweep}; run `zoo scaling run` first")
-    fit = fit_sweep(records, n_bootstrap=n_bootstrap, seed=seed, sparsity_key=sparsity_key)
+    fit = fit_sweep(records, n_bootstrap=n_bootstrap, seed=seed, sparsity_key=sparsity_key, source=str(sweep))
     root = leaderboard_dir().parent
     # Relative to the checkout when inside it, so a committed fit.json names no machine's paths.
     fit["sweep"] = str(sweep.resolve().relative_to(root)) if sweep.resolve().is_relative_to(root) else str(sweep)

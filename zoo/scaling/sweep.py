@@ -1,6 +1,7 @@
 """The sweep of ``zoo scaling run``: model sizes × top-K sparsity × two precisions (full precision,
-and BitNet b1.58 ternary with int8 activations), each trained through the zoo's own training path
-and recorded as one JSON line (Q-Sparse, arXiv 2407.10969, §4)."""
+and BitNet b1.58 ternary with int8 activations) × seeds, each trained through the zoo's own
+training path and recorded as one JSON line (Q-Sparse, arXiv 2407.10969, §4). Two or more seeds per
+setting give the seed-noise estimate of :mod:`zoo.scaling.noise`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ PRECISIONS = {
 }
 DEFAULT_DIMS = (48, 80, 112, 160)
 DEFAULT_K_RATIOS = (1.0, 0.7, 0.5, 0.3)
+DEFAULT_SEEDS = (1337, 1338)  # two seeds per setting: the fewest that measure seed noise
 
 
 def leaderboard_dir() -> Path:
@@ -55,6 +57,22 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{number}: not a JSON line ({error})") from None
+    return records
+
+
+def check_resumable(out: Path, plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of ``out`` a resumed sweep may keep. Runs recorded before the sweep recorded
+    ``sub_norm`` cannot be told apart from the new ones (the first committed sweep trained b1.58
+    without sub-norms): resuming over them would leave a file ``zoo scaling fit`` refuses, found
+    out only after the whole sweep has trained."""
+    records = read_jsonl(out)
+    planned = {plan["precision"] for plan in plans}
+    old = [r for r in records if r.get("precision") in planned and "sub_norm" not in r]
+    if old:
+        raise ValueError(
+            f"scaling sweep: {out} holds {len(old)} runs without a sub_norm field (e.g. {old[0].get('run')}), recorded before "
+            "the sweep recorded BitNet sub-norms; move the file aside and rerun, or pass --no-resume to start it afresh"
+        )
     return records
 
 
@@ -122,6 +140,9 @@ def train_one(
         inputs = torch.stack([windows[i] for i in range(count)])[:, :-1].to(device)
         stats = account(model, batches=list(inputs.split(max(1, plan["batch_size"]))))
         hardware = device_name(device)
+        # Recorded from the trained model, not the recipe: a --set override or a change of the
+        # config's default must show in the record, so runs of different architectures are never fitted as one.
+        sub_norm = bool(model.config.has_sub_norm)
     N, N_a = stats.non_embedding_params, stats.activated_params
     return {
         **plan,
@@ -132,6 +153,7 @@ def train_one(
         "total_params": stats.total_params,
         "weight_bytes_per_token": stats.weight_bytes_per_token,
         "input_sparsity": stats.input_sparsity,
+        "sub_norm": sub_norm,
         "val_loss": metrics["val/loss"],
         "val_bpb": metrics.get("val/bpb"),
         "tokens": plan["steps"] * plan["batch_size"] * plan["seq_len"],
@@ -152,9 +174,13 @@ def sweep_plan(
     batch_size: int = 16,
     seq_len: int = 128,
     corpus: str = "shakespeare",
-    seed: int = 1337,
+    seeds: Iterable[int] = DEFAULT_SEEDS,
 ) -> list[dict[str, Any]]:
-    """The runs of a sweep, smallest models first so a cut-short sweep still spans the sparsities."""
+    """The runs of a sweep, smallest models first so a cut-short sweep still spans the sparsities,
+    and a setting's seeds one after another so it has its replicates early."""
+    seeds = [int(seed) for seed in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"scaling sweep: seeds must be one or more distinct integers, got {seeds}")
     plans = []
     for dim in sorted(dims):
         if dim % head_dim or head_dim % 2:
@@ -165,9 +191,9 @@ def sweep_plan(
             for k in k_ratios:
                 if not 0.0 < k <= 1.0:
                     raise ValueError(f"scaling sweep: k_ratio must be in (0, 1], got {k}")
-                plans.append(
+                plans.extend(
                     {
-                        "run": f"{precision}-d{dim}-k{k:g}",
+                        "run": f"{precision}-d{dim}-k{k:g}-s{seed}",
                         "precision": precision,
                         "recipe": f"configs/{PRECISIONS[precision]}.yaml",
                         "dim": dim,
@@ -181,6 +207,7 @@ def sweep_plan(
                         "corpus": corpus,
                         "seed": seed,
                     }
+                    for seed in seeds
                 )
     return plans
 
@@ -200,7 +227,7 @@ def run_sweep(
     val_batches: int = 8,
     account_windows: int = 8,
     corpus: str = "shakespeare",
-    seed: int = 1337,
+    seeds: Iterable[int] = DEFAULT_SEEDS,
     accelerator: str = "auto",
     extra_overrides: Mapping[str, Any] | None = None,
     resume: bool = True,
@@ -210,16 +237,13 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Trains every point of the sweep and appends one JSON line per run to ``out``.
 
-    Defaults (4 sizes × 4 sparsities × 2 precisions = 32 runs of 300 steps × 16 × 128 tokens,
-    2 layers, dims 48–160) take about 20–30 minutes on 2 CPU cores. ``resume`` skips runs already
-    in ``out`` with the same settings. ``threads`` pins torch's CPU threads during the sweep
-    (``None``: leave them). Returns the records of this sweep (old and new).
+    Defaults (4 sizes × 4 sparsities × 2 precisions × 2 seeds = 64 runs of 300 steps × 16 × 128
+    tokens, 2 layers, dims 48–160) take about 45–60 minutes on 2 free CPU cores. ``resume`` skips
+    runs already in ``out`` with the same settings (seed included); it refuses a file holding runs
+    of the planned precisions without a ``sub_norm`` field (move them aside first). ``threads``
+    pins torch's CPU threads during the sweep (``None``: leave them). Returns the records of this
+    sweep (old and new).
     """
-    from tqdm.auto import tqdm
-
-    import zoo.train  # noqa: F401  (Lightning sets its loggers' levels on import: import it before lowering them)
-    from zoo.machine import pinned_threads
-
     out = Path(out) if out is not None else default_sweep_path()
     out.parent.mkdir(parents=True, exist_ok=True)
     plans = sweep_plan(
@@ -233,9 +257,15 @@ def run_sweep(
         batch_size=batch_size,
         seq_len=seq_len,
         corpus=corpus,
-        seed=seed,
+        seeds=seeds,
     )
-    done = {run_key(r): r for r in read_jsonl(out)} if resume else {}
+    done = {run_key(r): r for r in check_resumable(out, plans)} if resume else {}
+    # Imported after the checks, so a refused plan or file answers in a moment instead of after Lightning's import.
+    from tqdm.auto import tqdm
+
+    import zoo.train  # noqa: F401  (Lightning sets its loggers' levels on import: import it before lowering them)
+    from zoo.machine import pinned_threads
+
     if not resume and out.exists():
         out.unlink()
     records = []

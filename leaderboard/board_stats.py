@@ -1,0 +1,54 @@
+"""The leaderboard's statistics from per-block scores: each entry's bits per byte (mean over its
+seeds), a 95 % interval from a block bootstrap of the test text plus the measured seed noise, and its
+paired difference against the dense entry of the same size, with a verdict (:mod:`zoo.eval.intervals`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from board_spec import CORPUS_COLUMNS, size_of
+
+from zoo.eval.intervals import BlockScores, block_picks, bpb_interval, paired_difference, pooled_seed_sd, verdict
+
+
+def block_scores(checkpoints: list[str], scores: dict[str, dict], corpus: str) -> BlockScores:
+    first = scores[checkpoints[0]][corpus]
+    for name in checkpoints[1:]:
+        if scores[name][corpus]["tokens"] != first["tokens"]:
+            raise ValueError(f"{name}: its {corpus} blocks differ from {checkpoints[0]}'s (another tokenizer or sequence length?)")
+    return BlockScores.of([scores[name][corpus]["nll"] for name in checkpoints], first["tokens"], first["bytes_per_token"])
+
+
+def summarize(groups: dict[str, list[str]], scores: dict[str, dict], settings: dict) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Statistic columns per entry, and what the whole board shares (the pooled seed noise)."""
+    columns: dict[str, dict[str, Any]] = {entry: {"seeds": len(names)} for entry, names in groups.items()}
+    shared: dict[str, Any] = {}
+    for corpus, name in CORPUS_COLUMNS.items():
+        by_entry = {entry: block_scores(checkpoints, scores, corpus) for entry, checkpoints in groups.items()}
+        # Seed noise is measured where an entry has replicates, and applied to every entry: the
+        # assumption (stated on the board) is that seeds spread every recipe about equally.
+        sd, dof = pooled_seed_sd([s.seed_bpb() for s in by_entry.values()])
+        shared[corpus] = {"seed_sd": sd, "seed_sd_dof": dof}
+        blocks = {s.tokens.shape[0] for s in by_entry.values()}
+        if len(blocks) != 1:
+            raise ValueError(f"{corpus}: entries were scored on different numbers of blocks {sorted(blocks)}")
+        picks = block_picks(blocks.pop(), settings["bootstrap_resamples"], settings["bootstrap_seed"])
+        for entry, entry_scores in by_entry.items():
+            row = columns[entry]
+            row[name["bpb"]] = entry_scores.bpb()
+            row[name["ci"]] = list(bpb_interval(entry_scores, picks, seed_sd=sd, seed=settings["bootstrap_seed"]))
+            row[name["seeds"]] = entry_scores.seed_bpb()
+            row[name["tokens"]] = int(entry_scores.tokens.sum())
+            if corpus == "shakespeare":
+                row["seed_sd"] = pooled_seed_sd([entry_scores.seed_bpb()])[0]  # this entry's own spread
+            baseline = f"dense-{size_of(entry)}"
+            if baseline == entry or baseline not in by_entry:
+                row[name["diff"]], row[name["diff_ci"]] = None, None
+                row[name["verdict"]] = "baseline" if baseline == entry else "no baseline"
+                continue
+            difference, interval = paired_difference(entry_scores, by_entry[baseline], picks, seed_sd=sd, seed=settings["bootstrap_seed"])
+            said = verdict(interval)
+            if sd is None and said != "not significant":
+                said += " (text noise only)"  # no entry has replicates: another seed could undo it
+            row[name["diff"]], row[name["diff_ci"]], row[name["verdict"]] = difference, list(interval), said
+    return columns, shared
