@@ -198,7 +198,8 @@ def plot_fit(records: Sequence[dict[str, Any]], fit: dict[str, Any], path: str |
         ax.set_title(f"{precision}: loss at fixed activated parameters\n{verdict_text}", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Q-Sparse inference-optimal scaling law fitted on our sweep (not the paper's constants)", fontsize=11)
+    # two lines: one precision's panel is 6 inches wide, too narrow for the title on one line
+    fig.suptitle("Q-Sparse inference-optimal scaling law\nfitted on our sweep (not the paper's constants)", fontsize=11)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
