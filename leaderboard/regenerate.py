@@ -159,6 +159,11 @@ def compare_blocks(committed: dict, fresh: dict[str, dict]) -> list[str]:
         for corpus in CORPORA:
             new = scores[corpus]
             measured = dict(enumerate(new["nll"])) if "nll" in new else new
+            if "nll" in new and len(new["nll"]) != len(old[corpus]["nll"]):
+                problems.append(
+                    f"blocks.json: {checkpoint!r} {corpus}: committed {len(old[corpus]['nll'])} blocks, re-measured {len(new['nll'])}"
+                )
+                continue
             for block, value in measured.items():
                 before = old[corpus]["nll"][int(block)]
                 if not math.isclose(before, value, rel_tol=BLOCK_REL_TOL):

@@ -345,3 +345,13 @@ def test_report_only_rewrites_the_report_from_the_measurements(regenerate, board
     assert (copy / "LEADERBOARD.md").read_text() == (board / "LEADERBOARD.md").read_text()
     assert (copy / "results.json").read_text() == (board / "results.json").read_text()
     assert (copy / "pareto_speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_full_check_names_a_changed_number_of_blocks(regenerate, hub, board, tmp_path, capsys):
+    altered = tmp_path / "altered"
+    shutil.copytree(board, altered)
+    blocks = json.loads((altered / "blocks.json").read_text())
+    blocks["checkpoints"]["qsparse-tiny"]["shakespeare"]["nll"].pop()
+    (altered / "blocks.json").write_text(json.dumps(blocks))
+    assert regenerate.main(["--check", "--hub", hub, "--out", str(altered), "--no-progress"]) == 1
+    assert "'qsparse-tiny' shakespeare: committed 3 blocks, re-measured 4" in capsys.readouterr().err
