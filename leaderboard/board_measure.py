@@ -176,9 +176,6 @@ class Baselines:
         return self.models[key]
 
 
-SMALL_TIMING = ("small_decode_tokens_per_s", "small_fp32_dense_decode_tokens_per_s", "small_decode_speedup")
-
-
 def small_model(name: str):
     """The inference form of the entry's ``-small`` config with random weights (seeded), or None
     where the entry has no small config."""
@@ -206,7 +203,12 @@ def measure_small(name: str, tokenizer, settings: dict, baselines: Baselines, ti
     prompt = torch.tensor([tokenizer.encode(settings["decode_prompt"])])
     plain, _ = baselines.of(model.config)
     tps = decode_tokens_per_s({"entry": model, "plain": plain}, prompt, settings["small_decode_tokens"], settings["small_decode_repeats"])
-    return {**row, **dict(zip(SMALL_TIMING, (tps["entry"], tps["plain"], tps["entry"] / tps["plain"])))}
+    return {
+        **row,
+        "small_decode_tokens_per_s": tps["entry"],
+        "small_fp32_dense_decode_tokens_per_s": tps["plain"],
+        "small_decode_speedup": tps["entry"] / tps["plain"],
+    }
 
 
 def time_tiny(name: str, model, tokenizer, settings: dict, baselines: Baselines) -> dict[str, Any]:
