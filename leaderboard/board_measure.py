@@ -244,11 +244,14 @@ def measure(
     progress: bool = True,
     timing: bool = True,
     sample: dict[str, dict[str, Any]] | None = None,
+    reuse: dict[str, dict[str, Any]] | None = None,
 ) -> Measured:
     """Every checkpoint of the entries named, by one code path.
 
     ``sample``, as ``{checkpoint: {corpus: {"windows": n, "blocks": [b, ...]}}}``, re-scores only
     those blocks (``--check --sample-blocks``); ``timing=False`` skips the decode timings.
+    ``reuse`` (``blocks.json``'s checkpoints, scored with the same settings) supplies the scores of
+    every checkpoint whose sha256 it holds unchanged; a reused seed k > 0 is not even loaded.
     """
     from tqdm.auto import tqdm
 
@@ -268,6 +271,12 @@ def measure(
         bar = tqdm(checkpoints, desc="leaderboard", unit="checkpoint", disable=not progress, file=sys.stderr)
         for checkpoint in bar:
             entry, seed = replica_of(checkpoint)
+            sha = manifest["checkpoints"][checkpoint]["files"].get("model.safetensors", {}).get("sha256")
+            reused = (reuse or {}).get(checkpoint)
+            if reused is not None and reused.get("sha256") == sha:
+                measured.scores[checkpoint] = reused
+                if seed > 0:
+                    continue
             bar.set_postfix_str(f"{checkpoint}: download")
             model, tokenizer, metrics = load_release(download(checkpoint, hub=hub, progress=False))
             if seed == 0:
@@ -277,15 +286,15 @@ def measure(
                 from zoo.models.inference import to_inference
 
                 to_inference(model)
-            sha = manifest["checkpoints"][checkpoint]["files"].get("model.safetensors", {}).get("sha256")
-            measured.scores[checkpoint] = {"sha256": sha, "seed": seed}
-            for corpus in CORPORA:
-                bar.set_postfix_str(f"{checkpoint}: {corpus}")
-                chosen = (sample or {}).get(checkpoint, {}).get(corpus)
-                if sample is not None and chosen is None:
-                    raise ValueError(f"{checkpoint}: no committed {corpus} blocks to re-measure")
-                blocks, windows = (chosen["blocks"], chosen["windows"]) if chosen else (None, None)
-                measured.scores[checkpoint][corpus] = score(model, tokenizer, corpus, settings, blocks, windows)
+            if checkpoint not in measured.scores:  # not reused
+                measured.scores[checkpoint] = {"sha256": sha, "seed": seed}
+                for corpus in CORPORA:
+                    bar.set_postfix_str(f"{checkpoint}: {corpus}")
+                    chosen = (sample or {}).get(checkpoint, {}).get(corpus)
+                    if sample is not None and chosen is None:
+                        raise ValueError(f"{checkpoint}: no committed {corpus} blocks to re-measure")
+                    blocks, windows = (chosen["blocks"], chosen["windows"]) if chosen else (None, None)
+                    measured.scores[checkpoint][corpus] = score(model, tokenizer, corpus, settings, blocks, windows)
             if seed == 0:
                 bar.set_postfix_str(f"{checkpoint}: {'decode speed' if timing else 'small'}")
                 if timing:

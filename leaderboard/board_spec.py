@@ -95,6 +95,9 @@ SETTINGS = {
         "threads": 1,
     },
 }
+# The settings a checkpoint's block scores depend on: blocks.json scores made with the same ones
+# (and the same checkpoint sha256) can be reused by ``regenerate.py --reuse-scores``.
+SCORE_SETTINGS = ("eval_windows", "eval_batch_size", "block_windows")
 # One CPU thread by default: float reductions then add up in the same order on any machine, so
 # --check can hold a tight tolerance, and timings do not collapse when OpenMP threads wait on a
 # core another job holds (seen on the shared 2-core machines: a step up to 100x slower).

@@ -1,7 +1,7 @@
 """Regenerates the moezoo leaderboard: every zoo checkpoint measured by one code path.
 
     python leaderboard/regenerate.py [--entries NAME ...] [--check [--sample-blocks N]] [--out DIR]
-                                     [--hub URL] [--quick] [--threads N] [--no-progress]
+                                     [--hub URL] [--quick] [--threads N] [--reuse-scores] [--no-progress]
 
 For each checkpoint of the hub's manifest (or the entries named) the release is downloaded and
 verified through :func:`zoo.hub.download`, then measured the same way (:mod:`board_measure`):
@@ -25,6 +25,11 @@ non-zero naming entry, column and both values when any number differs by more th
 tolerance (:data:`board_spec.TOLERANCES`); decode timings are not checked. With
 ``--sample-blocks N`` it re-measures only N blocks of every checkpoint (compared with
 ``blocks.json``) and recomputes every statistic from the committed blocks: minutes, not an hour.
+
+``--reuse-scores`` takes the block scores of every checkpoint whose sha256 and scoring settings
+(:data:`board_spec.SCORE_SETTINGS`) ``<out>/blocks.json`` already holds, and scores only the new or
+changed ones: adding a seed or an entry costs its own scoring, not the whole board's (costs and
+timings are measured afresh either way; ``--check`` re-scores regardless).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from board_spec import (  # noqa: E402
     CORPORA,
     LIST_COLUMNS,
     OUTPUT_FILES,
+    SCORE_SETTINGS,
     SETTINGS,
     TEXT_COLUMNS,
     TOLERANCES,
@@ -237,6 +243,23 @@ def check(out: Path, hub: str | None, names: list[str] | None, progress: bool, s
     return 0
 
 
+def reusable_scores(out: Path, settings: dict) -> dict[str, dict]:
+    """``<out>/blocks.json``'s checkpoint scores if they were made with ``settings``' scoring
+    settings (empty otherwise: nothing is reused across a change of windows or blocks)."""
+    path = out / "blocks.json"
+    if not path.is_file():
+        return {}
+    try:
+        previous = json.loads(path.read_text())
+        made_with, checkpoints = previous["settings"], previous["checkpoints"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: expected the blocks.json regenerate.py writes ({error!r}); delete it or drop --reuse-scores") from None
+    if any(made_with.get(key) != settings[key] for key in SCORE_SETTINGS):
+        print(f"--reuse-scores: {path} was scored with other settings; scoring every checkpoint", file=sys.stderr)
+        return {}
+    return checkpoints
+
+
 # ----------------------------------------------------------------------------- command line
 
 
@@ -258,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller evaluation and timing budgets (tests, smoke runs)")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads while measuring (0: torch's default); recorded for --check"
+    )
+    parser.add_argument(
+        "--reuse-scores",
+        action="store_true",
+        help="score only checkpoints whose sha256 (or scoring settings) differ from <out>/blocks.json's",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -284,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         if not names:
             print("no checkpoints in the manifest: nothing to measure", file=sys.stderr)
             return 2
-        measured = measure(names, args.hub, settings, progress=progress)
+        reuse = reusable_scores(args.out, settings) if args.reuse_scores else None
+        measured = measure(names, args.hub, settings, progress=progress, reuse=reuse)
         rows, shared = assemble(measured, settings)
         written = write_outputs(rows, args.out, settings, shared, measured.scores)
     except (KeyError, FileNotFoundError, ValueError, RuntimeError) as error:

@@ -1,7 +1,7 @@
 """Trains the tiny zoo entries at one budget, several seeds, resumably; publishes on request.
 
     python leaderboard/train_zoo.py [--entries NAME ...] [--tokens 4600000] [--seeds-for dense-tiny=3 ...]
-                                    [--threads 2] [--out runs/zoo] [--publish]
+                                    [--threads 2] [--out runs/zoo] [--publish [--store store]]
 
 Every run sees the same corpus (Shakespeare train split, byte tokenizer), sequence length (256),
 batch (16), token budget and data order, so the leaderboard compares architectures, not budgets;
@@ -95,7 +95,7 @@ def published_name(name: str, seed: int) -> str:
     return name if seed == 0 else f"{name}-seed{seed}"
 
 
-def publish(name: str, seed: int, out: Path, tokens: int) -> None:
+def publish(name: str, seed: int, out: Path, tokens: int, store: Path) -> None:
     release = run_dir(out, name, seed) / "release"
     compact = run_dir(out, name, seed) / "release-bf16"
     zoo = [sys.executable, "-m", "zoo.cli"]
@@ -106,7 +106,7 @@ def publish(name: str, seed: int, out: Path, tokens: int) -> None:
     # published checkpoints are small: full-precision matrices bf16, ternary ones 2-bit
     subprocess.run([*zoo, "export", str(release), str(compact), "--name", name, "--bf16"], check=True, cwd=ROOT)
     subprocess.run(
-        [*zoo, "publish", str(compact), published_name(name, seed), "--store", str(ROOT / "store"), "--source", source],
+        [*zoo, "publish", str(compact), published_name(name, seed), "--store", str(store), "--source", source],
         check=True,
         cwd=ROOT,
     )
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "zoo")
     parser.add_argument("--publish", action="store_true", help="publish every finished release into store/ (seed k as NAME-seedK)")
+    parser.add_argument("--store", type=Path, default=ROOT / "store", help="the store --publish writes into (default: the shipped store/)")
     args = parser.parse_args(argv)
     # a scheduler's (or session's) SIGTERM stops the current run resumably, like Ctrl-C
     signal.signal(signal.SIGTERM, stop_like_ctrl_c)
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(done)} of {len(plan)} runs finished", flush=True)
     if args.publish:
         for name, seed in done:
-            publish(name, seed, args.out, steps * BATCH * SEQ)
+            publish(name, seed, args.out, steps * BATCH * SEQ, args.store)
     return 0 if len(done) == len(plan) else 1
 
 

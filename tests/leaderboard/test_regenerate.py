@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -355,3 +356,41 @@ def test_full_check_names_a_changed_number_of_blocks(regenerate, hub, board, tmp
     (altered / "blocks.json").write_text(json.dumps(blocks))
     assert regenerate.main(["--check", "--hub", hub, "--out", str(altered), "--no-progress"]) == 1
     assert "'qsparse-tiny' shakespeare: committed 3 blocks, re-measured 4" in capsys.readouterr().err
+
+
+def test_reuse_scores_scores_only_new_or_changed_checkpoints(regenerate, hub, board, tmp_path, monkeypatch):
+    scored = []
+    measuring = sys.modules["board_measure"]
+    real_score = measuring.score
+    monkeypatch.setattr(
+        measuring, "score", lambda model, tokenizer, corpus, *a, **k: scored.append(corpus) or real_score(model, tokenizer, corpus, *a, **k)
+    )
+    out = tmp_path / "board"
+    shutil.copytree(board, out)
+    original = json.loads((board / "blocks.json").read_text())["checkpoints"]
+    blocks = json.loads((out / "blocks.json").read_text())
+    blocks["checkpoints"]["qsparse-tiny"]["sha256"] = "0" * 64  # as if qsparse-tiny had been retrained
+    marked = blocks["checkpoints"]["dense-tiny-seed1"]["shakespeare"]["nll"]
+    marked[0] += 1.0  # a reused score is taken as it stands: the mark shows it was not re-measured
+    (out / "blocks.json").write_text(json.dumps(blocks))
+
+    assert regenerate.main(["--hub", hub, "--out", str(out), "--quick", "--no-progress", "--reuse-scores"]) == 0
+    assert scored == ["shakespeare", "ptb"]  # qsparse-tiny's two test splits, nothing else
+    after = json.loads((out / "blocks.json").read_text())["checkpoints"]
+    assert after["qsparse-tiny"] == original["qsparse-tiny"]  # re-scored under its real sha256
+    assert after["dense-tiny-seed1"]["shakespeare"]["nll"] == marked
+
+    # scores made with other scoring settings are not reused
+    blocks["settings"]["block_windows"] += 1
+    (out / "blocks.json").write_text(json.dumps(blocks))
+    scored.clear()
+    assert regenerate.main(["--hub", hub, "--out", str(out), "--quick", "--no-progress", "--reuse-scores"]) == 0
+    assert len(scored) == 2 * 3  # every checkpoint, both splits
+    assert json.loads((out / "blocks.json").read_text())["checkpoints"] == original
+
+
+def test_reuse_scores_names_an_unreadable_blocks_file(regenerate, hub, tmp_path, capsys):
+    (tmp_path / "blocks.json").write_text("{not json")
+    assert regenerate.main(["--hub", hub, "--out", str(tmp_path), "--quick", "--no-progress", "--reuse-scores"]) == 2
+    err = capsys.readouterr().err
+    assert "blocks.json" in err and "--reuse-scores" in err and "Traceback" not in err
