@@ -1,5 +1,7 @@
 """Release directories: plain files, packed ternary weights that reproduce the model, clear errors."""
 
+import hashlib
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -82,3 +84,16 @@ def test_pickled_checkpoint_objects_are_refused(tmp_path, capsys):
     with pytest.raises(ValueError, match="not a readable zoo checkpoint"):
         load_model_source(path)
     assert "pwned" not in capsys.readouterr().out  # refused before the object's code could run
+
+
+def test_saving_a_release_twice_gives_the_same_bytes(tmp_path):
+    """A release's sha256 names its content: re-exporting the same model must not change it (the
+    hub and the leaderboard key checkpoints by it). Several saves, since a map written in a random
+    order differs only now and then."""
+    torch.manual_seed(0)
+    model = Decoder(ModelConfig(**ARCH, weight_quant="ternary"))
+    digests = set()
+    for attempt in range(8):
+        out = save_release(model, ByteTokenizer(), tmp_path / str(attempt), {"steps": 3}, name="t", bf16=True)
+        digests.add(tuple(hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())))
+    assert len(digests) == 1

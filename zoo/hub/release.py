@@ -86,7 +86,9 @@ def save_release(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(_state_for_saving(model, pack, bf16), str(out / "model.safetensors"), metadata={"format": "pt", "moezoo": "1"})
+    # One metadata key: safetensors writes the metadata map in a random order, and a second key would
+    # make the same weights hash differently on every export.
+    save_file(_state_for_saving(model, pack, bf16), str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.yaml").write_text(yaml.safe_dump(model.config.resolved().to_dict(), sort_keys=False))
     tokenizer.save(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
