@@ -3,6 +3,7 @@ never see half done, and a file-name-safe slug."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -26,6 +27,22 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
+def process_umask() -> int:
+    """The process's umask (read once: os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def open_to_others(path: str | os.PathLike) -> None:
+    """Gives a file (or folder) made by ``tempfile`` the permissions a plain ``open`` (or ``mkdir``)
+    would have given it: tempfile makes them private (0600 / 0700), which would keep a shared
+    cache or store unreadable to the users it is shared with."""
+    base = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, base & ~process_umask())
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary file handle whose contents appear at ``path`` only once the block ends without error:
@@ -39,6 +56,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        open_to_others(tmp)
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()

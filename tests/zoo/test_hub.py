@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import socket
+import stat
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -554,3 +555,17 @@ def test_manifest_sources_must_be_hub_urls(store, bad):
     manifest["checkpoints"][NAME]["sources"] = [bad]
     with pytest.raises(ValueError, match=f"checkpoint '{NAME}': source .* is not an hf://"):
         hub_manifest.validate_manifest(manifest, "test")
+
+
+def test_published_and_downloaded_files_get_the_usual_permissions(tmp_path, release):
+    """tempfile makes private files and folders; a store or cache shared with a group must get what a
+    plain open or mkdir gives under the umask, like any other file."""
+    from zoo.files import process_umask
+
+    store = tmp_path / "shared-store"
+    hub.publish(release, NAME, store=store, source="random bytes for tests")
+    local = Path(hub.download(NAME, hub=store.as_uri(), progress=False))
+    folder, file = 0o777 & ~process_umask(), 0o666 & ~process_umask()
+    assert stat.S_IMODE((store / NAME).stat().st_mode) == folder
+    for path in [store / "manifest.json", *(store / NAME).iterdir(), *local.iterdir()]:
+        assert stat.S_IMODE(path.stat().st_mode) == file, path

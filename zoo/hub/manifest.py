@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from zoo.files import atomic_write_bytes, sha256_file
+from zoo.files import atomic_write_bytes, open_to_others, sha256_file
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -224,6 +224,7 @@ def publish(
 
     files: dict[str, dict] = {}
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=store_dir))
+    open_to_others(staging)  # it becomes <store>/<name>
     try:
         for rel, src in sources:
             dst = staging / rel
