@@ -19,20 +19,37 @@ def block_scores(checkpoints: list[str], scores: dict[str, dict], corpus: str) -
     return BlockScores.of([scores[name][corpus]["nll"] for name in checkpoints], first["tokens"], first["bytes_per_token"])
 
 
+def corpus_statistics(
+    groups: dict[str, list[str]], scores: dict[str, dict], corpus: str, settings: dict
+) -> tuple[dict[str, BlockScores], float | None, int, Any]:
+    """Each entry's block scores on ``corpus``, the pooled seed noise (sd, degrees of freedom) and the
+    bootstrap's block picks, shared by every interval and difference on that split."""
+    by_entry = {entry: block_scores(checkpoints, scores, corpus) for entry, checkpoints in groups.items()}
+    # Seed noise is measured where an entry has replicates, and applied to every entry: the
+    # assumption (stated on the board) is that seeds spread every recipe about equally.
+    sd, dof = pooled_seed_sd([s.seed_bpb() for s in by_entry.values()])
+    blocks = {s.tokens.shape[0] for s in by_entry.values()}
+    if len(blocks) != 1:
+        raise ValueError(f"{corpus}: entries were scored on different numbers of blocks {sorted(blocks)}")
+    return by_entry, sd, dof, block_picks(blocks.pop(), settings["bootstrap_resamples"], settings["bootstrap_seed"])
+
+
+def difference(entry: BlockScores, other: BlockScores, picks, sd: float | None, settings: dict) -> tuple[float, list[float], str]:
+    """``entry − other`` bpb, paired on the same blocks, its 95 % interval and the verdict."""
+    value, interval = paired_difference(entry, other, picks, seed_sd=sd, seed=settings["bootstrap_seed"])
+    said = verdict(interval)
+    if sd is None and said != "not significant":
+        said += " (text noise only)"  # no entry has replicates: another seed could undo it
+    return value, list(interval), said
+
+
 def summarize(groups: dict[str, list[str]], scores: dict[str, dict], settings: dict) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Statistic columns per entry, and what the whole board shares (the pooled seed noise)."""
     columns: dict[str, dict[str, Any]] = {entry: {"seeds": len(names)} for entry, names in groups.items()}
     shared: dict[str, Any] = {}
     for corpus, name in CORPUS_COLUMNS.items():
-        by_entry = {entry: block_scores(checkpoints, scores, corpus) for entry, checkpoints in groups.items()}
-        # Seed noise is measured where an entry has replicates, and applied to every entry: the
-        # assumption (stated on the board) is that seeds spread every recipe about equally.
-        sd, dof = pooled_seed_sd([s.seed_bpb() for s in by_entry.values()])
+        by_entry, sd, dof, picks = corpus_statistics(groups, scores, corpus, settings)
         shared[corpus] = {"seed_sd": sd, "seed_sd_dof": dof}
-        blocks = {s.tokens.shape[0] for s in by_entry.values()}
-        if len(blocks) != 1:
-            raise ValueError(f"{corpus}: entries were scored on different numbers of blocks {sorted(blocks)}")
-        picks = block_picks(blocks.pop(), settings["bootstrap_resamples"], settings["bootstrap_seed"])
         for entry, entry_scores in by_entry.items():
             row = columns[entry]
             row[name["bpb"]] = entry_scores.bpb()
@@ -46,9 +63,22 @@ def summarize(groups: dict[str, list[str]], scores: dict[str, dict], settings: d
                 row[name["diff"]], row[name["diff_ci"]] = None, None
                 row[name["verdict"]] = "baseline" if baseline == entry else "no baseline"
                 continue
-            difference, interval = paired_difference(entry_scores, by_entry[baseline], picks, seed_sd=sd, seed=settings["bootstrap_seed"])
-            said = verdict(interval)
-            if sd is None and said != "not significant":
-                said += " (text noise only)"  # no entry has replicates: another seed could undo it
-            row[name["diff"]], row[name["diff_ci"]], row[name["verdict"]] = difference, list(interval), said
+            row[name["diff"]], row[name["diff_ci"]], row[name["verdict"]] = difference(
+                entry_scores, by_entry[baseline], picks, sd, settings
+            )
     return columns, shared
+
+
+def compare_entries(first: str, second: str, groups: dict[str, list[str]], scores: dict[str, dict], settings: dict) -> list[str]:
+    """Lines stating ``first − second`` on each test split: paired difference, 95 % interval (test
+    text and the board's pooled seed noise) and verdict."""
+    missing = [e for e in (first, second) if e not in groups]
+    if missing:
+        raise ValueError(f"not on the board: {', '.join(missing)}; entries: {', '.join(sorted(groups))}")
+    lines = [f"{first} - {second} in bits per byte (paired on the same blocks, 95 % interval):"]
+    for corpus in CORPUS_COLUMNS:
+        by_entry, sd, dof, picks = corpus_statistics(groups, scores, corpus, settings)
+        value, (low, high), said = difference(by_entry[first], by_entry[second], picks, sd, settings)
+        noise = f"seed noise {sd:.4f} ({dof} dof)" if sd is not None else "no seed noise measured"
+        lines.append(f"  {corpus}: {value:+.4f} [{low:+.4f}, {high:+.4f}] {said}; {noise}")
+    return lines

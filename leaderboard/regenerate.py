@@ -2,6 +2,7 @@
 
     python leaderboard/regenerate.py [--entries NAME ...] [--check [--sample-blocks N]] [--out DIR]
                                      [--hub URL] [--quick] [--threads N] [--reuse-scores] [--no-progress]
+    python leaderboard/regenerate.py --compare A B      # A - B from the committed blocks, nothing measured
 
 For each checkpoint of the hub's manifest (or the entries named) the release is downloaded and
 verified through :func:`zoo.hub.download`, then measured the same way (:mod:`board_measure`):
@@ -30,6 +31,9 @@ tolerance (:data:`board_spec.TOLERANCES`); decode timings are not checked. With
 (:data:`board_spec.SCORE_SETTINGS`) ``<out>/blocks.json`` already holds, and scores only the new or
 changed ones: adding a seed or an entry costs its own scoring, not the whole board's (costs and
 timings are measured afresh either way; ``--check`` re-scores regardless).
+
+``--compare A B`` loads no model: it prints the paired difference of two entries on each test split
+from ``blocks.json``, with its 95 % interval and verdict, as the board gives each entry against dense.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ from board_spec import (  # noqa: E402
     replica_of,
     tolerance_summary,
 )
-from board_stats import summarize  # noqa: E402
+from board_stats import compare_entries, summarize  # noqa: E402
 
 from zoo.hub import trusted_manifest  # noqa: E402
 
@@ -91,11 +95,16 @@ def assemble(measured: Measured, settings: dict) -> tuple[list[dict[str, Any]], 
 def restate(document: dict[str, Any], scores: dict[str, dict]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The board recomputed from committed measurements: every statistic from the blocks, every
     other column as committed (``--report-only``: no model is loaded)."""
+    costs = {row["name"]: row for row in document["entries"]}  # the statistic columns are recomputed over these
+    return assemble(Measured(groups_of(scores), costs, scores), document["settings"])
+
+
+def groups_of(scores: dict[str, dict]) -> dict[str, list[str]]:
+    """Entries and their checkpoints, seed 0 first, from ``blocks.json``'s checkpoint names."""
     groups: dict[str, list[str]] = {}
     for checkpoint in sorted(scores, key=lambda c: replica_of(c)[1]):
         groups.setdefault(replica_of(checkpoint)[0], []).append(checkpoint)
-    costs = {row["name"]: row for row in document["entries"]}  # the statistic columns are recomputed over these
-    return assemble(Measured(groups, costs, scores), document["settings"])
+    return groups
 
 
 def as_values(column: str, value: Any) -> list:
@@ -287,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="score only checkpoints whose sha256 (or scoring settings) differ from <out>/blocks.json's",
     )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="measure nothing: print A - B on each test split from blocks.json (paired interval and verdict)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--report-only", action="store_true", help="measure nothing: rewrite the report and plots from results.json and blocks.json"
@@ -297,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --sample-blocks needs --check and N >= 1, got {args.sample_blocks}", file=sys.stderr)
         return 2
     try:
+        if args.compare:
+            settings = json.loads((args.out / "results.json").read_text())["settings"]
+            scores = json.loads((args.out / "blocks.json").read_text())["checkpoints"]
+            print("\n".join(compare_entries(*args.compare, groups_of(scores), scores, settings)))
+            return 0
         if args.report_only:
             document = json.loads((args.out / "results.json").read_text())
             scores = json.loads((args.out / "blocks.json").read_text())["checkpoints"]

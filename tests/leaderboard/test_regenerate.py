@@ -394,3 +394,23 @@ def test_reuse_scores_names_an_unreadable_blocks_file(regenerate, hub, tmp_path,
     assert regenerate.main(["--hub", hub, "--out", str(tmp_path), "--quick", "--no-progress", "--reuse-scores"]) == 2
     err = capsys.readouterr().err
     assert "blocks.json" in err and "--reuse-scores" in err and "Traceback" not in err
+
+
+def test_compare_gives_the_boards_paired_difference_for_any_two_entries(regenerate, board, capsys):
+    rows = {r["name"]: r for r in json.loads((board / "results.json").read_text())["entries"]}
+    assert regenerate.main(["--compare", "qsparse-tiny", "dense-tiny", "--out", str(board)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    shakespeare = next(line for line in lines if line.strip().startswith("shakespeare:"))
+    row = rows["qsparse-tiny"]
+    low, high = row["bpb_vs_dense_ci95"]
+    assert f"{row['bpb_vs_dense']:+.4f} [{low:+.4f}, {high:+.4f}] {row['vs_dense']};" in shakespeare
+    ptb = next(line for line in lines if line.strip().startswith("ptb:"))
+    assert f"{row['ptb_vs_dense']:+.4f}" in ptb and row["ptb_vs_dense_verdict"] in ptb
+
+    assert regenerate.main(["--compare", "dense-tiny", "qsparse-tiny", "--out", str(board)]) == 0
+    swapped = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("shakespeare:"))
+    assert f"{-row['bpb_vs_dense']:+.4f}" in swapped
+
+    assert regenerate.main(["--compare", "qsparse-tiny", "nope-tiny", "--out", str(board)]) == 2
+    err = capsys.readouterr().err
+    assert "nope-tiny" in err and "Traceback" not in err
