@@ -158,7 +158,8 @@ def markdown(rows: list[dict], settings: dict, env: dict, shared: dict) -> str:
         "- **weight KB/token**: an accounting figure (Q-Sparse's counting): activated weights at 16 bits, or 2 bits plus scales "
         "when ternary; LM head at 16 bits and one embedding row.",
         "- **held MB**: bytes of every tensor the inference form (`zoo.create_model(..., inference=True)`) holds, measured: "
-        "packed 2-bit ternary projections, full-precision weights in their stored dtype.",
+        "packed 2-bit ternary projections, full-precision weights in the model's dtype (fp32 here: the published bf16 "
+        "matrices are loaded back into fp32).",
         "- **train tokens, trained on**: from each release's `metrics.json`.",
         f"- **decode tok/s**: greedy `zoo.generate` of the inference form, batch 1, after {settings['decode_prompt']!r} (each new "
         f"token through the compiled decode step), median of interleaved rounds in the same run as **plain fp32 dense** of the "
