@@ -5,11 +5,14 @@ parameters, weight bytes per token and measured decode speed."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
 
 from board_spec import COLUMNS, LIST_COLUMNS, OUTPUT_FILES, SITES, TOLERANCES, UNCHECKED, tolerance_summary
+
+from zoo.files import atomic_file, atomic_write_bytes
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -60,7 +63,8 @@ def pareto_plot(rows: list[dict], x_key: str, x_label: str, path: Path, *, highe
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_file(path) as handle:
+        fig.savefig(handle, dpi=120, format="png")
     plt.close(fig)
 
 
@@ -197,14 +201,16 @@ def write_outputs(rows: list[dict], out: Path, settings: dict, shared: dict, sco
             env = environment("cpu")
     tolerance = {"columns": TOLERANCES, "otherwise": "exact", "unchecked": list(UNCHECKED), "list_columns": list(LIST_COLUMNS)}
     document = {"settings": settings, "tolerance": tolerance, "environment": env, "statistics": shared, "entries": rows}
-    (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
-    (out / "blocks.json").write_text(json.dumps({"settings": settings, "checkpoints": scores}, indent=1) + "\n")
-    with (out / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: csv_value(row[k]) for k in COLUMNS})
-    (out / "LEADERBOARD.md").write_text(markdown(rows, settings, env, shared))
+    # Each file appears whole or not at all: a run stopped while writing one leaves its previous version.
+    atomic_write_bytes(out / "blocks.json", (json.dumps({"settings": settings, "checkpoints": scores}, indent=1) + "\n").encode())
+    atomic_write_bytes(out / "results.json", (json.dumps(document, indent=2) + "\n").encode())
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: csv_value(row[k]) for k in COLUMNS})
+    atomic_write_bytes(out / "results.csv", table.getvalue().encode())
+    atomic_write_bytes(out / "LEADERBOARD.md", markdown(rows, settings, env, shared).encode())
     pareto_plot(rows, "activated_params", "activated parameters per token (log)", out / "pareto_activated.png")
     pareto_plot(rows, "weight_bytes_per_token", "weight bytes read per token (log)", out / "pareto_bytes.png")
     pareto_plot(

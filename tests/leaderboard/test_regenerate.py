@@ -414,3 +414,21 @@ def test_compare_gives_the_boards_paired_difference_for_any_two_entries(regenera
     assert regenerate.main(["--compare", "qsparse-tiny", "nope-tiny", "--out", str(board)]) == 2
     err = capsys.readouterr().err
     assert "nope-tiny" in err and "Traceback" not in err
+
+
+def test_an_interrupted_write_leaves_the_previous_file_whole(regenerate, board, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "board"
+    shutil.copytree(board, out)
+    before = (out / "pareto_activated.png").read_bytes()
+
+    def stopped_halfway(self, target, *args, **kwargs):
+        (open(target, "wb") if isinstance(target, (str, Path)) else target).write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", stopped_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        regenerate.main(["--report-only", "--out", str(out)])
+    assert (out / "pareto_activated.png").read_bytes() == before
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
