@@ -99,6 +99,12 @@ def restate(document: dict[str, Any], scores: dict[str, dict]) -> tuple[list[dic
     return assemble(Measured(groups_of(scores), costs, scores), document["settings"])
 
 
+def committed_board(out: Path) -> tuple[dict[str, Any], dict[str, dict]]:
+    """``results.json`` and ``blocks.json``'s per-checkpoint scores from ``out``."""
+    document = json.loads((out / "results.json").read_text())
+    return document, json.loads((out / "blocks.json").read_text())["checkpoints"]
+
+
 def groups_of(scores: dict[str, dict]) -> dict[str, list[str]]:
     """Entries and their checkpoints, seed 0 first, from ``blocks.json``'s checkpoint names."""
     groups: dict[str, list[str]] = {}
@@ -202,8 +208,7 @@ def check(out: Path, hub: str | None, names: list[str] | None, progress: bool, s
         if not path.is_file():
             print(f"check: no committed {path}; run without --check first", file=sys.stderr)
             return 2
-    committed = json.loads(results.read_text())
-    committed_blocks = json.loads(blocks_path.read_text())["checkpoints"]
+    committed, committed_blocks = committed_board(out)
     settings = committed["settings"]
     if not names:
         names = [r["name"] for r in committed["entries"]]
@@ -313,13 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.compare:
-            settings = json.loads((args.out / "results.json").read_text())["settings"]
-            scores = json.loads((args.out / "blocks.json").read_text())["checkpoints"]
-            print("\n".join(compare_entries(*args.compare, groups_of(scores), scores, settings)))
+            document, scores = committed_board(args.out)
+            print("\n".join(compare_entries(*args.compare, groups_of(scores), scores, document["settings"])))
             return 0
         if args.report_only:
-            document = json.loads((args.out / "results.json").read_text())
-            scores = json.loads((args.out / "blocks.json").read_text())["checkpoints"]
+            document, scores = committed_board(args.out)
             rows, shared = restate(document, scores)
             written = write_outputs(rows, args.out, document["settings"], shared, scores, document["environment"])
             print("rewrote " + ", ".join(str(p) for p in written) + " from the committed measurements")
