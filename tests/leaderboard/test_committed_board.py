@@ -20,12 +20,18 @@ def test_committed_leaderboard_reproduces(tmp_path, monkeypatch, capsys):
 
 
 def test_committed_board_holds_what_the_leaderboard_promises():
-    """Every entry scored on the whole Shakespeare test split, with an interval, its seeds and budget."""
+    """Every entry trained on the same budget of at least one pass over the train split, scored on
+    the whole Shakespeare test split with an interval, and the seed noise measured on replicates."""
     results = json.loads((ROOT / "leaderboard" / "results.json").read_text())
     assert results["settings"]["mode"] == "full" and results["settings"]["eval_windows"] is None
-    assert len(results["entries"]) == 8
-    for entry in results["entries"]:
-        assert entry["shakespeare_tokens"] == 269_312, entry["name"]
+    entries = {entry["name"]: entry for entry in results["entries"]}
+    assert len(entries) == 8
+    budgets = {entry["train_tokens"] for entry in entries.values()}
+    assert len(budgets) == 1 and budgets.pop() >= 4_500_000  # one budget for all, at least one epoch
+    assert entries["dense-tiny"]["seeds"] >= 3 and entries["bitnet-qsparse-tiny"]["seeds"] >= 3
+    assert results["statistics"]["shakespeare"]["seed_sd"] > 0
+    for name, entry in entries.items():
+        assert entry["shakespeare_tokens"] == 269_312, name
         low, high = entry["bpb_ci95"]
-        assert low < entry["bpb"] < high and entry["seeds"] >= 1 and entry["train_tokens"] > 0
-        assert entry["decode_speedup"] > 0 and entry["small_decode_speedup"] > 0
+        assert low < entry["bpb"] < high and entry["seeds"] == len(entry["checkpoint_sha256"]), name
+        assert entry["decode_speedup"] > 0 and entry["small_decode_speedup"] > 0, name
