@@ -53,8 +53,8 @@ def pareto_plot(rows: list[dict], x_key: str, x_label: str, path: Path, *, highe
     ax.step(
         [xs[i] for i in front_by_x], [ys[i] for i in front_by_x], where="pre" if higher_x_is_better else "post", color="tab:red", alpha=0.6
     )
-    for x, y, row in zip(xs, ys, rows):
-        ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for x, y, row, offset in zip(xs, ys, rows, label_offsets(xs, ys)):
+        ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=offset, fontsize=8)
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.1)  # room for the labels of the extreme points
     ax.set_xlabel(x_label)
@@ -66,6 +66,20 @@ def pareto_plot(rows: list[dict], x_key: str, x_label: str, path: Path, *, highe
     with atomic_file(path) as handle:
         fig.savefig(handle, dpi=120, format="png")
     plt.close(fig)
+
+
+def label_offsets(xs: list[float], ys: list[float]) -> list[tuple[int, int]]:
+    """Label offsets (points) for a log-x scatter: above-right, or below-right where the label above
+    would print over that of an earlier point close in log x and in y (two entries of similar speed
+    and bpb)."""
+    above, below = (4, 4), (4, -11)
+    y_span = (max(ys) - min(ys)) or 1.0
+    offsets: list[tuple[int, int]] = []
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        near = [j for j in range(i) if abs(math.log10(x / xs[j])) < 0.08 and abs(y - ys[j]) < 0.05 * y_span]
+        taken = {offsets[j] for j in near}
+        offsets.append(next((side for side in (above, below) if side not in taken), above))
+    return offsets
 
 
 def _count(n: float | None) -> str:

@@ -337,6 +337,19 @@ def test_pareto_front():
     assert sorted(pareto_front(points)) == [0, 1, 3, 4]
 
 
+def test_labels_of_nearby_points_do_not_overlap():
+    """The committed speed plot's case: bitnet-qsparse-tiny (x14.4, 2.290) then bitnet-tiny (x15.9, 2.297)."""
+    load_script()
+    from board_report import label_offsets
+
+    above, below = (4, 4), (4, -11)
+    assert label_offsets([2.7, 14.4, 15.9], [2.14, 2.290, 2.297]) == [above, above, below]
+    # a third point near only the one labelled below takes the free side above
+    assert label_offsets([2.7, 14.4, 15.9, 17.5], [2.14, 2.290, 2.297, 2.295]) == [above, above, below, above]
+    assert label_offsets([1.0, 10.0], [2.0, 2.0]) == [above, above]  # far apart in speed
+    assert label_offsets([1.0, 1.05], [2.0, 2.3]) == [above, above]  # far apart in bpb
+
+
 def test_report_only_rewrites_the_report_from_the_measurements(regenerate, board, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(board, copy)
