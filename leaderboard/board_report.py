@@ -76,8 +76,7 @@ def label_offsets(xs: list[float], ys: list[float]) -> list[tuple[int, int]]:
     y_span = (max(ys) - min(ys)) or 1.0
     offsets: list[tuple[int, int]] = []
     for i, (x, y) in enumerate(zip(xs, ys)):
-        near = [j for j in range(i) if abs(math.log10(x / xs[j])) < 0.08 and abs(y - ys[j]) < 0.05 * y_span]
-        taken = {offsets[j] for j in near}
+        taken = {offsets[j] for j in range(i) if abs(math.log10(x / xs[j])) < 0.08 and abs(y - ys[j]) < 0.05 * y_span}
         offsets.append(next((side for side in (above, below) if side not in taken), above))
     return offsets
 
