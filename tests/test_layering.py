@@ -157,3 +157,58 @@ def test_evaluation_runs_without_lightning(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """zoo module -> the zoo modules it imports anywhere in its file, function bodies included
+    (an import inside a function closes a cycle as surely as one at the top, only later)."""
+    modules = {module_name(p): p for p in (ROOT / "zoo").rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for module, imported in zoo_imports(path):
+            targets.add(module)
+            if imported is not None and f"{module}.{imported}" in modules:  # from package import submodule
+                targets.add(f"{module}.{imported}")
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` as a closed path, or None (depth-first search, three colours)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_find_cycle_sees_a_function_level_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycle_in_zoo():
+    """Counting imports inside functions: a cycle closed by a deferred import is still a cycle.
+    The parent packages Python runs first are not counted (``zoo/__init__`` re-exports)."""
+    cycle = find_cycle(import_graph())
+    assert cycle is None, " -> ".join(cycle)

@@ -26,7 +26,8 @@ def _format_count(n: float) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     from zoo.hub import DownloadError
     from zoo.hub.registry import list_models, model_config, pretrained_models
-    from zoo.models.accounting import account, meta_model
+    from zoo.models import Decoder
+    from zoo.models.accounting import account
 
     try:
         published: set[str] | None = set(pretrained_models(args.hub))
@@ -35,7 +36,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         published = None
     rows = []
     for name in list_models():
-        stats = account(meta_model(model_config(name)))
+        stats = account(Decoder.on_meta(model_config(name)))
         rows.append(
             {
                 "name": name,

@@ -37,6 +37,7 @@ def test_grouped_linear_matches_the_loop_forward_and_backward(sizes):
 @interpreted
 def test_moe_layer_triton_backend_matches_reference():
     from zoo.models import ModelConfig
+    from zoo.models.initialization import init_weights
     from zoo.models.moe import MoEFeedForward
 
     config = ModelConfig(
@@ -44,6 +45,7 @@ def test_moe_layer_triton_backend_matches_reference():
     )
     torch.manual_seed(0)
     reference = MoEFeedForward(config.replace(moe_impl="reference"))
+    init_weights(reference, config)
     triton_layer = MoEFeedForward(config.replace(moe_impl="triton"))
     triton_layer.load_state_dict(reference.state_dict())
     x = torch.randn(11, 32)
@@ -79,11 +81,14 @@ def test_permute_and_unpermute_match_the_reference_with_gradients(top_k):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_moe_layer_triton_bf16_error_is_no_worse_than_torch_bf16():
     from zoo.models import ModelConfig
+    from zoo.models.initialization import init_weights
     from zoo.models.moe import MoEFeedForward
 
     config = ModelConfig(dim=256, n_heads=4, ffn_dim=512, n_experts=8, top_k=2)
     torch.manual_seed(0)
-    exact = MoEFeedForward(config.replace(moe_impl="reference")).cuda()
+    exact = MoEFeedForward(config.replace(moe_impl="reference"))
+    init_weights(exact, config)
+    exact = exact.cuda()
     x = torch.randn(512, 256, device="cuda")
     want = exact(x)
     errors = {}

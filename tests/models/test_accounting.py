@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from zoo.models import Decoder, ModelConfig
-from zoo.models.accounting import account, count_params, meta_model
+from zoo.models.accounting import account, count_params
 
 MISTRAL_7B = ModelConfig(
     vocab_size=32000, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_dim=14336, max_seq_len=4096, tie_embeddings=False
@@ -13,7 +13,7 @@ MISTRAL_7B = ModelConfig(
 
 def test_mistral_7b_activated_count_matches_the_paper():
     # Q-Sparse §3.6: per-projection sparsity QKV/Out/Up/Gate/Down = 42.0/40/40/40/60.4 % gives 3.8B activated.
-    model = meta_model(MISTRAL_7B)
+    model = Decoder.on_meta(MISTRAL_7B)
     assert model.tok_embeddings.weight.is_meta
     stats = account(model, {"attn_in": 0.42, "attn_out": 0.40, "ffn_in": 0.40, "ffn_down": 0.604})
     assert stats.total_params == 7_241_732_096  # Mistral-7B's published parameter count
@@ -22,8 +22,8 @@ def test_mistral_7b_activated_count_matches_the_paper():
 
 
 def test_weight_bytes_per_token_counts_bits():
-    dense = account(meta_model(MISTRAL_7B))
-    ternary = account(meta_model(MISTRAL_7B.replace(weight_quant="ternary")))
+    dense = account(Decoder.on_meta(MISTRAL_7B))
+    ternary = account(Decoder.on_meta(MISTRAL_7B.replace(weight_quant="ternary")))
     head_bytes = 32000 * 4096 * 2 + 4096 * 2
     linear_params = dense.activated_params
     assert dense.weight_bytes_per_token == pytest.approx(linear_params * 2 + head_bytes)
@@ -55,4 +55,4 @@ def test_dense_model_activates_every_linear_weight():
 
 def test_sparsity_out_of_range_is_refused():
     with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
-        account(meta_model(MISTRAL_7B), {"attn_in": 1.2})
+        account(Decoder.on_meta(MISTRAL_7B), {"attn_in": 1.2})

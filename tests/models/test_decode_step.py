@@ -2,6 +2,8 @@
 logits to fp32 rounding and the same greedy tokens, for every kind of block; it steps aside where
 it has no compiled form, and follows the weights when they are reloaded."""
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -10,7 +12,7 @@ from zoo.models import Decoder
 from zoo.models.accounting import recording_input_zeros
 from zoo.models.config import ModelConfig
 from zoo.models.generate import generate
-from zoo.models.inference import SparseInputLinear, to_inference
+from zoo.models.inference import SparseInputLinear, decode_step_for, to_inference
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="needs the compiled CPU kernels (a C compiler)")
 
@@ -48,15 +50,21 @@ def module_logits(model: Decoder, prompt: torch.Tensor, token: int) -> tuple[tor
     with torch.no_grad():
         caches = model.new_cache(1)
         model(prompt, caches)
-        compiled_logits = model.decode_step.logits(torch.tensor([token]), caches)
+        compiled_logits = decode_step_for(model).logits(model, torch.tensor([token]), caches)
         caches = model.new_cache(1)
         model(prompt, caches)
         return compiled_logits, model(torch.tensor([[token]]), caches)[:, -1]
 
 
+@contextmanager
 def modules_only(model: Decoder):
-    step, model.decode_step = model.decode_step, None
-    return step
+    """Within the block, the decode step declines, so generate decodes through the modules."""
+    step = decode_step_for(model)
+    step.unsupported = "switched off by the test"
+    try:
+        yield
+    finally:
+        step.unsupported = None
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -64,16 +72,15 @@ def test_logits_and_greedy_tokens_match_the_modules(variant):
     model = inference_model(variant)
     prompt = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(1))
     fast, slow = module_logits(model, prompt, 7)
-    assert model.decode_step.unsupported is None and model.decode_step.program is not None
+    step = decode_step_for(model)
+    assert step.unsupported is None and step.program is not None
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
     tokens = generate(model, prompt, 40, temperature=0)
-    step = modules_only(model)
-    assert torch.equal(tokens, generate(model, prompt, 40, temperature=0))
-    model.decode_step = step
     # past the context window generate rebuilds the cache and keeps decoding through the program
     long = generate(model, prompt, 70, temperature=0)
-    modules_only(model)
-    assert torch.equal(long, generate(model, prompt, 70, temperature=0))
+    with modules_only(model):
+        assert torch.equal(tokens, generate(model, prompt, 40, temperature=0))
+        assert torch.equal(long, generate(model, prompt, 70, temperature=0))
 
 
 def test_it_follows_reloaded_weights():
@@ -99,7 +106,7 @@ def test_it_steps_aside_where_it_has_no_compiled_form(reason, model):
     model = model()
     prompt = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(3))
     fast, slow = module_logits(model, prompt, 3)
-    assert fast is None and model.decode_step.unsupported, reason
+    assert fast is None and decode_step_for(model).unsupported, reason
     assert generate(model, prompt, 4, temperature=0).shape == (1, 4)
 
 
@@ -127,10 +134,10 @@ def test_bad_tokens_and_full_caches_are_refused():
     with torch.no_grad():
         model(torch.zeros(1, 4, dtype=torch.long), caches)
         with pytest.raises(RuntimeError, match="could not run at position 4"):
-            model.decode_step.logits(torch.tensor([1]), caches)
+            decode_step_for(model).logits(model, torch.tensor([1]), caches)
         caches = model.new_cache(1)
         with pytest.raises(ValueError, match="outside the vocabulary of 64"):
-            model.decode_step.logits(torch.tensor([64]), caches)
+            decode_step_for(model).logits(model, torch.tensor([64]), caches)
 
 
 def test_threads_and_copies_each_build_their_own_program():
@@ -149,7 +156,7 @@ def test_threads_and_copies_each_build_their_own_program():
         worker.join()
     assert len(results) == 3 and all(torch.equal(r, expected) for r in results)
     twin = copy.deepcopy(model)
-    assert twin.decode_step.model is twin and twin.decode_step.program is None
+    assert decode_step_for(twin) is not decode_step_for(model) and decode_step_for(twin).program is None
     assert torch.equal(generate(twin, prompt, 30, temperature=0), expected)
     buffer = io.BytesIO()
     torch.save(model, buffer)  # a whole-model save must not trip over C pointers

@@ -15,6 +15,7 @@ from zoo.models.accounting import account, count_params
 from zoo.models.config import ModelConfig
 from zoo.models.decoder import Decoder
 from zoo.models.ffn import GatedFeedForward, glu_activation
+from zoo.models.initialization import init_weights
 from zoo.models.moe import ExpertBank, MoEBackendUnavailable, MoEFeedForward, Router, from_megablocks, to_megablocks
 
 BASE = dict(vocab_size=64, dim=32, n_layers=2, n_heads=4, ffn_dim=48, max_seq_len=32)
@@ -22,6 +23,13 @@ BASE = dict(vocab_size=64, dim=32, n_layers=2, n_heads=4, ffn_dim=48, max_seq_le
 
 def moe_config(**changes) -> ModelConfig:
     return ModelConfig(**{**BASE, "n_experts": 4, "top_k": 2, **changes})
+
+
+def moe_layer(config: ModelConfig) -> MoEFeedForward:
+    """A MoE layer built on its own, initialised as a decoder's would be."""
+    layer = MoEFeedForward(config)
+    init_weights(layer, config)
+    return layer
 
 
 def naive_moe(m: MoEFeedForward, x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +79,7 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_reference_matches_per_token_loop(variant):
     torch.manual_seed(0)
-    m = MoEFeedForward(moe_config(moe_impl="reference", **VARIANTS[variant]))
+    m = moe_layer(moe_config(moe_impl="reference", **VARIANTS[variant]))
     with torch.no_grad():
         m.router.weight.normal_(std=0.5)  # spread the routing so several experts are used
         if m.sub_norm is not None:
@@ -93,7 +101,7 @@ def test_one_expert_top1_equals_dense_ffn(act, projections):
     choices = dict(weight_quant="ternary", act_quant="int8", sparsity="topk", k_ratio=0.5) if projections != "plain" else {}
     torch.manual_seed(0)
     config = moe_config(n_experts=1, top_k=1, ffn_act=act, moe_impl="reference", **choices)
-    m = MoEFeedForward(config)
+    m = moe_layer(config)
     dense = GatedFeedForward(config.replace(n_experts=0, n_shared_experts=0), hidden_dim=config.hidden_dim)
     with torch.no_grad():
         dense.w_gate_up.weight.copy_(m.w_gate_up.weight[0])
@@ -117,7 +125,8 @@ def test_one_expert_top1_equals_dense_ffn(act, projections):
 def test_ternary_experts_have_one_scale_each():
     from zoo.kernels import ternary_quantize
 
-    bank = ExpertBank(3, 16, 8, weight_quant="ternary")
+    bank = ExpertBank(3, 16, 8, weight_quant="ternary", site="ffn_in")
+    init_weights(bank, moe_config())
     with torch.no_grad():
         bank.weight[1] *= 10.0  # a per-tensor scale would zero most of experts 0 and 2
     quantised = bank.effective_weight()
@@ -136,7 +145,7 @@ def force_router(m: MoEFeedForward, first: int, second: int) -> None:
 
 def test_dropless_all_tokens_to_one_expert_and_empty_experts():
     torch.manual_seed(0)
-    m = MoEFeedForward(moe_config(n_experts=6, top_k=2, moe_impl="reference"))
+    m = moe_layer(moe_config(n_experts=6, top_k=2, moe_impl="reference"))
     force_router(m, first=4, second=1)
     x = torch.randn(64, 32)
     x[:, 0] = 1.0
@@ -165,7 +174,7 @@ def hand_router(m: MoEFeedForward, logits: torch.Tensor) -> torch.Tensor:
 
 
 def test_load_balance_and_z_loss_match_their_formulas():
-    m = MoEFeedForward(moe_config(n_experts=4, top_k=1, aux_loss_coef=0.1, z_loss_coef=0.01, moe_impl="reference"))
+    m = moe_layer(moe_config(n_experts=4, top_k=1, aux_loss_coef=0.1, z_loss_coef=0.01, moe_impl="reference"))
     logits = [[2.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 3.0]]
     m(hand_router(m, torch.tensor(logits)))
     assert torch.equal(m.tokens_per_expert, torch.tensor([2, 1, 0, 1]))
@@ -185,7 +194,7 @@ def test_load_balance_and_z_loss_match_their_formulas():
 
 
 def test_load_balance_counts_every_choice_of_top_k():
-    m = MoEFeedForward(moe_config(n_experts=3, top_k=2, aux_loss_coef=1.0, z_loss_coef=0.0, moe_impl="reference"))
+    m = moe_layer(moe_config(n_experts=3, top_k=2, aux_loss_coef=1.0, z_loss_coef=0.0, moe_impl="reference"))
     logits = torch.tensor([[3.0, 2.0, 0.0], [0.0, 2.0, 3.0]])
     m(hand_router(m, logits))
     fraction = torch.tensor([1.0, 2.0, 1.0]) / 4
@@ -196,7 +205,7 @@ def test_load_balance_counts_every_choice_of_top_k():
 
 def test_aux_losses_train_the_router():
     torch.manual_seed(0)
-    m = MoEFeedForward(moe_config(moe_impl="reference"))
+    m = moe_layer(moe_config(moe_impl="reference"))
     m(torch.randn(10, 32))
     sum(m.last_aux_losses.values()).backward()
     assert m.router.weight.grad.abs().sum() > 0
@@ -204,7 +213,7 @@ def test_aux_losses_train_the_router():
 
 
 def test_no_aux_losses_when_coefficients_are_zero():
-    m = MoEFeedForward(moe_config(aux_loss_coef=0.0, z_loss_coef=0.0))
+    m = moe_layer(moe_config(aux_loss_coef=0.0, z_loss_coef=0.0))
     m(torch.randn(3, 32))
     assert m.last_aux_losses == {}
 
@@ -217,8 +226,8 @@ CPU_GROUPED_MM = moe_ops.grouped_mm_supported("cpu", torch.float32, 32, 96, 48)
 @pytest.mark.parametrize("broadcast_grad", [True, False])
 def test_grouped_mm_backend_matches_reference(variant, broadcast_grad):
     torch.manual_seed(0)
-    ref = MoEFeedForward(moe_config(moe_impl="reference", n_experts=6, **VARIANTS[variant]))
-    fast = MoEFeedForward(moe_config(moe_impl="grouped_mm", n_experts=6, **VARIANTS[variant]))
+    ref = moe_layer(moe_config(moe_impl="reference", n_experts=6, **VARIANTS[variant]))
+    fast = moe_layer(moe_config(moe_impl="grouped_mm", n_experts=6, **VARIANTS[variant]))
     fast.load_state_dict(ref.state_dict())
     with torch.no_grad():
         ref.router.weight.normal_(std=0.5)
@@ -244,12 +253,12 @@ def test_grouped_mm_backend_matches_reference(variant, broadcast_grad):
 
 
 def test_auto_picks_grouped_mm_only_where_it_runs():
-    aligned = MoEFeedForward(moe_config(moe_impl="auto"))
+    aligned = moe_layer(moe_config(moe_impl="auto"))
     assert aligned.backend(torch.randn(2, 32)) == ("grouped_mm" if CPU_GROUPED_MM else "reference")
-    odd = MoEFeedForward(moe_config(moe_impl="auto", expert_ffn_dim=10))  # 10 fp32 = 40 bytes per row
+    odd = moe_layer(moe_config(moe_impl="auto", expert_ffn_dim=10))  # 10 fp32 = 40 bytes per row
     assert odd.backend(torch.randn(2, 32)) == "reference"
     assert odd(torch.randn(2, 32)).shape == (2, 32)
-    explicit = MoEFeedForward(moe_config(moe_impl="grouped_mm", expert_ffn_dim=10))
+    explicit = moe_layer(moe_config(moe_impl="grouped_mm", expert_ffn_dim=10))
     with pytest.raises(MoEBackendUnavailable, match="grouped_mm"):
         explicit(torch.randn(2, 32))
 
@@ -257,7 +266,7 @@ def test_auto_picks_grouped_mm_only_where_it_runs():
 @pytest.mark.parametrize("impl", ["reference", "auto"])
 def test_bf16_forward_backward(impl):
     torch.manual_seed(0)
-    m = MoEFeedForward(moe_config(moe_impl=impl, n_shared_experts=1)).to(torch.bfloat16)
+    m = moe_layer(moe_config(moe_impl=impl, n_shared_experts=1)).to(torch.bfloat16)
     x = torch.randn(2, 6, 32, dtype=torch.bfloat16, requires_grad=True)
     y = m(x)
     assert y.dtype == torch.bfloat16
@@ -267,7 +276,7 @@ def test_bf16_forward_backward(impl):
 
 
 def test_megablocks_backend_raises_a_clear_error_without_cuda():
-    m = MoEFeedForward(moe_config(moe_impl="megablocks"))
+    m = moe_layer(moe_config(moe_impl="megablocks"))
     with pytest.raises(MoEBackendUnavailable, match="megablocks") as info:
         m(torch.randn(2, 32))
     if importlib.util.find_spec("megablocks") is None:
@@ -281,7 +290,7 @@ def test_triton_backend_on_a_cpu_tensor_without_the_interpreter_is_a_clear_error
 
     if os.environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("under the interpreter the Triton backend runs (tests/kernels/test_triton_moe.py)")
-    m = MoEFeedForward(moe_config(moe_impl="triton"))
+    m = moe_layer(moe_config(moe_impl="triton"))
     with pytest.raises(MoEBackendUnavailable, match="needs triton and a CUDA tensor"):
         m(torch.randn(2, 32))
 
@@ -289,7 +298,7 @@ def test_triton_backend_on_a_cpu_tensor_without_the_interpreter_is_a_clear_error
 def test_every_backend_has_the_same_state_dict_keys_and_shapes():
     shapes = None
     for impl in ("auto", "reference", "grouped_mm", "megablocks", "triton"):
-        state = MoEFeedForward(moe_config(moe_impl=impl, n_shared_experts=2, weight_quant="ternary")).state_dict()
+        state = moe_layer(moe_config(moe_impl=impl, n_shared_experts=2, weight_quant="ternary")).state_dict()
         current = {k: tuple(v.shape) for k, v in state.items()}
         assert shapes is None or current == shapes
         shapes = current
@@ -301,7 +310,7 @@ def test_every_backend_has_the_same_state_dict_keys_and_shapes():
 
 
 def test_megablocks_layout_round_trip():
-    m = MoEFeedForward(moe_config(n_experts=3, expert_ffn_dim=8))
+    m = moe_layer(moe_config(n_experts=3, expert_ffn_dim=8))
     converted = to_megablocks(m)
     assert converted["experts.mlp.w1"].shape == (24, 32) and converted["experts.mlp.w2"].shape == (24, 32)
     back = from_megablocks(converted, 3)
@@ -331,14 +340,14 @@ def test_invalid_settings_raise_naming_the_field(changes, field):
 
 def test_moe_module_rejects_dense_config_and_bad_bias_rate():
     with pytest.raises(ValueError, match="n_experts"):
-        MoEFeedForward(ModelConfig(**BASE))
+        moe_layer(ModelConfig(**BASE))
     with pytest.raises(ValueError, match="balance_bias_rate"):
-        MoEFeedForward(moe_config(balance_bias_rate=-1.0))
+        moe_layer(moe_config(balance_bias_rate=-1.0))
 
 
 def test_bias_balancing_moves_selection_towards_balance():
     torch.manual_seed(0)
-    m = MoEFeedForward(moe_config(n_experts=4, top_k=1, moe_impl="reference", balance_bias_rate=0.05))
+    m = moe_layer(moe_config(n_experts=4, top_k=1, moe_impl="reference", balance_bias_rate=0.05))
     assert "selection_bias" in m.state_dict()
     x = torch.randn(32, 32)
     x[:, 0] = 1.0
@@ -461,9 +470,9 @@ def test_cuda_bf16_backend_error_no_worse_than_reference_bf16(impl):
         pytest.importorskip("megablocks")
     config = moe_config(moe_impl=impl, dim=128, n_heads=4, ffn_dim=256, n_experts=8)
     torch.manual_seed(0)
-    exact = MoEFeedForward(config.replace(moe_impl="reference")).cuda()
-    fast = MoEFeedForward(config).cuda().bfloat16()
-    ref16 = MoEFeedForward(config.replace(moe_impl="reference")).cuda().bfloat16()
+    exact = moe_layer(config.replace(moe_impl="reference")).cuda()
+    fast = moe_layer(config).cuda().bfloat16()
+    ref16 = moe_layer(config.replace(moe_impl="reference")).cuda().bfloat16()
     fast.load_state_dict(exact.state_dict())
     ref16.load_state_dict(exact.state_dict())
     if impl == "grouped_mm" and fast.backend(torch.randn(1, 128, device="cuda", dtype=torch.bfloat16)) != "grouped_mm":
@@ -502,8 +511,8 @@ def test_a_registered_backend_serves_the_layer():
     backend = moe_backends.MoEBackend("counting", "test double", lambda x, s: None, counting_linear)
     moe_backends.register_moe_backend(backend)
     try:
-        reference = MoEFeedForward(moe_config(moe_impl="reference"))
-        layer = MoEFeedForward(moe_config(moe_impl="reference"))
+        reference = moe_layer(moe_config(moe_impl="reference"))
+        layer = moe_layer(moe_config(moe_impl="reference"))
         layer.load_state_dict(reference.state_dict())
         layer.moe_impl = "counting"
         x = torch.randn(2, 5, 32)
@@ -516,7 +525,7 @@ def test_bias_balancing_steps_once_per_optimizer_step_on_the_summed_loads():
     """Gradient accumulation: two micro-batches, one step, on their loads added (as one batch)."""
     torch.manual_seed(0)
     config = moe_config(n_experts=4, top_k=1, moe_impl="reference", balance_bias_rate=0.1)
-    m = MoEFeedForward(config)
+    m = moe_layer(config)
     assert "selection_bias" in m.state_dict() and "pending_load" not in m.state_dict()
     m.train()
     first, second = torch.randn(16, 32), torch.randn(16, 32)
@@ -549,7 +558,7 @@ def _balance_on_rank(rank: int, world: int, init_file: str, loads: list, out: st
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        m = MoEFeedForward(moe_config(n_experts=4, top_k=1, balance_bias_rate=0.1))
+        m = moe_layer(moe_config(n_experts=4, top_k=1, balance_bias_rate=0.1))
         m.pending_load.copy_(torch.tensor(loads[rank]))
         m.update_selection_bias()
         torch.save(m.selection_bias.clone(), f"{out}/{rank}.pt")

@@ -2,7 +2,7 @@
 
 Batch 1, a 16-token prompt, the KV cache, :func:`zoo.generate` (what ``zoo generate`` runs). Each
 entry is measured in its inference form (:mod:`zoo.models.inference`: ternary projections packed
-at 2 bits, each new token through the compiled decode step, :mod:`zoo.models.decode_step`); the
+at 2 bits, each new token through the compiled decode step, :mod:`zoo.models.inference.decode_step`); the
 baseline is ``create_model("dense-<size>")`` as a user has it without the engine, in fp32. Each
 record also gives the ratio to dense in its own inference form (the same engine) when that entry
 is in the run: what the sparsity alone buys. All models of one size are timed in one process,
@@ -17,7 +17,7 @@ import torch
 
 from zoo.bench.common import interleaved_median_times, pinned_threads, record
 from zoo.hub.registry import list_models
-from zoo.models.inference import tensor_bytes, to_inference
+from zoo.models.inference import decode_step_for, tensor_bytes, to_inference
 
 PROMPT_TOKENS = 16
 
@@ -34,6 +34,12 @@ def load_entry(name: str):
 
 
 OPTIONS = ("device", "quick", "configs", "threads")  # the zoo bench options this benchmark honours
+
+
+def compiled_step_applies(model) -> bool:
+    """Whether each new token of ``model`` goes through the compiled decode step (checked after a run)."""
+    step = decode_step_for(model)
+    return step is not None and step.unsupported is None
 
 
 def run(device: str = "cpu", quick: bool = False, configs: list[str] | None = None, threads: int | None = 2) -> list[dict]:
@@ -86,8 +92,7 @@ def run(device: str = "cpu", quick: bool = False, configs: list[str] | None = No
                         device=device,
                         dense_inference_s=dense_engine_s,
                         speedup_vs_dense_inference=dense_engine_s / seconds[name] if dense_engine_s else None,
-                        compiled_decode_step=getattr(models[name], "decode_step", None) is not None
-                        and models[name].decode_step.unsupported is None,
+                        compiled_decode_step=compiled_step_applies(models[name]),
                     )
                 )
         return records

@@ -24,6 +24,7 @@ from zoo.bench.common import interleaved_median_times, pinned_threads, record, w
 from zoo.kernels import moe as moe_ops
 from zoo.models.config import ModelConfig
 from zoo.models.ffn import GatedFeedForward, glu_activation
+from zoo.models.initialization import init_weights
 from zoo.models.moe import MoEBackendUnavailable, MoEFeedForward
 
 OP = "moe_fwd_bwd"
@@ -154,10 +155,14 @@ def _run(device, dtype, tokens, dim, expert_dim, n_experts, top_k, backends, war
         torch.manual_seed(seed)
         x = torch.randn(tokens, dim, device=device, dtype=dtype)
         grad = torch.randn(tokens, dim, device=device, dtype=dtype)
-        base = MoEFeedForward(config).to(device=device, dtype=dtype)
+        base = MoEFeedForward(config)
+        init_weights(base, config)
+        base = base.to(device=device, dtype=dtype)
         shape = dict(tokens=tokens, dim=dim, hidden=expert_dim, n_experts=n, top_k=top_k, dtype=str(dtype).removeprefix("torch."))
 
-        dense = GatedFeedForward(config.replace(n_experts=0), hidden_dim=top_k * expert_dim).to(device=device, dtype=dtype)
+        dense = GatedFeedForward(config.replace(n_experts=0), hidden_dim=top_k * expert_dim)
+        init_weights(dense, config)
+        dense = dense.to(device=device, dtype=dtype)
         baselines = {
             "dense_ffn_same_activated": _fwd_bwd(dense, dense, x, grad),
             "python_expert_loop": _fwd_bwd(base, lambda xi: expert_loop_moe(base, xi), x, grad),

@@ -130,9 +130,9 @@ def _import_tokenizer(src: Path, vocab_size: int):
 
 
 def _param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    from zoo.models.accounting import meta_model
+    from zoo.models import Decoder
 
-    return {name: tuple(t.shape) for name, t in meta_model(config).state_dict().items()}
+    return {name: tuple(t.shape) for name, t in Decoder.on_meta(config).state_dict().items()}
 
 
 def apply_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:

@@ -23,20 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-BF16_BITS = 16
-TERNARY_PACKED_BITS = 2
-SCALE_BYTES = 4  # one fp32 absmean scale per ternary tensor (or per expert)
-
-
-@dataclass(frozen=True)
-class LinearAccount:
-    """What a projection contributes to the count: its weights, how often it is used, how it is stored."""
-
-    params: int
-    site: str  # attn_in | attn_out | ffn_in | ffn_down | router | ...
-    bits_per_weight: int
-    scale_bytes: int = 0
-    usage: float = 1.0  # mean fraction of a token's forward that reads this weight (k/E for routed experts)
+from zoo.models.protocols import BF16_BITS, Accounted, LinearAccount, ZeroCounting
 
 
 @dataclass(frozen=True)
@@ -53,11 +40,10 @@ class Accounting:
 
 
 def accounted_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module, LinearAccount]]:
-    """Every module that declares an ``accounting_entry()`` (ZooLinear, expert banks, routers)."""
+    """Every :class:`~zoo.models.protocols.Accounted` module (projections, expert banks, routers)."""
     for name, module in model.named_modules():
-        entry = getattr(module, "accounting_entry", None)
-        if callable(entry):
-            yield name, module, entry()
+        if isinstance(module, Accounted):
+            yield name, module, module.accounting_entry()
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -76,25 +62,25 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 def nominal_input_sparsity(model: nn.Module) -> dict[str, float]:
     """Per-module zero fraction implied by the configured top-K alone (exactly 1 − K/D per row)."""
-    return {name: getattr(m, "nominal_input_sparsity", 0.0) for name, m, _ in accounted_modules(model)}
+    return {name: m.nominal_input_sparsity for name, m, _ in accounted_modules(model)}
 
 
 @contextmanager
 def recording_input_zeros(model: nn.Module) -> Iterator[None]:
     """Within the block, every projection's input transform counts the zeros it produces."""
-    modules = [m for m in model.modules() if hasattr(m, "record_input_zeros")]
+    modules = [m for m in model.modules() if isinstance(m, ZeroCounting)]
     for module in modules:
-        module.record_input_zeros, module.input_zeros, module.input_numel = True, 0, 0
+        module.start_recording()
     try:
         yield
     finally:
         for module in modules:
-            module.record_input_zeros = False
+            module.stop_recording()
 
 
 def recorded_input_sparsity(model: nn.Module) -> dict[str, float]:
     """Per accounted module, the zero fraction its input transform recorded (0 where none was)."""
-    return {name: getattr(m, "input_sparsity", None) or 0.0 for name, m, _ in accounted_modules(model)}
+    return {name: m.input_sparsity or 0.0 for name, m, _ in accounted_modules(model)}
 
 
 @torch.no_grad()
@@ -154,11 +140,3 @@ def account(
     weight_bytes += _lm_head_bytes(model)
     by_site = {site: site_zero_params[site] / site_params[site] for site in site_params if site_params[site]}
     return Accounting(total, non_embedding, activated, weight_bytes, by_site, basis)
-
-
-def meta_model(config) -> nn.Module:
-    """A :class:`Decoder` with no storage, for accounting full-size configs."""
-    from zoo.models.decoder import Decoder
-
-    with torch.device("meta"):
-        return Decoder(config)

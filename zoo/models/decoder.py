@@ -6,16 +6,21 @@ Gale et al. 2022). Embeddings and the LM head stay full precision and dense in e
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from zoo.models.attention import Attention, KVCache, rope_frequencies
 from zoo.models.config import ModelConfig
-from zoo.models.ffn import build_ffn
-from zoo.models.linear import ZooLinear
+from zoo.models.ffn import GatedFeedForward
+from zoo.models.initialization import init_weights
+from zoo.models.moe import MoEFeedForward
 from zoo.models.norm import RMSNorm
+from zoo.models.protocols import ExpertRouting
+
+
+def build_ffn(config: ModelConfig) -> nn.Module:
+    """The FFN of one block: dense, or the dropless mixture of experts when ``n_experts > 0``."""
+    return MoEFeedForward(config) if config.is_moe else GatedFeedForward(config)
 
 
 class Block(nn.Module):
@@ -43,25 +48,13 @@ class Decoder(nn.Module):
             self.lm_head.weight = self.tok_embeddings.weight
         # Not a buffer: it is derived from the config, so it stays out of the state dict.
         self._freqs: torch.Tensor | None = None
-        self.reset_parameters()
+        init_weights(self, config)
 
-    def reset_parameters(self) -> None:
-        if self.tok_embeddings.weight.is_meta:
-            # No storage to fill (accounting builds meta models of every entry); meta normal_()
-            # still runs torch's decompositions and cost `zoo list` about 6 s.
-            return
-        std = self.config.init_std
-        # GPT-2's scaled init: each residual branch's output projection shrinks with depth.
-        residual_std = std / math.sqrt(2 * self.config.n_layers)
-        for name, module in self.named_modules():
-            if isinstance(module, (ZooLinear, nn.Linear)):
-                is_output = name.endswith(("attn.wo", "ffn.w_down"))
-                nn.init.normal_(module.weight, std=residual_std if is_output else std)
-            elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, std=std)
-        for module in self.modules():
-            if hasattr(module, "reset_expert_parameters"):
-                module.reset_expert_parameters(std, residual_std)
+    @classmethod
+    def on_meta(cls, config: ModelConfig) -> Decoder:
+        """A decoder with no storage, for accounting full-size configs (a 7B in milliseconds)."""
+        with torch.device("meta"):
+            return cls(config)
 
     def rope(self, device: torch.device) -> torch.Tensor:
         if self._freqs is None or self._freqs.device != device:
@@ -94,13 +87,14 @@ class Decoder(nn.Module):
         """One step of every MoE layer's bias balancing (``ModelConfig.balance_bias_rate``); the
         training loop calls it once per optimizer step."""
         for module in self.modules():
-            if hasattr(module, "update_selection_bias"):
+            if isinstance(module, ExpertRouting):
                 module.update_selection_bias()
 
     def aux_losses(self) -> dict[str, torch.Tensor]:
         """Sum over layers of the auxiliary losses the last forward left on MoE modules (empty if dense)."""
         totals: dict[str, torch.Tensor] = {}
         for module in self.modules():
-            for name, value in getattr(module, "last_aux_losses", {}).items():
-                totals[name] = totals[name] + value if name in totals else value
+            if isinstance(module, ExpertRouting):
+                for name, value in module.last_aux_losses.items():
+                    totals[name] = totals[name] + value if name in totals else value
         return totals

@@ -42,12 +42,3 @@ class GatedFeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.w_gate_up(x).chunk(2, dim=-1)
         return self.w_down(self.sub_norm(glu_activation(gate, up, self.act)))
-
-
-def build_ffn(config: ModelConfig) -> nn.Module:
-    """The FFN of one block: dense, or the dropless mixture of experts when ``n_experts > 0``."""
-    if config.is_moe:
-        from zoo.models.moe import MoEFeedForward
-
-        return MoEFeedForward(config)
-    return GatedFeedForward(config)

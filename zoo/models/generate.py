@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import torch
 
 from zoo.models.decoder import Decoder
+from zoo.models.inference.decode_step import decode_step_for
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, generator) -> torch.Tensor:
@@ -36,9 +37,9 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top
 
 def next_logits(model: Decoder, token: torch.Tensor, caches) -> torch.Tensor:
     """``[B, vocab]`` logits of ``token [B]`` appended to ``caches``: through the inference form's
-    compiled decode step where it applies (``zoo.models.decode_step``), else the modules."""
-    step = getattr(model, "decode_step", None)
-    logits = step.logits(token, caches) if step is not None else None
+    compiled decode step where it applies (``zoo.models.inference.decode_step``), else the modules."""
+    step = decode_step_for(model)
+    logits = step.logits(model, token, caches) if step is not None else None
     return logits if logits is not None else model(token[:, None], caches)[:, -1]
 
 

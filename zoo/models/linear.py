@@ -21,6 +21,7 @@ from torch import nn
 import zoo.kernels as kernels
 from zoo.kernels.ternary_matmul import latent_ternary_linear
 from zoo.models.config import ModelConfig, kept_channels
+from zoo.models.protocols import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, Accounted, LinearAccount, ZeroCounting
 
 
 def frozen_cache(module: nn.Module, tag: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -40,7 +41,7 @@ def frozen_cache(module: nn.Module, tag: str, compute: Callable[[], torch.Tensor
     return cache[tag][1]
 
 
-class InputTransform(nn.Module):
+class InputTransform(ZeroCounting, nn.Module):
     """The input rule of one projection, ``Q_x(S(x))``: Q-Sparse's top-K or N:M mask ``S``, then
     BitNet's per-token int8 ``Q_x``, as one module that every projection form composes (the
     training-form :class:`ZooLinear`, the MoE expert banks and the packed inference layers), so
@@ -49,10 +50,6 @@ class InputTransform(nn.Module):
 
     Holds no parameters: the state dicts of its owners do not change.
     """
-
-    record_input_zeros = False
-    input_zeros = 0
-    input_numel = 0
 
     def __init__(
         self,
@@ -107,11 +104,6 @@ class InputTransform(nn.Module):
         """Zero fraction the top-K rule alone guarantees: 1 − K/D (natural zeros come on top)."""
         return 1.0 - self.n_keep / self.width
 
-    @property
-    def input_sparsity(self) -> float | None:
-        """Measured fraction of zero inputs since recording started (None if nothing recorded)."""
-        return self.input_zeros / self.input_numel if self.input_numel else None
-
     def describe(self) -> list[str]:
         parts = [f"acts={self.act_quant}"] if self.act_quant != "none" else []
         if self.sparsity == "topk":
@@ -156,7 +148,7 @@ class TransformedInput:
         return self.input_transform.input_sparsity
 
 
-class SparseProjection(TransformedInput, nn.Module):
+class SparseProjection(TransformedInput, Accounted, nn.Module):
     """What every training-form zoo projection shares, whatever the shape of its weight: the
     BitNet / Q-Sparse choices and the :class:`InputTransform` ``S(Q_x(x))`` of its input.
 
@@ -180,7 +172,7 @@ class SparseProjection(TransformedInput, nn.Module):
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.empty(*weight_shape))
+        self.weight = nn.Parameter(torch.zeros(*weight_shape))
         self.weight_quant, self.kernel = weight_quant, kernel
         self.site = site  # which Q-Sparse site this projection is: attn_in, attn_out, ffn_in, ffn_down
         self.input_transform = InputTransform(
@@ -192,7 +184,7 @@ class SparseProjection(TransformedInput, nn.Module):
             kernel=kernel,
             owner=type(self).__name__,
         )
-        nn.init.normal_(self.weight, std=0.02)
+        # zeros until zoo.models.initialization.init_weights, the one initialisation, fills it
 
     @staticmethod
     def choices(config: ModelConfig) -> dict:
@@ -240,9 +232,7 @@ class ZooLinear(SparseProjection):
             return latent_ternary_linear(x, self.weight, self.bias, impl=self.kernel, quantized=self.effective_weight)
         return F.linear(x, self.weight, self.bias)
 
-    def accounting_entry(self):
-        from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
-
+    def accounting_entry(self) -> LinearAccount:
         if self.weight_quant == "ternary":
             return LinearAccount(self.weight.numel(), self.site, TERNARY_PACKED_BITS, SCALE_BYTES, self.usage)
         return LinearAccount(self.weight.numel(), self.site, BF16_BITS, 0, self.usage)

@@ -27,7 +27,6 @@ from torch import nn
 import zoo.kernels as kernels
 from zoo.kernels import moe as moe_ops
 from zoo.kernels.norm.reference import rms_norm as reference_rms_norm
-from zoo.models.accounting import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
 from zoo.models.config import ModelConfig
 from zoo.models.ffn import GatedFeedForward, glu_activation
 from zoo.models.linear import SparseProjection, frozen_cache
@@ -40,11 +39,12 @@ from zoo.models.moe_backends import (
     megablocks_ops,
     resolve_moe_backend,
 )
+from zoo.models.protocols import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, Accounted, ExpertRouting, LinearAccount
 
 __all__ = ["ExpertBank", "ExpertGroups", "MoEBackendUnavailable", "MoEFeedForward", "Router", "from_megablocks", "to_megablocks"]
 
 
-class Router(nn.Linear):
+class Router(Accounted, nn.Linear):
     """``D → E`` logits in fp32. Routers stay full precision and dense in every zoo entry: a
     ternary or sparsified router would flip expert choices, and it is a tiny ``E·D`` matrix."""
 
@@ -109,7 +109,7 @@ class ExpertRMSNorm(nn.Module):
         return reference_rms_norm(x, self.weight.index_select(0, experts), self.eps)
 
 
-class MoEFeedForward(nn.Module):
+class MoEFeedForward(ExpertRouting, nn.Module):
     """Dropless top-k MoE FFN: router → permute → experts on contiguous slices → weighted unpermute.
 
     ``ModelConfig.balance_bias_rate > 0`` turns on DeepSeek-V3's auxiliary-loss-free balancing
@@ -152,21 +152,6 @@ class MoEFeedForward(nn.Module):
 
         self.last_aux_losses: dict[str, torch.Tensor] = {}
         self.tokens_per_expert: torch.Tensor | None = None
-        nn.init.normal_(self.router.weight, std=config.init_std)
-        self.reset_expert_parameters(config.init_std, config.init_std / math.sqrt(2 * config.n_layers))
-
-    @torch.no_grad()
-    def reset_expert_parameters(self, std: float, residual_std: float) -> None:
-        """Gate/up with ``std``; the down projections (experts' and shared) end a residual branch: ``residual_std``."""
-        nn.init.normal_(self.w_gate_up.weight, std=std)
-        nn.init.normal_(self.w_down.weight, std=residual_std)
-        if self.sub_norm is not None:
-            self.sub_norm.weight.fill_(1.0)
-        if self.shared is not None:
-            nn.init.normal_(self.shared.w_gate_up.weight, std=std)
-            nn.init.normal_(self.shared.w_down.weight, std=residual_std)
-        if self.selection_bias is not None:
-            self.selection_bias.zero_()
 
     # Backend choice ------------------------------------------------------------------------------
     def backend(self, x: torch.Tensor) -> str:

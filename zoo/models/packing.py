@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from zoo.kernels import pack_ternary, ternary_quantize_raw, unpack_ternary
+from zoo.models.linear import SparseProjection
 
 PACKED, SCALE = ".weight_packed", ".weight_scale"
 
@@ -22,9 +23,7 @@ PACKED, SCALE = ".weight_packed", ".weight_scale"
 def ternary_modules(model: nn.Module) -> dict[str, nn.Module]:
     """Modules whose ``weight`` is ternarised in the forward (ZooLinear ``[out, in]``, expert banks ``[E, out, in]``)."""
     return {
-        name: module
-        for name, module in model.named_modules()
-        if getattr(module, "weight_quant", None) == "ternary" and isinstance(getattr(module, "weight", None), nn.Parameter)
+        name: module for name, module in model.named_modules() if isinstance(module, SparseProjection) and module.weight_quant == "ternary"
     }
 
 

@@ -4,7 +4,7 @@
 Why: at decode widths each torch op costs about a microsecond of dispatch or more on this class
 of CPU, and a token of a Llama-style decoder is a few hundred of them, which took longer than
 reading the weights. A :class:`DecodeProgram` is built once from a model's inference form (the
-model layer emits the ops, see ``zoo.models.decode_step``); each token is then one C call over a
+model layer emits the ops, see ``zoo.models.inference.decode_step``); each token is then one C call over a
 few fp32 slots, with the KV cache written in place. The projections are the prepared calls of
 this package (:class:`~zoo.kernels.compiled.PackedLinear` for BitNet b1.58 ternary weights,
 :class:`~zoo.kernels.compiled.SparseLinear` for Q-Sparse top-K inputs) or dense fp32 weights.

@@ -5,8 +5,10 @@ RMSNorm, BitNet b1.58 packed ternary projections (arXiv 2402.17764), Q-Sparse to
 dropless top-k MoE that reads only the chosen experts (MegaBlocks, Gale et al. 2022).
 
 Why: at decode widths a token through the torch modules is a few hundred small ops, and their
-dispatch cost more than the weights they read. :func:`zoo.generate` asks :class:`DecodeStep`
-for each new token's logits and falls back to the modules whenever it declines: prefill and
+dispatch cost more than the weights they read. :func:`zoo.generate` asks the :class:`DecodeStep`
+of an inference-form model (:func:`decode_step_for`: one per model, held in a cache keyed weakly by
+the model, nothing stored on it) for each new token's logits and falls back to the modules
+whenever it declines: prefill and
 batches, the ``torch`` kernel choice, a part without a compiled form (shared experts, a ternary
 projection without int8 inputs), non-fp32 tensors, or while accounting records input zeros.
 Outputs agree with the module path to fp32 rounding (sums in another order), not bit for bit.
@@ -15,6 +17,7 @@ Outputs agree with the module path to fp32 rounding (sums in another order), not
 from __future__ import annotations
 
 import threading
+import weakref
 
 import torch
 from torch import nn
@@ -22,8 +25,10 @@ from torch import nn
 from zoo.kernels.compiled import available as compiled_available
 from zoo.kernels.compiled.program import OUTPUT, DecodeProgram, Unsupported
 from zoo.models.ffn import GatedFeedForward
-from zoo.models.inference import FullPrecisionLinear, InferenceMoE, PreparedProjection
+from zoo.models.inference.layers import FullPrecisionLinear, PreparedProjection
+from zoo.models.inference.moe import InferenceMoE
 from zoo.models.norm import RMSNorm
+from zoo.models.protocols import ZeroCounting
 
 RESIDUAL, NORMED, WIDE, HIDDEN, BRANCH = range(5)  # the program's fp32 slots
 
@@ -97,17 +102,18 @@ def compile_decode_step(model: nn.Module):
 class DecodeStep:
     """Next-token logits of an inference-form decoder through its compiled program, built on first
     use in each thread (a program owns its work buffers) and rebuilt when the weights it was built
-    from were reloaded or moved."""
+    from were reloaded or moved. Holds no reference to the model: the cache of
+    :func:`decode_step_for` is keyed weakly by it, and the model is passed to each call."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
+    def __init__(self) -> None:
         self.unsupported: str | None = None if compiled_available() else "the compiled CPU kernels are unavailable"
         self.local = threading.local()
 
-    def _fingerprint(self, projections: list[nn.Module]) -> tuple:
+    @staticmethod
+    def _fingerprint(model: nn.Module, projections: list[nn.Module]) -> tuple:
         """What changes when the program must be rebuilt: a load or move drops each projection's
         prepared call (see ``PreparedProjection``), and a move or cast replaces the embedding."""
-        embedding = self.model.tok_embeddings.weight
+        embedding = model.tok_embeddings.weight
         return (embedding.data_ptr(), embedding.dtype, tuple(id(m.prepared) for m in projections))
 
     @property
@@ -115,22 +121,22 @@ class DecodeStep:
         """This thread's program, or None before the first compiled step."""
         return getattr(self.local, "program", None)
 
-    def _current_program(self):
+    def _current_program(self, model: nn.Module):
         local = self.local
-        if getattr(local, "program", None) is None or local.fingerprint != self._fingerprint(local.projections):
-            local.program = compile_decode_step(self.model)
-            local.projections = [m for m in self.model.modules() if isinstance(m, PreparedProjection)]
-            local.recorders = [m for m in self.model.modules() if hasattr(m, "record_input_zeros")]
-            local.fingerprint = self._fingerprint(local.projections)
+        if getattr(local, "program", None) is None or local.fingerprint != self._fingerprint(model, local.projections):
+            local.program = compile_decode_step(model)
+            local.projections = [m for m in model.modules() if isinstance(m, PreparedProjection)]
+            local.recorders = [m for m in model.modules() if isinstance(m, ZeroCounting)]
+            local.fingerprint = self._fingerprint(model, local.projections)
         return local.program
 
-    def logits(self, token: torch.Tensor, caches) -> torch.Tensor | None:
+    def logits(self, model: nn.Module, token: torch.Tensor, caches) -> torch.Tensor | None:
         """``[1, vocab]`` logits for ``token [1]`` appended to ``caches``, or None when the
         compiled step does not apply (the caller then runs the modules)."""
         if self.unsupported is not None or token.numel() != 1 or token.device.type != "cpu":
             return None
         try:
-            program = self._current_program()
+            program = self._current_program(model)
         except Unsupported as reason:
             self.local.program, self.unsupported = None, str(reason)
             return None
@@ -138,9 +144,17 @@ class DecodeStep:
             return None
         return program.run(int(token), caches)[None]
 
-    def __getstate__(self):  # programs hold C pointers: a copy or an unpickled model builds its own
-        return {"model": self.model, "unsupported": self.unsupported}
 
-    def __setstate__(self, state) -> None:
-        self.__dict__.update(state)
-        self.local = threading.local()
+INFERENCE_LAYERS = (PreparedProjection, FullPrecisionLinear, InferenceMoE)
+_steps: weakref.WeakKeyDictionary[nn.Module, DecodeStep] = weakref.WeakKeyDictionary()
+_steps_lock = threading.Lock()
+
+
+def decode_step_for(model: nn.Module) -> DecodeStep | None:
+    """The decode step of an inference-form ``model`` (made on first use, one per model object, so
+    a copy gets its own), or None for a training-form model."""
+    step = _steps.get(model)
+    if step is None and any(isinstance(m, INFERENCE_LAYERS) for m in model.modules()):
+        with _steps_lock:
+            step = _steps.setdefault(model, DecodeStep())
+    return step
