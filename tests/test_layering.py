@@ -4,6 +4,7 @@ crosses a package boundary."""
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,11 +42,16 @@ def test_lower_layers_never_import_upwards():
     assert not offences, offences
 
 
+# An op's kernels and launchers (``<op>/_triton.py``), and jit helpers several ops share
+# (``_triton_<what>.py``, e.g. zoo/kernels/_triton_helpers.py): the only files that import triton.
+TRITON_FILE = re.compile(r"_triton(_[a-z0-9_]+)?\.py")
+
+
 def test_only_triton_files_import_triton():
     offences = [
         str(p.relative_to(ROOT))
         for p in (ROOT / "zoo" / "kernels").rglob("*.py")
-        if p.name != "_triton.py" and any(n.split(".")[0] == "triton" for n in imported_modules(p))
+        if not TRITON_FILE.fullmatch(p.name) and any(n.split(".")[0] == "triton" for n in imported_modules(p))
     ]
     assert not offences, offences
 
@@ -122,20 +128,35 @@ def test_zoo_rooms_import_only_the_rooms_below_them():
     assert not offences, offences
 
 
+def is_private(part: str) -> bool:
+    return part.startswith("_") and not part.startswith("__")
+
+
 def test_no_private_name_crosses_a_package_boundary():
-    """``from zoo.x import _y`` or ``import zoo.x._y`` from outside package x (tests may test internals)."""
+    """``from zoo.x import _y`` or ``import zoo.x._y`` from outside package x (tests may test internals).
+
+    Inside zoo.kernels each op's sub-package (topk, quant, pack, compiled, ...) counts as a package
+    too: one op reaches another only through public names, and what several ops share lives in
+    zoo.kernels itself (``zoo.kernels._dispatch``, ``zoo.kernels._triton_helpers``)."""
     offences = []
     trees = {"zoo": ROOT / "zoo", "leaderboard": ROOT / "leaderboard"}
+    kernels = ROOT / "zoo" / "kernels"
     for tree, top in trees.items():
         for path in top.rglob("*.py"):
             here = room_of(path, top) if tree == "zoo" else tree
+            in_kernels = kernels in path.parents
+            op_here = room_of(path, kernels) if in_kernels and path.parent != kernels else None
             for module, name in zoo_imports(path):
                 parts = module.split(".")
                 owner = parts[1] if len(parts) > 1 else "zoo"
-                private_module = any(part.startswith("_") and not part.startswith("__") for part in parts)
-                private_name = name is not None and name.startswith("_") and not name.startswith("__")
+                private_module = any(is_private(part) for part in parts)
+                private_name = name is not None and is_private(name)
+                shown = f"{path.relative_to(ROOT)}: {module}{'.' + name if name else ''}"
                 if (private_module or private_name) and owner != here:
-                    offences.append(f"{path.relative_to(ROOT)}: {module}{'.' + name if name else ''}")
+                    offences.append(shown)
+                elif in_kernels and owner == "kernels" and len(parts) > 2 and (kernels / parts[2]).is_dir() and parts[2] != op_here:
+                    if any(is_private(part) for part in parts[3:]) or private_name:  # into another op's sub-package
+                        offences.append(shown)
     assert not offences, offences
 
 

@@ -41,7 +41,9 @@ def test_wheel_contents(tmp_path):
         "zoo/store/manifest.json",
         "zoo/kernels/compiled/ternary_gemv.c",
         "zoo/kernels/compiled/topk_rows.c",
+        "zoo/kernels/compiled/cpu_features.c",
         "zoo/kernels/compiled/zoo_cpu.h",
+        "zoo/kernels/compiled/zoo_kernels.h",  # the ABI header every source includes
     ):  # the CPU kernels are compiled on first use
         assert required in names, required
     yaml_in_wheel = {n.removeprefix("zoo/configs/") for n in names if n.startswith("zoo/configs/") and n.endswith(".yaml")}

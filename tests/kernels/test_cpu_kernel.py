@@ -1,5 +1,6 @@
-"""The compiled CPU kernel (``ternary_gemv.c``) against its torch reference: integer accumulators
-compared with ``torch.equal``, on both of its paths (AVX2 where the CPU has it, and scalar)."""
+"""The compiled CPU kernels (``ternary_gemv.c``) against their torch reference: integer accumulators
+compared with ``torch.equal``, on both paths of the dispatch (the ``cpu_isa`` fixture: AVX2 where
+the CPU has it, and scalar, forced through ``zoo_force_isa``)."""
 
 import pytest
 import torch
@@ -8,8 +9,6 @@ from zoo.kernels import compiled, pack_ternary
 from zoo.kernels.ternary_matmul import reference, ternary_accumulate
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="no C compiler: the torch path is used instead")
-
-PATHS = [False, True]  # force_scalar
 
 
 def case(n_out, k_in, rows, density, seed=0):
@@ -20,7 +19,6 @@ def case(n_out, k_in, rows, density, seed=0):
     return x, pack_ternary(weight)
 
 
-@pytest.mark.parametrize("force_scalar", PATHS)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(
     "n_out, k_in, rows, density",
@@ -35,15 +33,14 @@ def case(n_out, k_in, rows, density, seed=0):
         (512, 300, 2, 0.0),  # no kept channel at all
     ],
 )
-def test_accumulator_equals_the_reference_exactly(n_out, k_in, rows, density, threads, force_scalar):
+def test_accumulator_equals_the_reference_exactly(n_out, k_in, rows, density, threads, cpu_isa):
     x, packed = case(n_out, k_in, rows, density)
     expected = reference.ternary_accumulate(x, packed, n_out)
-    got = compiled.ternary_accumulate(x, packed, n_out, threads=threads, force_scalar=force_scalar)
+    got = compiled.ternary_accumulate(x, packed, n_out, threads=threads)
     assert got.dtype == torch.int32 and torch.equal(got, expected)
 
 
-@pytest.mark.parametrize("force_scalar", PATHS)
-def test_extreme_sums_do_not_overflow(force_scalar):
+def test_extreme_sums_do_not_overflow(cpu_isa):
     # 2048 channels of ±127 against all +1 / all -1 weights: ±260096, far past int16, in int32.
     # -128 (not made by the absmax rule, but valid int8) fills a 64-pair int16 block to -32768 exactly.
     k_in = 2048
@@ -51,7 +48,7 @@ def test_extreme_sums_do_not_overflow(force_scalar):
     packed = pack_ternary(weight)
     for value in (127, -127, -128):
         x = torch.full((1, k_in), value, dtype=torch.int8)
-        got = compiled.ternary_accumulate(x, packed, 256, force_scalar=force_scalar)
+        got = compiled.ternary_accumulate(x, packed, 256)
         assert torch.equal(got, reference.ternary_accumulate(x, packed, 256))
         assert got[0, 0].item() == value * k_in and got[0, -1].item() == -value * k_in
 
@@ -75,8 +72,17 @@ def test_bad_inputs_are_named():
         compiled.ternary_accumulate(x, packed, 200)
 
 
-def test_isa_is_reported():
-    assert compiled.isa() in ("avx2", "scalar")
+def test_isa_is_reported_and_the_override_reaches_every_kernel():
+    best = compiled.isa()
+    assert best in ("avx2", "scalar")
+    try:
+        assert compiled.force_isa("scalar") == "scalar" == compiled.isa()
+        assert compiled.force_isa("avx2") == best  # a cap above the CPU changes nothing
+        with pytest.raises(ValueError, match="force_isa"):
+            compiled.force_isa("avx512")
+        assert compiled.library().zoo_force_isa(7) == -1 and compiled.isa() == best  # unknown: nothing changed
+    finally:
+        assert compiled.force_isa("auto") == best
 
 
 def test_without_the_kernel_auto_falls_back_and_cpu_raises():
@@ -105,7 +111,7 @@ def test_ops_without_a_cpu_kernel_refuse_impl_cpu():
 
 @pytest.mark.parametrize("sparsity, n_keep, block", [("none", 0, 1), ("topk", 45, 1), ("block", 5, 16), ("topk", 64, 1)])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_fused_packed_linear_equals_the_reference_bit_for_bit(sparsity, n_keep, block, with_bias):
+def test_fused_packed_linear_equals_the_reference_bit_for_bit(sparsity, n_keep, block, with_bias, cpu_isa):
     from zoo.kernels.ternary_matmul import packed_ternary_linear
 
     generator = torch.Generator().manual_seed(3)
@@ -127,8 +133,7 @@ def test_fused_packed_linear_equals_the_reference_bit_for_bit(sparsity, n_keep, 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("sparsity, n_keep, block", [("none", 0, 1), ("topk", 90, 1), ("block", 8, 32)])
-@pytest.mark.parametrize("force_scalar", PATHS)
-def test_sparse_projection_matches_the_reference(dtype, sparsity, n_keep, block, force_scalar):
+def test_sparse_projection_matches_the_reference(dtype, sparsity, n_keep, block, cpu_isa):
     from zoo.kernels.ternary_matmul import reference as ref
 
     generator = torch.Generator().manual_seed(5)
@@ -137,7 +142,7 @@ def test_sparse_projection_matches_the_reference(dtype, sparsity, n_keep, block,
     weight_t = torch.randn(128, 300, generator=generator).to(dtype)
     bias = torch.randn(300, generator=generator)
     expected, kept = ref.sparse_projection(x, weight_t, bias, sparsity, n_keep, block)
-    got, got_kept = compiled.sparse_linear(x, weight_t, bias, sparsity, n_keep, block, force_scalar=force_scalar)
+    got, got_kept = compiled.sparse_linear(x, weight_t, bias, sparsity, n_keep, block)
     torch.testing.assert_close(got, expected)  # fp32 sums, another order: torch.testing's fp32 defaults
     assert got_kept == kept
 

@@ -1,5 +1,6 @@
 """The input transform of a projection, ``Q_x(S(x))``: the compiled CPU kernel against the torch
-reference, compared with ``torch.equal`` (masks and int8 values are discrete)."""
+reference, compared with ``torch.equal`` (masks and int8 values are discrete), on both paths of
+the dispatch (the ``cpu_isa`` fixture)."""
 
 import pytest
 import torch
@@ -29,7 +30,7 @@ def _rows(shape, seed):
 
 @pytest.mark.parametrize("shape", [(7, 64), (3, 5, 128), (301, 256)])
 @pytest.mark.parametrize("sparsity,n_keep,block,int8", RULES)
-def test_compiled_transform_equals_the_reference(shape, sparsity, n_keep, block, int8):
+def test_compiled_transform_equals_the_reference(shape, sparsity, n_keep, block, int8, cpu_isa):
     x = _rows(shape, seed=shape[0])
     got = input_transform(x, sparsity=sparsity, n_keep=n_keep, block_size=block, int8=int8, impl="cpu")
     expected = input_transform(x, sparsity=sparsity, n_keep=n_keep, block_size=block, int8=int8, impl="torch")

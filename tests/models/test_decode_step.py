@@ -68,7 +68,7 @@ def modules_only(model: Decoder):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_logits_and_greedy_tokens_match_the_modules(variant):
+def test_logits_and_greedy_tokens_match_the_modules(variant, cpu_isa):  # both paths of every kernel the step calls
     model = inference_model(variant)
     prompt = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(1))
     fast, slow = module_logits(model, prompt, 7)

@@ -1,8 +1,11 @@
 """zoo.kernels: layer 0, functional ops for sparse and low-bit LLMs.
 
 Each op is a sub-package: ``reference.py`` (pure PyTorch, differentiable: the spec, the CPU path
-and the test oracle), optional ``_triton.py`` (kernels; the only files that import triton),
-``function.py`` (autograd wrappers) and ``__init__.py`` (the public, dispatching function).
+and the test oracle), optional ``_triton.py`` (kernels), ``function.py`` (autograd wrappers) and
+``__init__.py`` (the public, dispatching function). One op uses another only through its public
+names; what several share sits here: ``_dispatch.py`` (the path choice), ``_triton_helpers.py``
+(jit helpers; with the ``_triton.py`` files, the only modules that import triton) and
+``compiled/`` (the C kernels, one ABI header).
 
 This package imports nothing above it (no Lightning, no YAML, no ``zoo.models``).
 """

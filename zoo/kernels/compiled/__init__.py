@@ -1,7 +1,10 @@
 """The compiled CPU kernels of zoo.kernels: BitNet b1.58 packed ternary GEMVs (arXiv 2402.17764)
 and Q-Sparse top-K transforms (arXiv 2407.10969), RMSNorm and a whole decode step (``program``),
-plain C (``ternary_gemv.c``, ``topk_rows.c``, ``rms_norm.c``, ``decode_step.c``)
-built with the system C compiler on first use and loaded through ctypes.
+plain C built with the system C compiler on first use and loaded through ctypes.
+
+The library's ABI is one header, ``zoo_kernels.h`` (every exported function and struct), mirrored
+for ctypes in :mod:`zoo.kernels.compiled.abi`; ``zoo_cpu.h`` holds the numeric helpers the kernels
+share inside the library, ``cpu_features.c`` the one instruction-set dispatch (see :func:`force_isa`).
 
 These are raw ops without autograd or dispatch: each op's sub-package (``zoo.kernels.topk``,
 ``zoo.kernels.ternary_matmul``) decides when to call them and pairs them with its reference.
@@ -28,10 +31,14 @@ from pathlib import Path
 
 import torch
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("ternary_gemv.c", "topk_rows.c", "rms_norm.c", "decode_step.c"))
-HEADER = Path(__file__).with_name("zoo_cpu.h")
-FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-std=c11", "-lm")
-ISA_NAMES = {1: "scalar", 2: "avx2"}
+from zoo.kernels.compiled import abi
+
+HERE = Path(__file__).parent
+SOURCES = tuple(sorted(HERE.glob("*.c")))
+HEADERS = tuple(sorted(HERE.glob("*.h")))  # zoo_kernels.h (the ABI) and zoo_cpu.h (shared inside)
+# hidden visibility: the library exports what zoo_kernels.h marks ZOO_API and nothing else
+FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp", "-std=c11", "-fvisibility=hidden", "-lm")
+SPARSITY_MODES = abi.SPARSITY_MODES
 
 _library: ctypes.CDLL | None = None
 _tried = False
@@ -44,14 +51,19 @@ def _cache_dir() -> Path:
     return root / "kernels"
 
 
-def _build(target: Path, compiler: str) -> None:
+def _build(target: Path, cc: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         partial = Path(tmp) / target.name
-        result = subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", str(partial)], capture_output=True, text=True)
+        result = subprocess.run([cc, *FLAGS, *map(str, SOURCES), "-o", str(partial)], capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(" ".join(result.stderr.split())[:300])
         os.replace(partial, target)  # atomic: a concurrent process sees the old name or the whole file
+
+
+def compiler() -> str | None:
+    """The C compiler the library is built with: ``$CC``, else ``cc`` or ``gcc`` on the PATH."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
 def library() -> ctypes.CDLL | None:
@@ -62,110 +74,21 @@ def library() -> ctypes.CDLL | None:
     _tried = True
     if os.environ.get("ZOO_CPU_KERNELS", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
+    cc = compiler()
+    if cc is None:
         print("moezoo: no C compiler found; packed ternary layers use the slower torch path", file=sys.stderr)
         return None
-    code = b"".join(path.read_bytes() for path in (*SOURCES, HEADER))
-    digest = hashlib.sha256(code + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
+    code = b"".join(path.read_bytes() for path in (*SOURCES, *HEADERS))
+    digest = hashlib.sha256(code + " ".join((cc, *FLAGS)).encode()).hexdigest()[:16]
     target = _cache_dir() / f"zoo_cpu-{digest}.so"
     try:
         if not target.is_file():
-            _build(target, compiler)
+            _build(target, cc)
         lib = ctypes.CDLL(str(target))
     except (OSError, RuntimeError) as error:
         print(f"moezoo: could not build the CPU kernel ({error}); using the torch path", file=sys.stderr)
         return None
-    lib.zoo_ternary_gemv.restype = None
-    lib.zoo_ternary_gemv.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_int,
-        ctypes.c_int,
-    ]
-    lib.zoo_ternary_gemv_isa.restype = ctypes.c_int
-    lib.zoo_sparse_linear.restype = ctypes.c_int64
-    lib.zoo_sparse_linear.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_int,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_void_p,
-        ctypes.c_int,
-        ctypes.c_int64,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        *([ctypes.c_void_p] * 4),
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_float,
-        ctypes.c_void_p,
-    ]
-    lib.zoo_packed_linear.restype = ctypes.c_int64
-    lib.zoo_packed_linear.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_int,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_float,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        *([ctypes.c_void_p] * 7),
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_float,
-        ctypes.c_void_p,
-    ]
-    lib.zoo_topk_rows.restype = ctypes.c_int64
-    lib.zoo_topk_rows.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_int,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_int,
-    ]
-    lib.zoo_rms_norm_forward.restype = None
-    lib.zoo_rms_norm_forward.argtypes = [
-        *([ctypes.c_void_p] * 2),
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_float,
-        *([ctypes.c_void_p] * 2),
-        ctypes.c_int,
-    ]
-    lib.zoo_run_program.restype = ctypes.c_int64
-    lib.zoo_run_program.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_int,
-    ]
-    lib.zoo_rms_norm_backward.restype = ctypes.c_int
-    lib.zoo_rms_norm_backward.argtypes = [*([ctypes.c_void_p] * 4), ctypes.c_int64, ctypes.c_int64, *([ctypes.c_void_p] * 2), ctypes.c_int]
-    _library = lib
+    _library = abi.bind(lib)
     return lib
 
 
@@ -190,27 +113,62 @@ def _fp32_rows(x: torch.Tensor, k_in: int, op: str) -> torch.Tensor:
 
 
 def isa() -> str:
-    """The instruction set the library dispatches to on this CPU ("avx2" or "scalar")."""
+    """The instruction set every kernel dispatches to now: "avx2" (with FMA) or "scalar" ("none"
+    without the library)."""
     lib = library()
-    return ISA_NAMES.get(lib.zoo_ternary_gemv_isa(), "unknown") if lib is not None else "none"
+    return abi.ISA_NAMES.get(lib.zoo_isa(), "unknown") if lib is not None else "none"
+
+
+def force_isa(name: str) -> str:
+    """The one override of the kernels' dispatch (``zoo_force_isa``): ``"scalar"`` forces the
+    scalar path in every kernel, ``"avx2"`` allows the vector paths where the CPU has them,
+    ``"auto"`` lifts the cap. Process-wide. Returns :func:`isa` after, which tells a caller
+    whether the path it asked for is the one that runs (a CPU without AVX2 stays scalar)."""
+    if name not in abi.ISA_CODES:
+        raise ValueError(f"force_isa: expected one of {tuple(abi.ISA_CODES)}, got {name!r}")
+    _loaded("force_isa").zoo_force_isa(abi.ISA_CODES[name])
+    return isa()
+
+
+class ScratchBuffers:
+    """The tensors behind one ``zoo_scratch`` (``self.struct``), for projections of up to ``k_in``
+    inputs and ``nb`` packed bytes per channel; the decode step's extra buffers when sized."""
+
+    def __init__(self, k_in: int, nb: int = 1, *, keep: int = 0, scores: int = 0, query: int = 0, expert: int = 0) -> None:
+        block = 128 * max(1, nb // 32)
+        sizes = dict(
+            magnitudes=(2 * k_in, torch.float32),  # the top-K selection's values and candidates
+            keep=(max(k_in, keep), torch.uint8),
+            q=(k_in, torch.int8),
+            acc=(4 * nb, torch.int32),
+            kept=(k_in, torch.int32),
+            acc16=(block, torch.int16),
+            acc32=(block, torch.int32),
+            values=(k_in, torch.float32),
+            normed=(k_in, torch.float32),
+            scores=(scores, torch.float32),
+            query=(query, torch.float32),
+            expert_a=(expert, torch.float32),
+            expert_b=(expert, torch.float32),
+            expert_c=(expert, torch.float32),
+        )
+        self.tensors = {name: torch.empty(size, dtype=dtype) for name, (size, dtype) in sizes.items() if size}
+        self.struct = abi.Scratch(**{name: t.data_ptr() for name, t in self.tensors.items()})
 
 
 _scratches = threading.local()
 
 
-def _scratch(kind: type, *shape: int):
-    """Work buffers of one kind and shape, made once per thread and reused by every call: decoding
-    calls each projection every token, and an allocation costs as much as a small GEMV."""
+def _scratch(k_in: int, nb: int = 1) -> abi.Scratch:
+    """The work buffers of projections of one shape, made once per thread and reused by every call:
+    decoding calls each projection every token, and an allocation costs as much as a small GEMV."""
     cache = _scratches.__dict__.setdefault("by_shape", {})
-    key = (kind, shape)
-    if key not in cache:
-        cache[key] = kind(*shape)
-    return cache[key]
+    if (k_in, nb) not in cache:
+        cache[k_in, nb] = ScratchBuffers(k_in, nb)
+    return cache[k_in, nb].struct
 
 
-def ternary_accumulate(
-    x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, threads: int | None = None, force_scalar: bool = False
-) -> torch.Tensor:
+def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, threads: int | None = None) -> torch.Tensor:
     """``x_q · W_qᵀ`` as exact int32, ``x_q`` int8 ``[..., K]``, ``packed`` uint8 ``[K, ceil(N/4)]``."""
     lib = _loaded("ternary_accumulate")
     if x_q.dtype != torch.int8 or packed.dtype != torch.uint8 or x_q.device.type != "cpu" or packed.device.type != "cpu":
@@ -223,51 +181,76 @@ def ternary_accumulate(
     rows = x_q.reshape(-1, k_in).contiguous()
     packed = packed.contiguous()
     acc = torch.empty(rows.shape[0], 4 * nb, dtype=torch.int32)
-    scratch = _scratch(PackedLinearScratch, k_in, nb)
-    lib.zoo_ternary_gemv(
-        packed.data_ptr(),
-        k_in,
-        nb,
-        rows.data_ptr(),
-        rows.shape[0],
-        acc.data_ptr(),
-        scratch.kept.data_ptr(),
-        scratch.acc16.data_ptr(),
-        scratch.acc32.data_ptr(),
-        torch.get_num_threads() if threads is None else threads,
-        int(force_scalar),
-    )
+    threads = torch.get_num_threads() if threads is None else threads
+    lib.zoo_ternary_gemv(packed.data_ptr(), k_in, nb, rows.data_ptr(), rows.shape[0], acc.data_ptr(), _scratch(k_in, nb), threads)
     return acc[:, :n_out].reshape(*x_q.shape[:-1], n_out)
 
 
-SPARSITY_MODES = {"none": 0, "topk": 1, "block": 2}
 SPARSE_WEIGHT_DTYPES = (torch.float32, torch.bfloat16)
 
 
-class PackedLinearScratch:
-    """Work buffers of the packed GEMV and projection for one shape (see :func:`_scratch`)."""
-
-    def __init__(self, k_in: int, nb: int) -> None:
-        block = 128 * max(1, nb // 32)
-        self.magnitudes = torch.empty(2 * k_in, dtype=torch.float32)  # the top-K selection's values and candidates
-        self.keep = torch.empty(k_in, dtype=torch.uint8)
-        self.q = torch.empty(k_in, dtype=torch.int8)
-        self.acc = torch.empty(4 * nb, dtype=torch.int32)
-        self.kept = torch.empty(k_in, dtype=torch.int32)
-        self.acc16 = torch.empty(block, dtype=torch.int16)
-        self.acc32 = torch.empty(block, dtype=torch.int32)
-        self.normed = torch.empty(k_in, dtype=torch.float32)
-        self.pointers = [t.data_ptr() for t in (self.magnitudes, self.keep, self.q, self.acc, self.kept, self.acc16, self.acc32)]
+def _pointer(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
 
 
-class PackedLinear:
-    """The fused [RMSNorm] / top-K / int8 / packed GEMV / scale projection with its weight-side
-    operands checked and converted once; calling it with ``x`` runs one C call.
+def _checked_norm(norm: tuple[torch.Tensor, float] | None, k_in: int) -> tuple[torch.Tensor | None, float]:
+    if norm is None:
+        return None, 0.0
+    weight, eps = norm
+    if weight.dtype != torch.float32 or not weight.is_contiguous() or weight.numel() != k_in or weight.device.type != "cpu":
+        raise ValueError(f"norm: expected a contiguous fp32 CPU gain of {k_in} channels, got {weight.dtype} {tuple(weight.shape)}")
+    return weight, float(eps)
+
+
+class _Prepared:
+    """A projection checked and converted once, described to C by one ``zoo_projection``
+    (``self.projection``); calling it with ``x`` runs one C call.
 
     Why prepared: decoding calls each projection once a token, and on this class of CPU every torch
     check or conversion costs about a microsecond, so re-validating the weight side per call took as
-    long as the C work of a small projection. Holds its tensors (not raw pointers): a copy stays valid.
+    long as the C work of a small projection. Holds its tensors; the struct's raw pointers into them
+    are rebuilt when the object is copied or unpickled, so a copy points at its own tensors.
     """
+
+    op = ""
+
+    def _describe(self) -> abi.Projection:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict:
+        return {name: value for name, value in self.__dict__.items() if name not in ("projection", "function")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.function = getattr(_loaded(self.op), f"zoo_{self.op}")
+        self.projection = self._describe()
+
+    def _finish(self) -> None:
+        self.__setstate__({})
+
+    def _common(self, kind: int, rule: abi.InputRule) -> abi.Projection:
+        return abi.Projection(
+            kind=kind,
+            rule=rule,
+            k_in=self.k_in,
+            n_out=self.n_out,
+            bias=_pointer(self.bias),
+            norm_w=_pointer(self.norm_weight),
+            norm_eps=self.norm_eps,
+        )
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(``y`` fp32 ``[..., n_out]``, the count of non-zero inputs used) for ``x [..., K]``."""
+        rows = _fp32_rows(x, self.k_in, self.op)
+        y = torch.empty(rows.shape[0], self.n_out, dtype=torch.float32)
+        nonzero = self.function(self.projection, rows.data_ptr(), rows.shape[0], y.data_ptr(), self.scratch(), torch.get_num_threads())
+        return y.view(*x.shape[:-1], self.n_out), nonzero
+
+
+class PackedLinear(_Prepared):
+    """The fused [RMSNorm] / top-K / int8 / packed GEMV / scale projection of BitNet b1.58 weights."""
+
+    op = "packed_linear"
 
     def __init__(
         self,
@@ -280,7 +263,6 @@ class PackedLinear:
         block_size: int,
         norm: tuple[torch.Tensor, float] | None = None,
     ) -> None:
-        self.function = _loaded("packed_linear").zoo_packed_linear
         if packed.dtype != torch.uint8 or packed.dim() != 2 or packed.device.type != "cpu":
             raise TypeError(
                 f"packed_linear: expected a uint8 CPU packed weight [K, ceil(N/4)], got {packed.dtype} {tuple(packed.shape)} on {packed.device}"
@@ -290,32 +272,17 @@ class PackedLinear:
             raise ValueError(f"packed_linear: packed {tuple(packed.shape)} does not hold n_out={n_out} outputs")
         self.packed, self.n_out, self.alpha = packed.contiguous(), n_out, float(alpha)
         self.bias = None if bias is None else bias.detach().float().contiguous()
-        self.mode, self.n_keep, self.block_size = SPARSITY_MODES[sparsity], n_keep, block_size
+        self.rule = (sparsity, n_keep, block_size, True)  # the packed GEMV multiplies int8 inputs
         self.norm_weight, self.norm_eps = _checked_norm(norm, self.k_in)
+        self._finish()
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """(``y`` fp32 ``[..., n_out]``, non-zero int8 inputs) for ``x [..., K]``."""
-        rows = _fp32_rows(x, self.k_in, "packed_linear")
-        scratch = _scratch(PackedLinearScratch, self.k_in, self.nb)
-        y = torch.empty(rows.shape[0], self.n_out, dtype=torch.float32)
-        nonzero = self.function(
-            rows.data_ptr(),
-            rows.shape[0],
-            self.k_in,
-            self.mode,
-            self.n_keep,
-            self.block_size,
-            self.packed.data_ptr(),
-            self.nb,
-            self.n_out,
-            self.alpha,
-            _pointer(self.bias),
-            y.data_ptr(),
-            *scratch.pointers,
-            torch.get_num_threads(),
-            *_norm_pointers(self, scratch),
-        )
-        return y.view(*x.shape[:-1], self.n_out), nonzero
+    def _describe(self) -> abi.Projection:
+        p = self._common(abi.PROJ_PACKED, abi.InputRule.of(*self.rule))
+        p.nb, p.weight, p.alpha = self.nb, self.packed.data_ptr(), self.alpha
+        return p
+
+    def scratch(self) -> abi.Scratch:
+        return _scratch(self.k_in, self.nb)
 
 
 def packed_linear(
@@ -335,40 +302,11 @@ def packed_linear(
     return PackedLinear(packed, alpha, n_out, bias, sparsity, n_keep, block_size, norm)(x)
 
 
-def _pointer(tensor: torch.Tensor | None) -> int | None:
-    return None if tensor is None else tensor.data_ptr()
-
-
-def _checked_norm(norm: tuple[torch.Tensor, float] | None, k_in: int) -> tuple[torch.Tensor | None, float]:
-    if norm is None:
-        return None, 0.0
-    weight, eps = norm
-    if weight.dtype != torch.float32 or not weight.is_contiguous() or weight.numel() != k_in or weight.device.type != "cpu":
-        raise ValueError(f"norm: expected a contiguous fp32 CPU gain of {k_in} channels, got {weight.dtype} {tuple(weight.shape)}")
-    return weight, float(eps)
-
-
-def _norm_pointers(prepared, scratch) -> tuple:
-    if prepared.norm_weight is None:
-        return (None, 0.0, None)
-    return (prepared.norm_weight.data_ptr(), prepared.norm_eps, scratch.normed.data_ptr())
-
-
-class SparseLinearScratch:
-    """Work buffers of the full-precision sparse projection for one width (see :func:`_scratch`)."""
-
-    def __init__(self, k_in: int) -> None:
-        self.magnitudes = torch.empty(2 * k_in, dtype=torch.float32)  # the top-K selection's values and candidates
-        self.keep = torch.empty(k_in, dtype=torch.uint8)
-        self.kept = torch.empty(k_in, dtype=torch.int32)
-        self.values = torch.empty(k_in, dtype=torch.float32)
-        self.normed = torch.empty(k_in, dtype=torch.float32)
-        self.pointers = [t.data_ptr() for t in (self.magnitudes, self.keep, self.kept, self.values)]
-
-
-class SparseLinear:
+class SparseLinear(_Prepared):
     """The full-precision Q-Sparse projection (top-K / N:M of ``x``, then only the kept channels'
-    rows of ``weight_t [K, N]``, fp32 or bf16, read), prepared once like :class:`PackedLinear`."""
+    rows of ``weight_t [K, N]``, fp32 or bf16, read)."""
+
+    op = "sparse_linear"
 
     def __init__(
         self,
@@ -378,10 +316,8 @@ class SparseLinear:
         n_keep: int,
         block_size: int,
         *,
-        force_scalar: bool = False,
         norm: tuple[torch.Tensor, float] | None = None,
     ) -> None:
-        self.function = _loaded("sparse_linear").zoo_sparse_linear
         if (
             weight_t.dtype not in SPARSE_WEIGHT_DTYPES
             or not weight_t.is_contiguous()
@@ -394,32 +330,17 @@ class SparseLinear:
         self.weight_t, (self.k_in, self.n_out) = weight_t, weight_t.shape
         self.bf16 = int(weight_t.dtype == torch.bfloat16)
         self.bias = None if bias is None else bias.detach().float().contiguous()
-        self.mode, self.n_keep, self.block_size, self.force_scalar = SPARSITY_MODES[sparsity], n_keep, block_size, int(force_scalar)
+        self.rule = (sparsity, n_keep, block_size, False)  # full-precision inputs
         self.norm_weight, self.norm_eps = _checked_norm(norm, self.k_in)
+        self._finish()
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """(``y`` fp32 ``[..., N]``, kept non-zero inputs) for ``x [..., K]``."""
-        rows = _fp32_rows(x, self.k_in, "sparse_linear")
-        scratch = _scratch(SparseLinearScratch, self.k_in)
-        y = torch.empty(rows.shape[0], self.n_out, dtype=torch.float32)
-        nonzero = self.function(
-            rows.data_ptr(),
-            rows.shape[0],
-            self.k_in,
-            self.mode,
-            self.n_keep,
-            self.block_size,
-            self.weight_t.data_ptr(),
-            self.bf16,
-            self.n_out,
-            _pointer(self.bias),
-            y.data_ptr(),
-            *scratch.pointers,
-            torch.get_num_threads(),
-            self.force_scalar,
-            *_norm_pointers(self, scratch),
-        )
-        return y.view(*x.shape[:-1], self.n_out), nonzero
+    def _describe(self) -> abi.Projection:
+        p = self._common(abi.PROJ_SPARSE_INPUT, abi.InputRule.of(*self.rule))
+        p.w_bf16, p.weight = self.bf16, self.weight_t.data_ptr()
+        return p
+
+    def scratch(self) -> abi.Scratch:
+        return _scratch(self.k_in)
 
 
 def sparse_linear(
@@ -430,12 +351,11 @@ def sparse_linear(
     n_keep: int,
     block_size: int,
     *,
-    force_scalar: bool = False,
     norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32 ``[..., N]``, kept non-zero inputs): top-K / N:M of ``x`` times ``weight_t``
     (``[K, N]``, fp32 or bf16), reading only the rows of the kept channels."""
-    return SparseLinear(weight_t, bias, sparsity, n_keep, block_size, force_scalar=force_scalar, norm=norm)(x)
+    return SparseLinear(weight_t, bias, sparsity, n_keep, block_size, norm=norm)(x)
 
 
 def topk_rows(x: torch.Tensor, sparsity: str, n_keep: int, block_size: int, quantize: bool) -> tuple[torch.Tensor, int]:
@@ -456,17 +376,8 @@ def topk_rows(x: torch.Tensor, sparsity: str, n_keep: int, block_size: int, quan
         raise ValueError(f"topk_rows: n_keep must be in [1, {width}], got {n_keep}")
     rows = _fp32_rows(x.detach(), k_in, "topk_rows")
     out = torch.empty_like(rows)
-    nonzero = lib.zoo_topk_rows(
-        rows.data_ptr(),
-        rows.shape[0],
-        k_in,
-        SPARSITY_MODES[sparsity],
-        n_keep,
-        block_size,
-        int(quantize),
-        out.data_ptr(),
-        torch.get_num_threads(),
-    )
+    rule = abi.InputRule.of(sparsity, n_keep, block_size, quantize)
+    nonzero = lib.zoo_topk_rows(rows.data_ptr(), rows.shape[0], k_in, rule, out.data_ptr(), torch.get_num_threads())
     if nonzero < 0:
         raise MemoryError("topk_rows: the kernel could not allocate its row buffers")
     return out.to(x.dtype).reshape(x.shape), nonzero

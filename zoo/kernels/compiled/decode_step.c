@@ -13,6 +13,7 @@
  * expert runs, only its weights are read). The same formulas as the torch modules, in fp32; sums
  * run in another order, so results agree with the module path to fp32 rounding.
  */
+#include "zoo_kernels.h" /* the ABI: checks this file's definitions against their declarations */
 #include "zoo_cpu.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -20,39 +21,7 @@
 #define ZOO_X86 1
 #endif
 
-enum { PROJ_DENSE = 0, PROJ_SPARSE_INPUT = 1, PROJ_PACKED = 2 };
-enum { OP_EMBED = 0, OP_NORM = 1, OP_PROJECT = 2, OP_ATTEND = 3, OP_GLU = 4, OP_ADD = 5, OP_MOE = 6 };
-enum { ACT_SWIGLU = 0, ACT_RELU2 = 1 };
-
-/* One projection y = f(x) of the inference form (layout of zoo.kernels.compiled.program.Projection). */
-typedef struct {
-    int32_t kind, mode, w_bf16, reserved;
-    int64_t k_in, n_out, n_keep, block, nb;
-    const void *weight; /* dense: fp32 [n_out][k_in]; sparse input: [k_in][n_out]; packed: uint8 [k_in][nb] */
-    const float *bias, *norm_w; /* norm_w: the RMSNorm in front, fused (NULL: none) */
-    float alpha, norm_eps;
-} zoo_projection;
-
-/* One op (layout of zoo.kernels.compiled.program.Op). Slots index the caller's fp32 buffers; -1
- * as dst is the program's output. */
-typedef struct {
-    int32_t kind, src, dst, act;
-    int64_t width;
-    float eps, reserved;
-    const float *weight;                            /* EMBED: table [vocab][width]; NORM: gain; ATTEND: rope (cos, sin) [max_seq][head_dim/2][2] */
-    const zoo_projection *proj;                     /* PROJECT; MOE: the router */
-    const zoo_projection *gate_up, *down;           /* MOE: one per expert */
-    const float *selection_bias;                    /* MOE: shifts the logits for selection only, or NULL */
-    int64_t n_experts, top_k, renormalize, hidden;  /* MOE */
-    float *k_cache, *v_cache;                       /* ATTEND: [n_kv_heads][max_len][head_dim] */
-    int64_t n_heads, n_kv_heads, head_dim, max_len; /* ATTEND */
-} zoo_op;
-
-/* Work buffers (layout of zoo.kernels.compiled.program.Work), sized by the caller for the widest op. */
-typedef struct {
-    float *magnitudes; uint8_t *keep; int8_t *q; int32_t *acc; int32_t *kept; int16_t *acc16; int32_t *acc32; float *normed;
-    float *values, *scores, *query, *expert_a, *expert_b, *expert_c;
-} zoo_work;
+/* The structs (zoo_projection, zoo_op, zoo_scratch) and the op kinds are the ABI's: zoo_kernels.h. */
 
 /* ---- dense fp32 GEMV, y[n] = sum_k w[n][k] x[k] (+ b[n]): four rows at a time ------------------ */
 
@@ -99,7 +68,7 @@ __attribute__((target("avx2,fma"))) static void dense_rows_avx2(const float *w, 
 
 static void dense_rows(const float *w, const float *x, int64_t k, int64_t n0, int64_t n1, float *y) {
 #ifdef ZOO_X86
-    if (zoo_has_fma()) {
+    if (zoo_use_avx2()) {
         dense_rows_avx2(w, x, k, n0, n1, y);
         return;
     }
@@ -130,14 +99,11 @@ static void dense_gemv(const float *w, const float *x, int64_t k, int64_t n_out,
 
 /* ---- the ops ---------------------------------------------------------------------------------- */
 
-static void project(const zoo_projection *p, const float *x, float *y, const zoo_work *work, int threads) {
-    if (p->kind == PROJ_PACKED) {
-        zoo_packed_linear(x, 1, p->k_in, p->mode, p->n_keep, p->block, (const uint8_t *)p->weight, p->nb, p->n_out, p->alpha, p->bias, y,
-                          work->magnitudes, work->keep, work->q, work->acc, work->kept, work->acc16, work->acc32, threads, p->norm_w,
-                          p->norm_eps, work->normed);
-    } else if (p->kind == PROJ_SPARSE_INPUT) {
-        zoo_sparse_linear(x, 1, p->k_in, p->mode, p->n_keep, p->block, p->weight, p->w_bf16, p->n_out, p->bias, y, work->magnitudes,
-                          work->keep, work->kept, work->values, threads, 0, p->norm_w, p->norm_eps, work->normed);
+static void project(const zoo_projection *p, const float *x, float *y, const zoo_scratch *work, int threads) {
+    if (p->kind == ZOO_PROJ_PACKED) {
+        zoo_packed_linear(p, x, 1, y, work, threads);
+    } else if (p->kind == ZOO_PROJ_SPARSE_INPUT) {
+        zoo_sparse_linear(p, x, 1, y, work, threads);
     } else {
         const float *in = x;
         if (p->norm_w) {
@@ -159,7 +125,7 @@ static void rope(float *v, const float *table, int64_t head_dim) {
 
 /* qkv = [q heads | k heads | v heads] of the new token at position pos: k and v go into the cache,
  * then each query head attends over positions 0..pos of its key/value head (softmax(q·k/sqrt(d))). */
-static void attend(const zoo_op *op, const float *qkv, float *out, const zoo_work *work, int64_t pos) {
+static void attend(const zoo_op *op, const float *qkv, float *out, const zoo_scratch *work, int64_t pos) {
     const int64_t hd = op->head_dim, n_heads = op->n_heads, n_kv = op->n_kv_heads, group = n_heads / n_kv;
     const float *table = op->weight + pos * hd;
     for (int64_t g = 0; g < n_kv; ++g) {
@@ -196,7 +162,7 @@ static void attend(const zoo_op *op, const float *qkv, float *out, const zoo_wor
 static void glu(const float *gu, int64_t width, int act, float *h) {
     for (int64_t i = 0; i < width; ++i) {
         const float g = gu[i], u = gu[width + i];
-        if (act == ACT_RELU2) {
+        if (act == ZOO_ACT_RELU2) {
             const float r = g > 0.0f ? g : 0.0f;
             h[i] = r * r * u;
         } else {
@@ -208,7 +174,7 @@ static void glu(const float *gu, int64_t width, int act, float *h) {
 /* One token through a dropless top-k MoE FFN: fp32 router, softmax, top-k of the (biased)
  * logits or of the probabilities (ties to the lower expert), optional renormalisation, then the
  * chosen experts in order of rank, their outputs weighted and summed. */
-static void moe(const zoo_op *op, const float *x, float *y, const zoo_work *work, int threads) {
+static void moe(const zoo_op *op, const float *x, float *y, const zoo_scratch *work, int threads) {
     const int64_t n_experts = op->n_experts, dim = op->proj->k_in;
     float *logits = work->scores, *probs = work->scores + n_experts;
     project(op->proj, x, logits, work, threads);
@@ -244,33 +210,33 @@ static void moe(const zoo_op *op, const float *x, float *y, const zoo_work *work
 /* Runs ops[0..n_ops) for token id `token` at position `pos` (the caches hold positions < pos).
  * slots[i] are the caller's fp32 buffers, out the program's output. Returns 0, or -1 - i when op
  * i has an unknown kind or would run past a cache or the MoE's fixed top-k bound. */
-int64_t zoo_run_program(const zoo_op *ops, int64_t n_ops, float *const *slots, float *out, const zoo_work *work, int64_t token, int64_t pos,
+int64_t zoo_run_program(const zoo_op *ops, int64_t n_ops, float *const *slots, float *out, const zoo_scratch *work, int64_t token, int64_t pos,
                         int threads) {
     for (int64_t i = 0; i < n_ops; ++i) {
         const zoo_op *op = &ops[i];
         const float *src = op->src >= 0 ? slots[op->src] : NULL;
         float *dst = op->dst >= 0 ? slots[op->dst] : out;
         switch (op->kind) {
-        case OP_EMBED:
+        case ZOO_OP_EMBED:
             memcpy(dst, op->weight + token * op->width, sizeof(float) * op->width);
             break;
-        case OP_NORM:
+        case ZOO_OP_NORM:
             zoo_rms_norm_row(src, op->width, op->weight, op->eps, dst);
             break;
-        case OP_PROJECT:
+        case ZOO_OP_PROJECT:
             project(op->proj, src, dst, work, threads);
             break;
-        case OP_ATTEND:
+        case ZOO_OP_ATTEND:
             if (pos >= op->max_len) return -1 - i;
             attend(op, src, dst, work, pos);
             break;
-        case OP_GLU:
+        case ZOO_OP_GLU:
             glu(src, op->width, op->act, dst);
             break;
-        case OP_ADD:
+        case ZOO_OP_ADD:
             for (int64_t c = 0; c < op->width; ++c) dst[c] += src[c];
             break;
-        case OP_MOE:
+        case ZOO_OP_MOE:
             if (op->top_k > 64 || op->top_k > op->n_experts) return -1 - i;
             moe(op, src, dst, work, threads);
             break;

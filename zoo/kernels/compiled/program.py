@@ -22,80 +22,22 @@ import torch
 
 from zoo.kernels import compiled
 from zoo.kernels._dispatch import resolve_impl
+from zoo.kernels.compiled.abi import (
+    ACTIVATIONS,
+    OP_ADD,
+    OP_ATTEND,
+    OP_EMBED,
+    OP_GLU,
+    OP_MOE,
+    OP_NORM,
+    OP_PROJECT,
+    PROJ_DENSE,
+    Op,
+    Projection,
+)
 
-PROJ_DENSE, PROJ_SPARSE_INPUT, PROJ_PACKED = 0, 1, 2
-OP_EMBED, OP_NORM, OP_PROJECT, OP_ATTEND, OP_GLU, OP_ADD, OP_MOE = range(7)
-ACTIVATIONS = {"swiglu": 0, "relu2": 1}
 MAX_TOP_K = 64  # the C MoE op's fixed bound
 OUTPUT = -1  # the dst of the op that writes the program's output
-
-
-class Projection(ctypes.Structure):
-    _fields_ = [
-        ("kind", ctypes.c_int32),
-        ("mode", ctypes.c_int32),
-        ("w_bf16", ctypes.c_int32),
-        ("reserved", ctypes.c_int32),
-        ("k_in", ctypes.c_int64),
-        ("n_out", ctypes.c_int64),
-        ("n_keep", ctypes.c_int64),
-        ("block", ctypes.c_int64),
-        ("nb", ctypes.c_int64),
-        ("weight", ctypes.c_void_p),
-        ("bias", ctypes.c_void_p),
-        ("norm_w", ctypes.c_void_p),
-        ("alpha", ctypes.c_float),
-        ("norm_eps", ctypes.c_float),
-    ]
-
-
-class Op(ctypes.Structure):
-    _fields_ = [
-        ("kind", ctypes.c_int32),
-        ("src", ctypes.c_int32),
-        ("dst", ctypes.c_int32),
-        ("act", ctypes.c_int32),
-        ("width", ctypes.c_int64),
-        ("eps", ctypes.c_float),
-        ("reserved", ctypes.c_float),
-        ("weight", ctypes.c_void_p),
-        ("proj", ctypes.POINTER(Projection)),
-        ("gate_up", ctypes.POINTER(Projection)),
-        ("down", ctypes.POINTER(Projection)),
-        ("selection_bias", ctypes.c_void_p),
-        ("n_experts", ctypes.c_int64),
-        ("top_k", ctypes.c_int64),
-        ("renormalize", ctypes.c_int64),
-        ("hidden", ctypes.c_int64),
-        ("k_cache", ctypes.c_void_p),
-        ("v_cache", ctypes.c_void_p),
-        ("n_heads", ctypes.c_int64),
-        ("n_kv_heads", ctypes.c_int64),
-        ("head_dim", ctypes.c_int64),
-        ("max_len", ctypes.c_int64),
-    ]
-
-
-class Work(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_void_p)
-        for name in (
-            "magnitudes",
-            "keep",
-            "q",
-            "acc",
-            "kept",
-            "acc16",
-            "acc32",
-            "normed",
-            "values",
-            "scores",
-            "query",
-            "expert_a",
-            "expert_b",
-            "expert_c",
-        )
-    ]
 
 
 class Unsupported(ValueError):
@@ -161,32 +103,10 @@ class DecodeProgram:
     def projection(self, prepared) -> Projection:
         """The C descriptor of a prepared projection (PackedLinear, SparseLinear) or a dense fp32
         ``(weight [out, in], bias)`` pair, kept alive with the program."""
-        if isinstance(prepared, compiled.PackedLinear):
-            p = Projection(
-                kind=PROJ_PACKED,
-                mode=prepared.mode,
-                k_in=prepared.k_in,
-                n_out=prepared.n_out,
-                n_keep=prepared.n_keep,
-                block=prepared.block_size,
-                nb=prepared.nb,
-                weight=prepared.packed.data_ptr(),
-                alpha=prepared.alpha,
-            )
-            self.widest_nb = max(self.widest_nb, prepared.nb)
-        elif isinstance(prepared, compiled.SparseLinear):
-            if prepared.force_scalar:
-                raise Unsupported("decode program: a force_scalar projection is a test path")
-            p = Projection(
-                kind=PROJ_SPARSE_INPUT,
-                mode=prepared.mode,
-                w_bf16=prepared.bf16,
-                k_in=prepared.k_in,
-                n_out=prepared.n_out,
-                n_keep=prepared.n_keep,
-                block=prepared.block_size,
-                weight=prepared.weight_t.data_ptr(),
-            )
+        if isinstance(prepared, (compiled.PackedLinear, compiled.SparseLinear)):
+            p = Projection.from_buffer_copy(prepared.projection)  # its pointers stay valid: prepared is kept alive
+            if isinstance(prepared, compiled.PackedLinear):
+                self.widest_nb = max(self.widest_nb, prepared.nb)
         elif isinstance(prepared, tuple):
             weight, bias = prepared
             weight = _fp32_cpu(weight.detach(), "dense projection weight")
@@ -201,10 +121,6 @@ class DecodeProgram:
             )
         else:
             raise Unsupported(f"decode program: no compiled form for a {type(prepared).__name__} projection")
-        if not isinstance(prepared, tuple):
-            p.bias = None if prepared.bias is None else prepared.bias.data_ptr()
-            if prepared.norm_weight is not None:
-                p.norm_w, p.norm_eps = prepared.norm_weight.data_ptr(), prepared.norm_eps
         self.keep_alive.append(prepared)
         self.widest_input = max(self.widest_input, p.k_in)
         self.widest_output = max(self.widest_output, p.n_out)
@@ -283,29 +199,16 @@ class DecodeProgram:
 
     # -- running -------------------------------------------------------------------------------
     def _finish(self) -> None:
-        k, n = self.widest_input, self.widest_output
-        block = 128 * max(1, self.widest_nb // 32)
-        positions = getattr(self, "max_positions", 1)
-        self.work_tensors = dict(
-            magnitudes=torch.empty(2 * k),
-            keep=torch.empty(max(k, self.n_experts), dtype=torch.uint8),
-            q=torch.empty(k, dtype=torch.int8),
-            acc=torch.empty(4 * self.widest_nb, dtype=torch.int32),
-            kept=torch.empty(k, dtype=torch.int32),
-            acc16=torch.empty(block, dtype=torch.int16),
-            acc32=torch.empty(block, dtype=torch.int32),
-            normed=torch.empty(k),
-            values=torch.empty(k),
-            scores=torch.empty(max(positions, 2 * self.n_experts)),
-            query=torch.empty(self.slot_width),
-            expert_a=torch.empty(n),
-            expert_b=torch.empty(n),
-            expert_c=torch.empty(n),
+        self.scratch = compiled.ScratchBuffers(
+            self.widest_input,
+            self.widest_nb,
+            keep=self.n_experts,
+            scores=max(getattr(self, "max_positions", 1), 2 * self.n_experts),
+            query=self.slot_width,
+            expert=self.widest_output,
         )
-        self.work = Work(**{name: t.data_ptr() for name, t in self.work_tensors.items()})
         self.op_array = (Op * len(self.ops))(*self.ops)
         self.slot_pointers = (ctypes.c_void_p * len(self.slots))(*(s.data_ptr() for s in self.slots))
-        self.addresses = (ctypes.addressof(self.op_array), ctypes.addressof(self.slot_pointers), ctypes.addressof(self.work))
         self._bound = None
         self._compiled = True
 
@@ -340,8 +243,9 @@ class DecodeProgram:
         if not 0 <= token < self.vocab:
             raise ValueError(f"decode program: token id {token} is outside the vocabulary of {self.vocab}")
         out = torch.empty(self.output_width)
-        ops, slots, work = self.addresses
-        status = self.lib.zoo_run_program(ops, len(self.ops), slots, out.data_ptr(), work, token, position, torch.get_num_threads())
+        status = self.lib.zoo_run_program(
+            self.op_array, len(self.ops), self.slot_pointers, out.data_ptr(), self.scratch.struct, token, position, torch.get_num_threads()
+        )
         if status != 0:
             raise RuntimeError(f"decode program: op {-1 - status} could not run at position {position} (cache full or bad op)")
         for cache in caches:

@@ -9,6 +9,7 @@
  */
 #include <stdlib.h>
 
+#include "zoo_kernels.h" /* the ABI: checks this file's definitions against their declarations */
 #include "zoo_cpu.h"
 
 /* y = x * r * w with r = 1 / sqrt(mean(x^2) + eps) per row of n; rstd[row] = r. */

@@ -17,6 +17,7 @@
  * overflows.
  * The scalar path computes the same sums directly and serves other CPUs and the row tails.
  */
+#include "zoo_kernels.h" /* the ABI: checks this file's definitions against their declarations */
 #include "zoo_cpu.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -130,33 +131,16 @@ static void thread_share(int64_t total, int64_t *lo, int64_t *hi) {
     *hi = total * (id + 1) / count;
 }
 
-/* What this CPU runs: 0 = scalar only, 1 = AVX2, 2 = AVX2 and FMA. Read once. */
-static int x86_level(void) {
-#ifdef ZOO_X86
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") ? (__builtin_cpu_supports("fma") ? 2 : 1) : 0;
-    }
-    return cached;
-#else
-    return 0;
-#endif
-}
-
-int zoo_has_avx2(void) { return x86_level() >= 1; }
-int zoo_has_fma(void) { return x86_level() >= 2; }
-
-/* Which path the library takes on this CPU: 2 = AVX2, 1 = scalar. */
-int zoo_ternary_gemv_isa(void) { return zoo_has_avx2() ? 2 : 1; }
-
 /* acc[rows][4*nb] = x[rows][K] (int8) times the packed ternary weight, for each row reading only
- * the byte rows of its nonzero channels. acc is overwritten. kept_scratch holds K int32,
+ * the byte rows of its nonzero channels. acc is overwritten. scratch->kept holds K int32,
  * acc16 / acc32 hold 128 * (nb / 32) int16 / int32 (the vector path's block sums). threads > 1
- * splits the output slices over OpenMP threads. force_scalar = 1 takes the scalar path (tests). */
+ * splits the output slices over OpenMP threads. */
 void zoo_ternary_gemv(const uint8_t *packed, int64_t k_in, int64_t nb, const int8_t *x, int64_t rows, int32_t *acc,
-                      int32_t *kept_scratch, int16_t *acc16, int32_t *acc32, int threads, int force_scalar) {
-    const int avx2 = zoo_has_avx2() && !force_scalar;
+                      const zoo_scratch *scratch, int threads) {
+    const int avx2 = zoo_use_avx2();
+    int32_t *kept_scratch = scratch->kept;
+    int16_t *acc16 = scratch->acc16;
+    int32_t *acc32 = scratch->acc32;
     for (int64_t r = 0; r < rows; ++r) {
         const int8_t *xr = x + r * k_in;
         int32_t *out = acc + r * 4 * nb;
@@ -196,13 +180,13 @@ void zoo_ternary_gemv(const uint8_t *packed, int64_t k_in, int64_t nb, const int
 
 /* ---------------------------------------------------------------------------------------------
  * The whole packed projection in one call, for decoding: y = W_q·alpha applied to S(Q(x)).
- * Per row of x (fp32): keep the n_keep largest |x| (mode 1: of the row, mode 2: of every block
- * of `block` channels, mode 0: all; ties go to the lower index, as zoo.kernels.topk does), scale
- * s = (1 / max(max|x|, 1e-5)) * 127 and q = round-half-even(x * s) clamped to [-128, 127] (as
- * zoo.kernels.quant does, in fp32), then y = acc * (alpha / s) (+ bias) with acc the exact
- * integer GEMV above. Returns the number of non-zero q over all rows (Q-Sparse's zero count).
- * With norm_w, each row is first RMS-normalised with that gain (the norm in front of the
- * projection, fused so that decoding pays one call per site).
+ * Per row of x (fp32): keep the rule's channels (zoo_input_rule: the n_keep largest |x| of the row
+ * or of every block of block_size channels, or all; ties go to the lower index, as
+ * zoo.kernels.topk does), scale s = (1 / max(max|x|, 1e-5)) * 127 and q = round-half-even(x * s)
+ * clamped to [-128, 127] (as zoo.kernels.quant does, in fp32), then y = acc * (alpha / s) (+ bias)
+ * with acc the exact integer GEMV above. Returns the number of non-zero q over all rows
+ * (Q-Sparse's zero count). With norm_w, each row is first RMS-normalised with that gain (the norm
+ * in front of the projection, fused so that decoding pays one call per site).
  */
 
 /* RMSNorm of one row into out (fp32; the sum of squares in double): x / sqrt(mean(x^2) + eps) * w. */
@@ -212,28 +196,27 @@ static const float *rms_normed(const float *x, int64_t n, const float *w, float 
     return out;
 }
 
-int64_t zoo_packed_linear(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block,
-                          const uint8_t *packed, int64_t nb, int64_t n_out, float alpha, const float *bias, float *y,
-                          float *magnitudes, uint8_t *keep, int8_t *q, int32_t *acc, int32_t *kept_scratch,
-                          int16_t *acc16, int32_t *acc32, int threads, const float *norm_w, float norm_eps, float *normed) {
+int64_t zoo_packed_linear(const zoo_projection *p, const float *x, int64_t rows, float *y, const zoo_scratch *scratch, int threads) {
+    if (p->kind != ZOO_PROJ_PACKED || !p->rule.int8) return -1;
+    const int64_t k_in = p->k_in, n_out = p->n_out;
+    const int keep_all = p->rule.sparsity == ZOO_SPARSITY_NONE;
+    int8_t *q = scratch->q;
     int64_t nonzero = 0;
     for (int64_t r = 0; r < rows; ++r) {
-        const float *xr = rms_normed(x + r * k_in, k_in, norm_w, norm_eps, normed);
+        const float *xr = rms_normed(x + r * k_in, k_in, p->norm_w, p->norm_eps, scratch->normed);
         float amax = 0.0f;
         for (int64_t c = 0; c < k_in; ++c) amax = fmaxf(amax, fabsf(xr[c]));
         const float scale = zoo_int8_scale(amax);
-        if (mode == 1) zoo_select_top(xr, k_in, n_keep, magnitudes, keep);
-        else if (mode == 2)
-            for (int64_t b0 = 0; b0 < k_in; b0 += block) zoo_select_top(xr + b0, block, n_keep, magnitudes, keep + b0);
+        zoo_select_row(xr, k_in, &p->rule, scratch->magnitudes, scratch->keep);
         for (int64_t c = 0; c < k_in; ++c) {
             const float v = zoo_int8_value(xr[c], scale);
-            q[c] = (mode == 0 || keep[c]) ? (int8_t)v : 0;
+            q[c] = (keep_all || scratch->keep[c]) ? (int8_t)v : 0;
             nonzero += q[c] != 0;
         }
-        zoo_ternary_gemv(packed, k_in, nb, q, 1, acc, kept_scratch, acc16, acc32, threads, 0);
-        const float factor = alpha / scale;
+        zoo_ternary_gemv((const uint8_t *)p->weight, k_in, p->nb, q, 1, scratch->acc, scratch, threads);
+        const float factor = p->alpha / scale;
         float *yr = y + r * n_out;
-        for (int64_t n = 0; n < n_out; ++n) yr[n] = (float)acc[n] * factor + (bias ? bias[n] : 0.0f);
+        for (int64_t n = 0; n < n_out; ++n) yr[n] = (float)scratch->acc[n] * factor + (p->bias ? p->bias[n] : 0.0f);
     }
     return nonzero;
 }
@@ -316,37 +299,37 @@ static void sparse_columns(const void *wt, int w_bf16, int64_t n_out, const int3
     }
 }
 
-int64_t zoo_sparse_linear(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block, const void *wt, int w_bf16,
-                          int64_t n_out, const float *bias, float *y, float *magnitudes, uint8_t *keep, int32_t *kept, float *xk,
-                          int threads, int force_scalar, const float *norm_w, float norm_eps, float *normed) {
-    const int vector = zoo_has_fma() && !force_scalar;
+int64_t zoo_sparse_linear(const zoo_projection *p, const float *x, int64_t rows, float *y, const zoo_scratch *scratch, int threads) {
+    if (p->kind != ZOO_PROJ_SPARSE_INPUT || p->rule.int8) return -1;
+    const int64_t k_in = p->k_in, n_out = p->n_out;
+    const int keep_all = p->rule.sparsity == ZOO_SPARSITY_NONE, vector = zoo_use_avx2();
+    int32_t *kept = scratch->kept;
+    float *xk = scratch->values;
     int64_t nonzero = 0;
     for (int64_t r = 0; r < rows; ++r) {
-        const float *xr = rms_normed(x + r * k_in, k_in, norm_w, norm_eps, normed);
+        const float *xr = rms_normed(x + r * k_in, k_in, p->norm_w, p->norm_eps, scratch->normed);
         float *yr = y + r * n_out;
-        if (mode == 1) zoo_select_top(xr, k_in, n_keep, magnitudes, keep);
-        else if (mode == 2)
-            for (int64_t b0 = 0; b0 < k_in; b0 += block) zoo_select_top(xr + b0, block, n_keep, magnitudes, keep + b0);
+        zoo_select_row(xr, k_in, &p->rule, scratch->magnitudes, scratch->keep);
         int64_t n_kept = 0;
         for (int64_t c = 0; c < k_in; ++c) {
-            if ((mode == 0 || keep[c]) && xr[c] != 0.0f) {
+            if ((keep_all || scratch->keep[c]) && xr[c] != 0.0f) {
                 kept[n_kept] = (int32_t)c;
                 xk[n_kept++] = xr[c];
             }
         }
         nonzero += n_kept;
-        for (int64_t n = 0; n < n_out; ++n) yr[n] = bias ? bias[n] : 0.0f;
+        for (int64_t n = 0; n < n_out; ++n) yr[n] = p->bias ? p->bias[n] : 0.0f;
         const int64_t chunks = n_out / 64;
-        if (threads > 1 && chunks >= 2 * threads && n_kept * n_out * (w_bf16 ? 2 : 4) >= (1 << 20)) {
+        if (threads > 1 && chunks >= 2 * threads && n_kept * n_out * (p->w_bf16 ? 2 : 4) >= (1 << 20)) {
 #pragma omp parallel num_threads(threads)
             {
                 int64_t c0, c1;
                 thread_share(chunks, &c0, &c1);
                 const int64_t n1 = c1 == chunks ? n_out : 64 * c1; /* the last share takes the tail */
-                sparse_columns(wt, w_bf16, n_out, kept, xk, n_kept, yr, 64 * c0, n1, vector);
+                sparse_columns(p->weight, p->w_bf16, n_out, kept, xk, n_kept, yr, 64 * c0, n1, vector);
             }
         } else {
-            sparse_columns(wt, w_bf16, n_out, kept, xk, n_kept, yr, 0, n_out, vector);
+            sparse_columns(p->weight, p->w_bf16, n_out, kept, xk, n_kept, yr, 0, n_out, vector);
         }
     }
     return nonzero;

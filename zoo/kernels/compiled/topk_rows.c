@@ -9,6 +9,7 @@
  */
 #include <stdlib.h>
 
+#include "zoo_kernels.h" /* the ABI: checks this file's definitions against their declarations */
 #include "zoo_cpu.h"
 
 /* |v| as bits: non-negative floats order exactly like their bit patterns read as integers. */
@@ -38,7 +39,7 @@ __attribute__((target("avx2"))) static int64_t count_at_least_avx2(const int32_t
  * so most steps count a small fraction of the row. cand holds n values. */
 static int32_t kth_largest_bits(const int32_t *bits, int64_t n, int64_t k, int32_t *cand) {
 #if defined(__x86_64__)
-    const int avx2 = zoo_has_avx2();
+    const int avx2 = zoo_use_avx2();
 #endif
     const int32_t *src = bits;
     int32_t t = 0;
@@ -88,7 +89,7 @@ __attribute__((target("avx2"))) static void rank_select_avx2(const int32_t *bits
 
 static void rank_select(const int32_t *bits, int32_t n, int32_t n_keep, uint8_t *keep) {
 #if defined(__x86_64__)
-    if (zoo_has_avx2()) {
+    if (zoo_use_avx2()) {
         rank_select_avx2(bits, n, n_keep, keep);
         return;
     }
@@ -157,16 +158,16 @@ __attribute__((target("avx2"))) static int64_t masked_row_avx2(const float *xr, 
 }
 #endif
 
-/* out[r] = S(x[r]), or with quant the int8 fake quantisation q / s of it, for rows of k_in fp32.
- * mode 0: keep every channel, 1: the n_keep largest of the row, 2: n_keep of every block.
- * Returns the number of non-zero outputs (Q-Sparse's zero count), or -1 if memory ran out. */
-int64_t zoo_topk_rows(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block, int quant, float *out,
-                      int threads) {
+/* out[r] = S(x[r]), or with rule->int8 the int8 fake quantisation q / s of it, for rows of k_in
+ * fp32, S the rule's selection. Returns the number of non-zero outputs (Q-Sparse's zero count),
+ * or -1 if memory ran out. */
+int64_t zoo_topk_rows(const float *x, int64_t rows, int64_t k_in, const zoo_input_rule *rule, float *out, int threads) {
     int64_t nonzero = 0;
     int failed = 0;
+    const int quant = rule->int8 != 0;
     if (threads < 1 || rows < 2 * threads) threads = 1;
 #if defined(__x86_64__)
-    const int avx2 = zoo_has_avx2();
+    const int avx2 = zoo_use_avx2();
 #endif
 #pragma omp parallel num_threads(threads) reduction(+ : nonzero) reduction(| : failed)
     {
@@ -178,11 +179,8 @@ int64_t zoo_topk_rows(const float *x, int64_t rows, int64_t k_in, int mode, int6
             if (failed) continue;
             const float *xr = x + r * k_in;
             float *yr = out + r * k_in;
-            if (mode == 1) zoo_select_top(xr, k_in, n_keep, magnitudes, keep);
-            else if (mode == 2)
-                for (int64_t b0 = 0; b0 < k_in; b0 += block) zoo_select_top(xr + b0, block, n_keep, magnitudes, keep + b0);
-            else
-                memset(keep, 1, (size_t)k_in);
+            if (rule->sparsity == ZOO_SPARSITY_TOPK || rule->sparsity == ZOO_SPARSITY_BLOCK) zoo_select_row(xr, k_in, rule, magnitudes, keep);
+            else memset(keep, 1, (size_t)k_in);
 #if defined(__x86_64__)
             nonzero += avx2 ? masked_row_avx2(xr, keep, k_in, quant, yr) : masked_row(xr, keep, k_in, quant, yr);
 #else

@@ -1,6 +1,7 @@
-/* What the CPU kernels of zoo.kernels.compiled share: Q-Sparse's top-K selection (arXiv 2407.10969)
- * and BitNet b1.58's per-token absmax int8 rule (arXiv 2402.17764), written once so that the
- * training transform and the fused inference projections cannot drift apart. */
+/* What the CPU kernels of zoo.kernels.compiled share inside the library (none of it is exported;
+ * the ABI is zoo_kernels.h): Q-Sparse's top-K selection (arXiv 2407.10969) and BitNet b1.58's
+ * per-token absmax int8 rule (arXiv 2402.17764), written once so that the training transform and
+ * the fused inference projections cannot drift apart, and the dispatch's one question. */
 #ifndef ZOO_CPU_H
 #define ZOO_CPU_H
 
@@ -11,17 +12,11 @@
 #include <omp.h>
 #endif
 
-/* Whether this CPU runs AVX2, and AVX2 with FMA (read once; 0 off x86). Every kernel's runtime dispatch asks these. */
-int zoo_has_avx2(void);
-int zoo_has_fma(void);
+#include "zoo_kernels.h"
 
-/* The fused inference projections of ternary_gemv.c, which the decode step (decode_step.c) calls too. */
-int64_t zoo_packed_linear(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block, const uint8_t *packed, int64_t nb,
-                          int64_t n_out, float alpha, const float *bias, float *y, float *magnitudes, uint8_t *keep, int8_t *q, int32_t *acc,
-                          int32_t *kept_scratch, int16_t *acc16, int32_t *acc32, int threads, const float *norm_w, float norm_eps, float *normed);
-int64_t zoo_sparse_linear(const float *x, int64_t rows, int64_t k_in, int mode, int64_t n_keep, int64_t block, const void *wt, int w_bf16,
-                          int64_t n_out, const float *bias, float *y, float *magnitudes, uint8_t *keep, int32_t *kept, float *xk, int threads,
-                          int force_scalar, const float *norm_w, float norm_eps, float *normed);
+/* Whether a kernel takes its AVX2 (and FMA) path now: the CPU runs it and zoo_force_isa allows it
+ * (cpu_features.c). Every kernel's runtime dispatch asks this and nothing else. */
+int zoo_use_avx2(void);
 
 /* RMSNorm of one row of n into out (may be x): x / sqrt(mean(x^2) + eps) * w, the sum of squares
  * in double. Returns 1 / rms. The one formula of every compiled norm (training, fused projections,
@@ -38,6 +33,14 @@ static inline float zoo_rms_norm_row(const float *x, int64_t n, const float *w, 
  * magnitude, then ties in index order (the lower index wins, as zoo.kernels.topk does).
  * scratch holds 2n floats. */
 void zoo_select_top(const float *x, int64_t n, int64_t n_keep, float *scratch, uint8_t *keep);
+
+/* keep[0..n) for one row under rule (TOPK: of the row; BLOCK: of every block; NONE: untouched,
+ * callers keep every channel). scratch holds 2n floats (or 2 * block_size). */
+static inline void zoo_select_row(const float *x, int64_t n, const zoo_input_rule *rule, float *scratch, uint8_t *keep) {
+    if (rule->sparsity == ZOO_SPARSITY_TOPK) zoo_select_top(x, n, rule->n_keep, scratch, keep);
+    else if (rule->sparsity == ZOO_SPARSITY_BLOCK)
+        for (int64_t b0 = 0; b0 < n; b0 += rule->block_size) zoo_select_top(x + b0, rule->block_size, rule->n_keep, scratch, keep + b0);
+}
 
 /* The int8 scale of a row whose largest magnitude is amax. torch evaluates the reference's
  * 127.0 / t as t.reciprocal() * 127: the same two roundings, so the scales agree bit for bit. */

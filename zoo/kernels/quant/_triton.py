@@ -5,12 +5,9 @@
 * absmean ternary: ``α = mean|W|`` is reduced by torch (so it is bit-identical to the reference,
   a float sum depends on its order), the kernel does ``RoundClip(W/α, −1, 1)`` and ``W_q·α``.
 
-Bit-exactness with the torch reference needs two things a plain port would get wrong on a GPU:
-Triton's ``/`` is an approximate division (``div.full.f32``), so divisions use ``div_rn``; and
-``ptxas`` fuses a multiply feeding an add into an FMA, which would change where ``x·s`` rounds,
-so rounding goes through a clamp first (a min/max cannot be fused into the product).
-
-The jit helpers here are shared with ``zoo.kernels.topk._triton``.
+Bit-exactness with the torch reference: divisions are correctly rounded (``div_rn``) and the
+rounding goes through a clamp so no FMA can move it; the int8 rule's jit helpers, shared with the
+top-K kernels, are in ``zoo.kernels._triton_helpers``, which says why.
 """
 
 from __future__ import annotations
@@ -19,43 +16,9 @@ import torch
 import triton
 import triton.language as tl
 
+from zoo.kernels._triton_helpers import cast_for, int8_scale, int8_values, row_tiling
+
 _MAX_BLOCK_D = 1 << 16
-
-
-@triton.jit
-def round_half_even(v):
-    """``torch.round`` for fp32 ``v`` with ``|v| < 2**22`` (callers clamp first)."""
-    t = v.to(tl.int32)  # truncates towards zero
-    frac = v - t.to(tl.float32)  # exact for |v| < 2**23
-    odd = (t % 2) != 0
-    up = (frac > 0.5) | ((frac == 0.5) & odd)
-    down = (frac < -0.5) | ((frac == -0.5) & odd)
-    return (t + up.to(tl.int32) - down.to(tl.int32)).to(tl.float32)
-
-
-@triton.jit
-def int8_scale(absmax):
-    """``127 / max(absmax, eps)`` rounded as torch rounds it."""
-    # torch evaluates ``127.0 / tensor`` as ``tensor.reciprocal() * 127``: two roundings, kept here.
-    return tl.math.div_rn(tl.full(absmax.shape, 1.0, tl.float32), tl.maximum(absmax, 1e-5)) * 127.0
-
-
-@triton.jit
-def int8_values(x32, scale):
-    """Integer-valued fp32 ``RoundClip(x·s, −128, 127)``; ``scale`` broadcasts over the row."""
-    return round_half_even(tl.minimum(tl.maximum(x32 * scale, -128.0), 127.0))
-
-
-@triton.jit
-def cast_for(v, ptr):
-    """fp32 ``v`` → the element type of ``ptr``, rounding to nearest even, compiled or interpreted."""
-    # The interpreter truncates fp32 → bf16, so bf16 is rounded by hand on the bit pattern.
-    if ptr.dtype.element_ty == tl.bfloat16:
-        bits = v.to(tl.int32, bitcast=True)
-        bits = bits + 0x7FFF + ((bits >> 16) & 1)
-        return (bits >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True)
-    else:
-        return v.to(ptr.dtype.element_ty)
 
 
 @triton.jit
@@ -122,15 +85,6 @@ def _rows(x: torch.Tensor, op: str) -> torch.Tensor:
     if x.shape[-1] > _MAX_BLOCK_D:
         raise ValueError(f"{op}: rows of more than {_MAX_BLOCK_D} channels are not supported, got {x.shape[-1]}")
     return x.reshape(-1, x.shape[-1]).contiguous()
-
-
-def row_tiling(d: int) -> tuple[int, int, int]:
-    """(rows per program, padded row width, num_warps) for row-wise kernels over ``d`` channels."""
-    block_d = triton.next_power_of_2(max(d, 1))
-    rows_per_program = max(1, min(64, 2048 // block_d))
-    elements = rows_per_program * block_d
-    num_warps = 4 if elements <= 2048 else 8 if elements <= 8192 else 16
-    return rows_per_program, block_d, num_warps
 
 
 def int8_rows(x: torch.Tensor, *, want_q: bool, want_fake: bool):

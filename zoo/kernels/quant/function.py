@@ -52,3 +52,9 @@ def ternary_quantize_raw(w: torch.Tensor, per_leading_dim: bool = False) -> tupl
     alpha = absmean_scale(w, per_leading_dim)
     q, _ = _triton.ternary(w.detach(), alpha, want_q=True, want_fake=False)
     return q, alpha
+
+
+def ternary_dequantize(w: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """``W_q·α`` in w's dtype for a given ``α`` (no gradient): the dense ternary weight that a
+    backward multiplies by, without reducing ``α`` again."""
+    return _triton.ternary(w.detach(), alpha, want_q=False, want_fake=True)[1]

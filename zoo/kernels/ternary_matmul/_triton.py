@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from zoo.kernels.quant._triton import cast_for
+from zoo.kernels._triton_helpers import cast_for
 
 # The interpreter's tl.dot mishandles bf16 (see _dot); decided at import, like triton.jit.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import torch
 
-from zoo.kernels.pack import _triton as pack_triton
-from zoo.kernels.quant import _triton as quant_triton
-from zoo.kernels.quant.reference import absmean_scale
+from zoo.kernels.pack import quantize_pack_ternary
+from zoo.kernels.quant.function import ternary_dequantize
 from zoo.kernels.ternary_matmul import _triton
 
 
 class TernaryLinearSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        alpha = absmean_scale(weight)
-        packed = pack_triton.quantize_pack(weight.detach(), alpha)
+        packed, alpha = quantize_pack_ternary(weight.detach(), impl="triton")  # one pass: ternarise and pack
         ctx.save_for_backward(x, weight, alpha)
         return _triton.ternary_gemv(x.detach(), packed, alpha, weight.shape[0])
 
@@ -37,7 +35,7 @@ class TernaryLinearSTE(torch.autograd.Function):
         grad_x = grad_w = None
         grad2 = grad.reshape(-1, grad.shape[-1])
         if ctx.needs_input_grad[0]:
-            _, fake = quant_triton.ternary(weight.detach(), alpha, want_q=False, want_fake=True)
+            fake = ternary_dequantize(weight, alpha)
             grad_x = (grad2 @ fake.to(grad.dtype)).reshape(*grad.shape[:-1], weight.shape[1]).to(x.dtype)
         if ctx.needs_input_grad[1]:
             grad_w = (grad2.t() @ x.reshape(-1, x.shape[-1]).to(grad.dtype)).to(weight.dtype)

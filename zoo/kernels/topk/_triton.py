@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from zoo.kernels.quant._triton import cast_for, int8_scale, int8_values, row_tiling
+from zoo.kernels._triton_helpers import cast_for, int8_scale, int8_values, row_tiling
 
 _MAX_BLOCK_D = 1 << 16
 

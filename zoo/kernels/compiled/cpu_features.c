@@ -1,0 +1,42 @@
+/* Which instruction set the kernels of zoo.kernels.compiled run (the BitNet b1.58 GEMV, arXiv
+ * 2402.17764, and Q-Sparse's top-K transforms, arXiv 2407.10969, among them), decided in one
+ * place: the CPU's features, read once, under the one override zoo_force_isa.
+ *
+ * Why one place: every kernel has a vector path and a scalar one that must give the same result,
+ * and a test can only prove that for the paths it can select. With one switch that every kernel's
+ * dispatch asks, forcing the scalar path reaches the GEMV, the top-K selection, the fused
+ * projections and the decode step alike, and zoo_isa() tells a test which path actually ran.
+ */
+#include "zoo_kernels.h" /* the ABI: checks this file's definitions against their declarations */
+#include "zoo_cpu.h"
+
+/* What this CPU runs: ZOO_ISA_AVX2 needs AVX2 and FMA (the float kernels fuse their products;
+ * every x86-64 CPU with AVX2 that the zoo targets has both), else ZOO_ISA_SCALAR. Read once. */
+static int cpu_isa(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    static int cached = 0;
+    if (!cached) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? ZOO_ISA_AVX2 : ZOO_ISA_SCALAR;
+    }
+    return cached;
+#else
+    return ZOO_ISA_SCALAR;
+#endif
+}
+
+/* The cap set by zoo_force_isa (ZOO_ISA_AUTO: none). */
+static int isa_cap = ZOO_ISA_AUTO;
+
+int zoo_isa(void) {
+    const int cpu = cpu_isa();
+    return isa_cap != ZOO_ISA_AUTO && isa_cap < cpu ? isa_cap : cpu;
+}
+
+int zoo_force_isa(int isa) {
+    if (isa != ZOO_ISA_AUTO && isa != ZOO_ISA_SCALAR && isa != ZOO_ISA_AVX2) return -1;
+    isa_cap = isa;
+    return zoo_isa();
+}
+
+int zoo_use_avx2(void) { return zoo_isa() >= ZOO_ISA_AVX2; }
