@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-save", action="store_true")
     p.set_defaults(func=cmd_bench)
 
-    from zoo.hub.hf_cli import add_export_hf_arguments, add_import_hf_arguments
+    from zoo.interop.hf_cli import add_export_hf_arguments, add_import_hf_arguments
 
     add_import_hf_arguments(sub.add_parser("import-hf", help="convert a Hugging Face Llama/Mistral/Qwen2 directory into a release"))
     add_export_hf_arguments(sub.add_parser("export-hf", help="write any zoo model as a folder transformers loads (and lm-eval scores)"))

@@ -1,4 +1,4 @@
-"""zoo.hub.hf against transformers itself: tiny random Llama, Mistral (GQA) and Qwen2 (q/k/v biases)
+"""zoo.interop.hf against transformers itself: tiny random Llama, Mistral (GQA) and Qwen2 (q/k/v biases)
 checkpoints are imported, must give transformers' logits, and must export back bit for bit."""
 
 import argparse
@@ -11,9 +11,9 @@ from safetensors.torch import load_file, save_file
 
 transformers = pytest.importorskip("transformers")
 
-from zoo.hub.hf import cmd_export_hf, cmd_import_hf, export_hf, import_hf, parse_overrides  # noqa: E402
 from zoo.hub.release import load_release  # noqa: E402
-from zoo.models.convert import state_dict_from_hf  # noqa: E402
+from zoo.interop.convert import state_dict_from_hf  # noqa: E402
+from zoo.interop.hf import cmd_export_hf, cmd_import_hf, export_hf, import_hf, parse_overrides  # noqa: E402
 from zoo.models.decoder import Decoder  # noqa: E402
 from zoo.tokenizer import BPETokenizer, ByteTokenizer  # noqa: E402
 

@@ -1,25 +1,25 @@
 """The arguments of ``zoo import-hf`` and ``zoo export-hf`` (Hugging Face Llama / Mistral / Qwen2
-checkpoints, see :mod:`zoo.hub.hf`), kept free of torch: building the ``zoo`` parser, which
-``zoo --help`` does, must not import it. The commands import :mod:`zoo.hub.hf` when they run."""
+checkpoints, see :mod:`zoo.interop.hf`), kept free of torch: building the ``zoo`` parser, which
+``zoo --help`` does, must not import it. The commands import :mod:`zoo.interop.hf` when they run."""
 
 from __future__ import annotations
 
 import argparse
 
-# Equal to zoo.models.convert.MODEL_TYPES and zoo.hub.hf.DTYPES (tests/zoo/test_cli.py keeps them so).
+# Equal to zoo.interop.convert.MODEL_TYPES and zoo.interop.hf.DTYPES (tests/zoo/test_cli.py keeps them so).
 HF_MODEL_TYPES = ("llama", "mistral", "qwen2", "mixtral")
 EXPORT_MODEL_TYPES = ("moezoo", *HF_MODEL_TYPES)
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
 
 
 def _cmd_import_hf(args: argparse.Namespace) -> int:
-    from zoo.hub.hf import cmd_import_hf
+    from zoo.interop.hf import cmd_import_hf
 
     return cmd_import_hf(args)
 
 
 def _cmd_export_hf(args: argparse.Namespace) -> int:
-    from zoo.hub.hf import cmd_export_hf
+    from zoo.interop.hf import cmd_export_hf
 
     return cmd_export_hf(args)
 

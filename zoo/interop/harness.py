@@ -6,16 +6,16 @@ dropless MoE after MegaBlocks) and its tokenizer as an ``lm_eval.api.model.LM``,
 under the name ``moezoo``::
 
     import lm_eval
-    from zoo.eval.harness import ZooLM
+    from zoo.interop.harness import ZooLM
 
     lm = ZooLM(pretrained="bitnet-qsparse-tiny")          # zoo name, release dir or .ckpt
     lm_eval.simple_evaluate(model=lm, tasks=["lambada_openai"])
 
     # or lm-eval's own command line, with the model registered first:
-    python -m zoo.eval.harness run --model moezoo --model_args pretrained=qsparse-tiny --tasks hellaswag
+    python -m zoo.interop.harness run --model moezoo --model_args pretrained=qsparse-tiny --tasks hellaswag
 
 lm-eval is not a moezoo dependency: importing this module without it raises an ImportError that
-says how to install it (``zoo.eval`` itself never imports it). Task data comes from the Hugging Face hub, so running
+says how to install it (``zoo.eval`` and ``zoo.interop`` never import it). Task data comes from the Hugging Face hub, so running
 standard tasks needs network access; the adapter itself works offline.
 
 Zoo models have no BOS token. Where lm-eval needs a token to condition the first prediction on
@@ -38,7 +38,7 @@ try:
     from lm_eval.api.model import LM
     from lm_eval.api.registry import register_model
 except ImportError as error:  # an optional dependency: say how to get it
-    raise ImportError("zoo.eval.harness needs lm-evaluation-harness, which moezoo does not install: pip install lm-eval") from error
+    raise ImportError("zoo.interop.harness needs lm-evaluation-harness, which moezoo does not install: pip install lm-eval") from error
 
 from zoo.models.generate import stream_tokens
 

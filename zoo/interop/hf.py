@@ -2,14 +2,14 @@
 
 ``import_hf`` reads a directory as ``huggingface_hub.snapshot_download`` leaves it
 (``config.json`` plus ``model.safetensors`` or a sharded ``model.safetensors.index.json``),
-maps it through :mod:`zoo.models.convert`, and writes a release (:mod:`zoo.hub.release`). Keyword
+maps it through :mod:`zoo.interop.convert`, and writes a release (:mod:`zoo.hub.release`). Keyword
 overrides change how the same weights run, e.g. ``sparsity="topk", k_ratio=0.6`` to
 continue-train a dense model with Q-Sparse top-K activations (arXiv 2407.10969 §2.3); an
 override that would change the parameters themselves is refused.
 
 ``export_hf`` writes a folder ``transformers.AutoModelForCausalLM.from_pretrained`` and
 ``AutoTokenizer.from_pretrained`` load: plain Llama / Qwen2 for dense models, the zoo's own classes
-(``trust_remote_code``, :mod:`zoo.hub.hf_export`) for every other entry.
+(``trust_remote_code``, :mod:`zoo.interop.hf_export`) for every other entry.
 
 Only safetensors are read: a ``pytorch_model.bin`` is a pickle, and unpickling runs code.
 Nothing here imports ``transformers``.
@@ -27,8 +27,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from zoo.interop.convert import check_exportable, config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
 from zoo.models.config import ModelConfig
-from zoo.models.convert import check_exportable, config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -235,14 +235,14 @@ def export_hf(source: str | Path, out_dir: str | Path, model_type: str | None = 
     """Writes a transformers folder for ``source`` (a zoo name, release directory or checkpoint).
 
     ``model_type`` ``moezoo`` (the default for ternary, top-K and MoE models) writes the zoo's own
-    classes for ``trust_remote_code`` (:mod:`zoo.hub.hf_export`); ``llama`` / ``mistral`` /
+    classes for ``trust_remote_code`` (:mod:`zoo.interop.hf_export`); ``llama`` / ``mistral`` /
     ``qwen2`` / ``mixtral`` (the defaults for full-precision models they express exactly: Mixtral
     for dropless top-k MoE, Qwen2 with q/k/v biases, else Llama) write a plain checkpoint that
     transformers loads with its own code. Both come
     with the tokenizer in ``tokenizers``' format and a ``generation_config.json``. Returns ``out_dir``.
     """
-    from zoo.hub.hf_export import export_zoo_hf, write_tokenizer
     from zoo.hub.release import load_model_source
+    from zoo.interop.hf_export import export_zoo_hf, write_tokenizer
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
