@@ -205,7 +205,7 @@ def test_small_vocab_without_tokenizer_is_refused(tmp_path):
 
 def test_override_that_changes_parameters_is_refused(llama_dir, tmp_path):
     src, _ = llama_dir
-    with pytest.raises(ValueError, match="change the imported parameters"):
+    with pytest.raises(ValueError, match="the override of n_experts changes the released parameters"):
         import_hf(src, tmp_path / "moe", n_experts=4)
     with pytest.raises(ValueError, match="unknown ModelConfig field"):
         import_hf(src, tmp_path / "typo", sparsty="topk")
@@ -287,7 +287,7 @@ def test_import_takes_a_hub_repository_id_through_huggingface_hub(llama_dir, tmp
     assert metrics["hf_source"] == "meta-llama/Tiny-Test@abc123"
     ids = torch.randint(0, 300, (1, 12))
     torch.testing.assert_close(ours(ids), hf_logits(model, ids))
-    with pytest.raises(FileNotFoundError, match="neither a model folder nor a Hugging Face repository id"):
+    with pytest.raises(FileNotFoundError, match="no such file or directory; expected a Hugging Face model folder"):
         import_hf(tmp_path / "no" / "such" / "dir", tmp_path / "x")
 
 

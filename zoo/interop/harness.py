@@ -8,7 +8,7 @@ under the name ``moezoo``::
     import lm_eval
     from zoo.interop.harness import ZooLM
 
-    lm = ZooLM(pretrained="bitnet-qsparse-tiny")          # zoo name, release dir or .ckpt
+    lm = ZooLM(pretrained="bitnet-qsparse-tiny")          # any source zoo.from_pretrained takes
     lm_eval.simple_evaluate(model=lm, tasks=["lambada_openai"])
 
     # or lm-eval's own command line, with the model registered first:
@@ -69,8 +69,8 @@ class ZooLM(LM):
     """A zoo decoder as an lm-eval ``LM``.
 
     Args:
-        pretrained: a zoo name (downloaded through the hub), a release directory or a ``zoo fit``
-            checkpoint; or pass ``model`` and ``tokenizer`` directly.
+        pretrained: any model source (a zoo name, a local path, ``hf:org/name[@revision]``; see
+            :mod:`zoo.interop.loader`); or pass ``model`` and ``tokenizer`` directly.
         hub: hub URL for zoo names (default ``$ZOO_HUB`` or the shipped store).
         batch_size: sequences per forward pass (``"auto"`` means 8: no probing on CPU).
         device: where the model runs (``cpu``, ``cuda``, ...).
@@ -95,9 +95,9 @@ class ZooLM(LM):
         if model is None:
             if pretrained is None:
                 raise ValueError("ZooLM needs pretrained=NAME_OR_DIR, or model= and tokenizer=")
-            from zoo.hub.release import load_model_source
+            from zoo.interop.loader import load_source
 
-            model, tokenizer, _ = load_model_source(str(pretrained), hub=hub, inference=True)
+            model, tokenizer, _ = load_source(str(pretrained), hub=hub, inference=True)
         elif tokenizer is None:
             raise ValueError("ZooLM: a model given directly needs its tokenizer too")
         device = device or "cpu"
