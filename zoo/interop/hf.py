@@ -1,8 +1,9 @@
 """Import Hugging Face Llama, Mistral and Qwen2 checkpoints as moezoo releases, and export back.
 
-``import_hf`` reads a directory as ``huggingface_hub.snapshot_download`` leaves it
-(``config.json`` plus ``model.safetensors`` or a sharded ``model.safetensors.index.json``),
-maps it through :mod:`zoo.interop.convert`, and writes a release (:mod:`zoo.hub.release`). Keyword
+:func:`read_hf_folder` reads a directory as ``huggingface_hub.snapshot_download`` leaves it
+(``config.json`` plus ``model.safetensors`` or a sharded ``model.safetensors.index.json``) and
+maps it through :mod:`zoo.interop.convert` into a zoo model, for the loader
+(:mod:`zoo.interop.loader`) and for ``import_hf``, which writes it as a release. Keyword
 overrides change how the same weights run, e.g. ``sparsity="topk", k_ratio=0.6`` to
 continue-train a dense model with Q-Sparse top-K activations (arXiv 2407.10969 §2.3); an
 override that would change the parameters themselves is refused.
@@ -249,7 +250,7 @@ def _owning(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def export_hf(source: str | Path, out_dir: str | Path, model_type: str | None = None, *, dtype: str = "float32") -> Path:
-    """Writes a transformers folder for ``source`` (a zoo name, release directory or checkpoint).
+    """Writes a transformers folder for ``source`` (any model source, see :mod:`zoo.interop.loader`).
 
     ``model_type`` ``moezoo`` (the default for ternary, top-K and MoE models) writes the zoo's own
     classes for ``trust_remote_code`` (:mod:`zoo.interop.hf_export`); ``llama`` / ``mistral`` /
