@@ -82,16 +82,19 @@ def test_corpora_and_token_windows_import_without_lightning():
 
 # Inside zoo: a sub-package (or top-level module) -> the zoo rooms it may import, besides itself,
 # zoo.models and zoo.kernels. Shared helpers (files, paths, tokenizer, machine) sit at the bottom;
-# data and hub above them; eval reads data and loads from the hub; training above that; bench
-# measures models from the hub; scaling trains and measures; the cli and `import zoo` see all.
+# data and hub above them (the hub: names, manifest, fetch, releases); interop (transformers and
+# lm-eval interchange, and the one loader of model sources, which reads transformers folders too)
+# above the hub, which never imports it; eval reads data and loads through interop; training above
+# that; bench measures models from the hub; scaling trains and measures; the cli and `import zoo` see all.
 SHARED = {"files", "paths", "tokenizer", "machine"}
 ZOO_CONTRACTS = {
     **{name: SHARED - {name} for name in SHARED},
     "data": SHARED,
     "hub": SHARED,
-    "eval": SHARED | {"data", "hub"},
+    "interop": SHARED | {"hub"},
+    "eval": SHARED | {"data", "hub", "interop"},
     "bench": SHARED | {"hub"},
-    "train": SHARED | {"data", "hub", "eval"},
+    "train": SHARED | {"data", "hub", "interop", "eval"},
     "scaling": SHARED | {"data", "hub", "train", "bench"},
 }
 UNRESTRICTED = {"cli", "__init__", "__main__"}

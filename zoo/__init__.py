@@ -44,12 +44,14 @@ def list_models() -> list[str]:
     return _list()
 
 
-def from_pretrained(source, *, inference: bool = False, **overrides):
-    """A zoo model from a release folder, checkpoint, zoo name or Hugging Face repository
-    (``org/name[@revision]``); see :mod:`zoo.hub.pretrained`."""
-    from zoo.hub.pretrained import from_pretrained as _load
+def from_pretrained(source, *, inference: bool = False, hub=None, **overrides):
+    """A zoo model from any source: a zoo name, a local path (release folder, transformers folder,
+    ``zoo fit`` checkpoint) or ``hf:org/name[@revision]``, the same sources ``zoo generate``,
+    ``zoo eval`` and ``zoo export-hf`` take; see :mod:`zoo.hub.source` and :mod:`zoo.interop.loader`.
+    ``overrides``: fields that hold no parameter (``k_ratio``, ``kernel``...) and ``dtype``."""
+    from zoo.interop.loader import from_pretrained as _load
 
-    return _load(source, inference=inference, **overrides)
+    return _load(source, inference=inference, hub=hub, **overrides)
 
 
 def save_pretrained(model, out_dir, **options):

@@ -79,10 +79,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from zoo.hub.release import load_model_source
+    from zoo.interop.loader import load_source
     from zoo.models.generate import generate
 
-    model, tokenizer, _ = load_model_source(args.source, hub=args.hub, inference=True)
+    model, tokenizer, _ = load_source(args.source, hub=args.hub, inference=True)
     ids = torch.tensor([tokenizer.encode(args.prompt)])
     new = generate(model, ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     print(args.prompt + tokenizer.decode(new[0].tolist()))
@@ -90,18 +90,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from zoo.hub.release import load_model_source, save_release
+    from zoo.hub.release import save_release
+    from zoo.interop.loader import load_source
 
-    model, tokenizer, metrics = load_model_source(args.checkpoint)
+    model, tokenizer, metrics = load_source(args.checkpoint)
     out = save_release(model, tokenizer, args.out_dir, metrics, name=args.name or args.out_dir.rstrip("/").split("/")[-1], bf16=args.bf16)
     print(f"release written to {out}")
     return 0
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from zoo.hub import download
+    from zoo.hub import UnknownCheckpointError, download
+    from zoo.hub.source import SourceError, parse_source, unpublished
 
-    print(download(args.name, hub=args.hub, offline=args.offline or None))
+    # the sources resolver decides what the argument is, so `zoo download runs/x` says it is a path
+    source = parse_source(args.name)
+    if source.kind != "name":  # a path is local already; a repository is cached by huggingface_hub when loaded
+        raise SourceError(args.name, "a local path" if source.kind == "path" else "a Hugging Face repository", "a zoo name")
+    try:
+        print(download(args.name, hub=args.hub, offline=args.offline or None))
+    except UnknownCheckpointError as error:
+        raise unpublished(args.name, error.known, expected="a zoo name") from None
     return 0
 
 
@@ -144,6 +153,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from zoo.hub.source import SOURCE_HELP
+
     parser = argparse.ArgumentParser(
         prog="zoo",
         description="moezoo: sparse decoder LLMs. Training: zoo {fit,validate,test,predict} --config configs/<entry>-<size>.yaml "
@@ -154,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table (key 'pretrained': has weights)")
     p.add_argument("--hub", default=None, help="hub whose manifest says which names have weights (default: $ZOO_HUB or the store)")
     p.set_defaults(func=cmd_list)
-    p = sub.add_parser("generate", help="sample text from a zoo name, a release directory or a .ckpt")
-    p.add_argument("source", help="zoo model name (downloaded), release directory, or Lightning checkpoint")
+    p = sub.add_parser("generate", help="sample text from any model source (zoo name, local path, hf:org/name)")
+    p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("--prompt", default="ROMEO:")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
@@ -165,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub", default=None, help="hub URL for zoo names (default: $ZOO_HUB or the shipped store)")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("export", help="write a release directory (safetensors, config, tokenizer, metrics) from a checkpoint")
-    p.add_argument("checkpoint")
+    p = sub.add_parser("export", help="write a release directory (safetensors, config, tokenizer, metrics) from any model source")
+    p.add_argument("checkpoint", help=SOURCE_HELP)
     p.add_argument("out_dir")
     p.add_argument("--name", default=None, help="model name for the model card")
     p.add_argument(
@@ -188,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("eval", help="bits per byte and perplexity of a model on a corpus split")
-    p.add_argument("source", help="zoo model name, release directory or Lightning checkpoint")
+    p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("--corpus", default="shakespeare")
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))
     p.add_argument("--batch-size", type=int, default=8)
@@ -210,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-save", action="store_true")
     p.set_defaults(func=cmd_bench)
 
-    from zoo.hub.hf_cli import add_export_hf_arguments, add_import_hf_arguments
+    from zoo.interop.hf_cli import add_export_hf_arguments, add_import_hf_arguments
 
     add_import_hf_arguments(sub.add_parser("import-hf", help="convert a Hugging Face Llama/Mistral/Qwen2 directory into a release"))
     add_export_hf_arguments(sub.add_parser("export-hf", help="write any zoo model as a folder transformers loads (and lm-eval scores)"))

@@ -4,7 +4,7 @@ with the modules whose commands it defers to."""
 import subprocess
 import sys
 
-from zoo.hub import hf_cli
+from zoo.interop import hf_cli
 
 
 def test_building_the_parser_imports_no_torch():
@@ -24,8 +24,8 @@ def test_help_lists_the_commands():
 
 
 def test_hf_argument_choices_match_the_converter():
-    from zoo.hub.hf import DTYPES
-    from zoo.models.convert import MODEL_TYPES
+    from zoo.interop.convert import MODEL_TYPES
+    from zoo.interop.hf import DTYPES
 
     assert hf_cli.HF_MODEL_TYPES == MODEL_TYPES
     assert set(hf_cli.DTYPE_NAMES) == set(DTYPES)

@@ -1,4 +1,4 @@
-"""zoo.hub.hf against transformers itself: tiny random Llama, Mistral (GQA) and Qwen2 (q/k/v biases)
+"""zoo.interop.hf against transformers itself: tiny random Llama, Mistral (GQA) and Qwen2 (q/k/v biases)
 checkpoints are imported, must give transformers' logits, and must export back bit for bit."""
 
 import argparse
@@ -11,9 +11,9 @@ from safetensors.torch import load_file, save_file
 
 transformers = pytest.importorskip("transformers")
 
-from zoo.hub.hf import cmd_export_hf, cmd_import_hf, export_hf, import_hf, parse_overrides  # noqa: E402
 from zoo.hub.release import load_release  # noqa: E402
-from zoo.models.convert import state_dict_from_hf  # noqa: E402
+from zoo.interop.convert import state_dict_from_hf  # noqa: E402
+from zoo.interop.hf import cmd_export_hf, cmd_import_hf, export_hf, import_hf, parse_overrides  # noqa: E402
 from zoo.models.decoder import Decoder  # noqa: E402
 from zoo.tokenizer import BPETokenizer, ByteTokenizer  # noqa: E402
 
@@ -205,7 +205,7 @@ def test_small_vocab_without_tokenizer_is_refused(tmp_path):
 
 def test_override_that_changes_parameters_is_refused(llama_dir, tmp_path):
     src, _ = llama_dir
-    with pytest.raises(ValueError, match="change the imported parameters"):
+    with pytest.raises(ValueError, match="the override of n_experts changes the released parameters"):
         import_hf(src, tmp_path / "moe", n_experts=4)
     with pytest.raises(ValueError, match="unknown ModelConfig field"):
         import_hf(src, tmp_path / "typo", sparsty="topk")
@@ -287,7 +287,7 @@ def test_import_takes_a_hub_repository_id_through_huggingface_hub(llama_dir, tmp
     assert metrics["hf_source"] == "meta-llama/Tiny-Test@abc123"
     ids = torch.randint(0, 300, (1, 12))
     torch.testing.assert_close(ours(ids), hf_logits(model, ids))
-    with pytest.raises(FileNotFoundError, match="neither a model folder nor a Hugging Face repository id"):
+    with pytest.raises(FileNotFoundError, match="no such file or directory; expected a Hugging Face model folder"):
         import_hf(tmp_path / "no" / "such" / "dir", tmp_path / "x")
 
 

@@ -11,7 +11,7 @@ import torch
 import zoo
 from zoo.cli import main
 from zoo.hub import shipped_store
-from zoo.hub.hf_export import byte_tokenizer_json
+from zoo.interop.hf_export import byte_tokenizer_json
 
 transformers = pytest.importorskip("transformers")
 # one checkpoint per entry: the leaderboard's extra seeds ("<entry>-seed<k>") share their entry's code path

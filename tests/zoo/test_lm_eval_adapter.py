@@ -32,7 +32,7 @@ class CharTokenizer:
 @pytest.fixture(scope="module")
 def lm_and_model():
     pytest.importorskip("lm_eval")
-    from zoo.eval.harness import ZooLM
+    from zoo.interop.harness import ZooLM
 
     torch.manual_seed(0)
     config = ModelConfig(
@@ -150,8 +150,8 @@ def test_create_from_arg_string_and_registry(tmp_path):
     pytest.importorskip("lm_eval")
     from lm_eval.api.registry import get_model
 
-    from zoo.eval.harness import ZooLM
     from zoo.hub.release import save_release
+    from zoo.interop.harness import ZooLM
     from zoo.tokenizer import ByteTokenizer
 
     config = ModelConfig(vocab_size=256, dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_seq_len=32)
@@ -168,11 +168,11 @@ def test_missing_lm_eval_gives_install_hint(monkeypatch):
 
     import zoo.eval
 
-    monkeypatch.delitem(sys.modules, "zoo.eval.harness", raising=False)
+    monkeypatch.delitem(sys.modules, "zoo.interop.harness", raising=False)
     for name in ("lm_eval", "lm_eval.api", "lm_eval.api.model", "lm_eval.api.registry"):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ImportError, match="pip install lm-eval"):
-        importlib.import_module("zoo.eval.harness")
+        importlib.import_module("zoo.interop.harness")
     assert zoo.eval.evaluate_model  # zoo.eval itself never needed it
 
 

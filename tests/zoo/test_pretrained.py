@@ -45,7 +45,8 @@ def test_create_model_pretrained_matches_the_published_weights(hub, tmp_path):
 def test_unknown_name_is_a_clear_error(hub, capsys):
     assert main(["generate", "no-such-model"]) == 1
     err = capsys.readouterr().err
-    assert "zoo generate: error: no-such-model: neither a release directory" in err and "Traceback" not in err
+    assert "zoo generate: error: no-such-model: not a published zoo model (published: toy-tiny); expected a zoo name" in err
+    assert "Traceback" not in err
 
 
 def test_offline_download_without_cache_fails_clearly(hub, monkeypatch, capsys):

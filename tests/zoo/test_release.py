@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from zoo.hub.release import load_model_source, load_release, save_release
+from zoo.hub.release import load_release, save_release
+from zoo.interop.loader import load_source
 from zoo.models import Decoder, ModelConfig
 from zoo.models.packing import ternary_modules
 from zoo.tokenizer import ByteTokenizer
@@ -82,7 +83,7 @@ def test_pickled_checkpoint_objects_are_refused(tmp_path, capsys):
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"arch": {}}, "payload": Evil()}, path)
     with pytest.raises(ValueError, match="not a readable zoo checkpoint"):
-        load_model_source(path)
+        load_source(path)
     assert "pwned" not in capsys.readouterr().out  # refused before the object's code could run
 
 

@@ -1,6 +1,5 @@
-"""Evaluating zoo models: bits per byte on a corpus split (:mod:`zoo.eval.bpb`, Lightning-free) and
-an lm-evaluation-harness model (:mod:`zoo.eval.harness`, needs ``pip install lm-eval``; imported
-only when used)."""
+"""Evaluating zoo models: bits per byte on a corpus split (:mod:`zoo.eval.bpb`, Lightning-free). The
+lm-evaluation-harness model is interchange and lives in :mod:`zoo.interop.harness`."""
 
 from zoo.eval.bpb import evaluate_model, evaluate_source, tokenizer_spec
 

@@ -133,8 +133,8 @@ def evaluate_model(
 
 
 def evaluate_source(source: str, *, hub: str | None = None, **options: Any) -> dict[str, Any]:
-    """:func:`evaluate_model` for a zoo name, release directory or Lightning checkpoint."""
-    from zoo.hub.release import load_model_source
+    """:func:`evaluate_model` for any model source (:func:`zoo.interop.loader.load_source`)."""
+    from zoo.interop.loader import load_source
 
-    model, tokenizer, _ = load_model_source(source, hub=hub, inference=True)
+    model, tokenizer, _ = load_source(source, hub=hub, inference=True)
     return {"source": str(source), **evaluate_model(model, tokenizer, **options)}

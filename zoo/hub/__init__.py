@@ -1,7 +1,8 @@
 """Zoo checkpoints: the registry of names, the manifest, publishing into a store, verified
-downloads from a hub, release directories (:mod:`zoo.hub.release`) and the transformers
-interchange (:mod:`zoo.hub.hf`); the last two load torch, safetensors and YAML, so they are
-imported by name, not from here.
+downloads from a hub, release directories (:mod:`zoo.hub.release`) and the parsing of model
+sources (:mod:`zoo.hub.source`). Release directories load torch, safetensors and YAML, so they are
+imported by name, not from here. The transformers interchange lives in :mod:`zoo.interop`, which
+imports the hub, never the other way round.
 
 A released checkpoint is a directory of plain files (``model.safetensors``, ``config.yaml``,
 ``tokenizer.json``, ``metrics.json``, ``README.md``). A *hub* is a root under which each

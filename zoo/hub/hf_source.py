@@ -14,14 +14,6 @@ from pathlib import Path
 from zoo.hub.manifest import DownloadError, NotCachedError, file_sha256
 
 HF_URL = re.compile(r"^hf://(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+?))?(?:/(?P<folder>[\w./-]+))?/?$")
-REPO_ID = re.compile(r"^(?:hf://)?(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
-
-
-def parse_repo_id(text: str) -> tuple[str, str | None] | None:
-    """``org/name``, ``org/name@revision`` or ``hf://org/name@revision`` → (``org/name``,
-    revision or None); None when ``text`` is no repository id."""
-    match = REPO_ID.match(text)
-    return (match["repo"], match["revision"]) if match else None
 
 
 def parse_hf_url(url: str) -> tuple[str, str | None, str]:

@@ -1,50 +1,19 @@
-"""``from_pretrained`` / ``save_pretrained`` / ``push_to_hub`` for zoo models, the way
+"""``save_pretrained`` / ``push_to_hub`` for zoo models, the way
 huggingface_hub's ``PyTorchModelHubMixin`` gives them to a model class, on the zoo's release
 format (plain files: safetensors weights, ``config.yaml``, tokenizer, metrics, model card).
 
 The decoder itself (:mod:`zoo.models`) stays free of huggingface_hub, so these are functions of
-the hub room rather than a mixin: ``zoo.from_pretrained("org/name@revision")``,
-``zoo.save_pretrained(model, "out")``, ``zoo.push_to_hub(model, "org/name")``.
+the hub room rather than a mixin: ``zoo.save_pretrained(model, "out")``,
+``zoo.push_to_hub(model, "org/name")``. Reading any of them back, ``zoo.from_pretrained``, is the
+one loader of :mod:`zoo.interop.loader` (it reads transformers folders too, so it sits above the hub).
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from zoo.hub.hf_source import parse_repo_id
-
-RELEASE_PATTERNS = ["model.safetensors", "config.yaml", "tokenizer.json", "metrics.json", "README.md"]
-
-
-def from_pretrained(source: str | Path, *, inference: bool = False, **overrides: Any):
-    """A zoo model from a release folder, a ``zoo fit`` checkpoint, a zoo name (the zoo's hubs), or
-    a Hugging Face repository that holds a release (``org/name[@revision]``, through huggingface_hub:
-    its cache and offline semantics). ``overrides`` as in :func:`zoo.create_model`."""
-    from zoo.hub.registry import ENTRIES, list_models
-    from zoo.hub.release import load_model_source, load_release
-
-    text = str(source)
-    if text in ENTRIES or text in list_models():
-        from zoo.hub.registry import create_model
-
-        return create_model(text, pretrained=True, inference=inference, **overrides)
-    repo = parse_repo_id(text)
-    if repo and not Path(text).exists():
-        from huggingface_hub import snapshot_download
-
-        folder = snapshot_download(repo_id=repo[0], revision=repo[1], allow_patterns=RELEASE_PATTERNS)
-        model = load_release(folder, **overrides)[0]
-    elif overrides:
-        model = load_release(text, **overrides)[0]
-    else:
-        model = load_model_source(text)[0]
-    if inference:
-        from zoo.models.inference import to_inference
-
-        model = to_inference(model)
-    return model
+from zoo.hub.source import REPO_ID
 
 
 def save_pretrained(
@@ -73,7 +42,7 @@ def push_to_hub(
     returns the commit URL. Weights go up with bf16 matrices by default, as the zoo publishes them."""
     from huggingface_hub import HfApi
 
-    if parse_repo_id(repo_id) is None or "@" in repo_id:
+    if not REPO_ID.match(repo_id) or "@" in repo_id:
         raise ValueError(f"repo_id must look like org/name, got {repo_id!r}")
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)

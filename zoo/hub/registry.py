@@ -127,12 +127,11 @@ def create_model(name: str, pretrained: bool = False, inference: bool = False, *
     ternary projections packed at 2 bits with no latent copy, run by the packed kernels, in eval mode.
     """
     if pretrained:
-        from zoo.hub import download
-        from zoo.hub.release import load_release_model
+        from zoo.hub.release import load_published
 
-        # overrides that hold no parameter (k_ratio, kernel, top_k, ...) apply to released weights
-        # a registered name (bare entry names mean -tiny) or any other checkpoint the hub publishes
-        model = load_release_model(download(with_size(name)), **overrides)
+        # the loader's own path for a zoo name (zoo.interop.loader): a registered name (bare entry
+        # names mean -tiny) or any other checkpoint the hub publishes, with the same overrides
+        model = load_published(name, **overrides)[0]
     else:
         from zoo.models.decoder import Decoder
 

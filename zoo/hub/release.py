@@ -6,14 +6,16 @@
 ``metrics.json``       data, tokens seen, steps, hardware, validation loss and bits per byte
 ``README.md``          a short model card
 
-:func:`load_model_source` also accepts a Lightning checkpoint written by ``zoo fit``, read with
-``torch.load(weights_only=True)`` so that no arbitrary object is ever unpickled.
+:func:`load_lightning_checkpoint` reads a checkpoint written by ``zoo fit`` with
+``torch.load(weights_only=True)``, so that no arbitrary object is ever unpickled;
+:func:`load_published` a zoo name from the hub. Every loader here takes the same overrides
+(:func:`override_config`, :func:`apply_dtype`); :func:`zoo.interop.loader.load_source` picks one
+of them for any source.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,9 @@ from zoo.models.decoder import Decoder
 from zoo.models.packing import pack_state_dict, unpack_state_dict
 
 RELEASE_FILES = ("model.safetensors", "config.yaml", "tokenizer.json", "metrics.json", "README.md")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# ModelConfig fields that hold no parameter, named in the error for one that does
+FREE_FIELDS = "sparsity, k_ratio, block_size, act_quant, weight_quant, kernel, top_k, moe_impl, max_seq_len"
 
 
 def _state_for_saving(model: Decoder, pack: bool, bf16: bool) -> dict[str, torch.Tensor]:
@@ -123,21 +128,64 @@ def load_weights(model: Decoder, state: dict[str, torch.Tensor], source: str) ->
     return model
 
 
+def _param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    from zoo.models import Decoder
+
+    return {name: tuple(t.shape) for name, t in Decoder.on_meta(config).state_dict().items()}
+
+
+def override_config(config: ModelConfig, overrides: dict[str, Any], source: str) -> ModelConfig:
+    """``config`` with ``overrides`` (:class:`ModelConfig` fields), refused with one message when
+    they would change the parameter names or shapes of the weights ``source`` holds.
+
+    Every form of source (a zoo name, a release folder, a ``.ckpt``, a transformers folder) goes
+    through here, so an override means the same wherever the weights come from.
+    """
+    if not overrides:
+        return config
+    target = ModelConfig.from_dict({**config.to_dict(), **overrides}, source=f"{source} overrides")
+    before, after = _param_shapes(config), _param_shapes(target)
+    if before != after:
+        changed = sorted(set(before) ^ set(after)) + sorted(k for k in set(before) & set(after) if before[k] != after[k])
+        hint = " (set sub_norm=false to keep BitNet's sub-norms out)" if target.has_sub_norm and not config.has_sub_norm else ""
+        raise ValueError(
+            f"{source}: the override of {', '.join(sorted(overrides))} changes the released parameters ({changed[:5]}); "
+            f"only fields that hold none can change, such as {FREE_FIELDS}{hint}"
+        )
+    return target
+
+
+def split_dtype(overrides: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(``dtype`` override or None, the :class:`ModelConfig` overrides): ``dtype`` is the one
+    override that is not a config field; checked here, before anything is read."""
+    overrides = dict(overrides)
+    dtype = overrides.pop("dtype", None)
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return dtype, overrides
+
+
+def apply_dtype(model: Decoder, dtype: str | None) -> Decoder:
+    """``model`` with its floating-point weights in ``dtype`` (``float32``, ``bfloat16``, ``float16``)."""
+    return model if dtype is None else model.to(DTYPES[dtype])
+
+
 def load_release(directory: str | Path, **overrides: Any) -> tuple[Decoder, Any, dict[str, Any]]:
     """(model, tokenizer, metrics) from a release directory.
 
     ``overrides`` change :class:`ModelConfig` fields that hold no parameter (``k_ratio``,
     ``kernel``, ``top_k``, ``moe_impl``...: Q-Sparse's top-K can be changed at inference); one that
-    would change the released parameters is refused, naming it.
+    would change the released parameters is refused, naming it (:func:`override_config`).
+    ``dtype=`` casts the loaded weights.
     """
     from zoo.tokenizer import load_tokenizer
 
+    dtype, overrides = split_dtype(overrides)
     directory = Path(directory)
     missing = [f for f in ("model.safetensors", "config.yaml", "tokenizer.json") if not (directory / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{directory}: not a moezoo release (missing {', '.join(missing)})")
-    released = read_config(directory / "config.yaml")
-    config = ModelConfig.from_dict({**released.to_dict(), **overrides}, source="overrides") if overrides else released
+    config = override_config(read_config(directory / "config.yaml"), overrides, str(directory))
     model = Decoder(config)
     weights = directory / "model.safetensors"
     try:
@@ -155,17 +203,15 @@ def load_release(directory: str | Path, **overrides: Any) -> tuple[Decoder, Any,
         ) from error
     metrics_path = directory / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    return model.eval(), load_tokenizer(directory), metrics
+    return apply_dtype(model.eval(), dtype), load_tokenizer(directory), metrics
 
 
-def load_release_model(directory: str | Path, **overrides: Any) -> Decoder:
-    return load_release(directory, **overrides)[0]
-
-
-def load_lightning_checkpoint(path: str | Path) -> tuple[Decoder, Any, dict[str, Any]]:
-    """(model, tokenizer, metrics) from a ``zoo fit`` checkpoint, without unpickling objects."""
+def load_lightning_checkpoint(path: str | Path, **overrides: Any) -> tuple[Decoder, Any, dict[str, Any]]:
+    """(model, tokenizer, metrics) from a ``zoo fit`` checkpoint, without unpickling objects;
+    ``overrides`` as in :func:`load_release`."""
     from zoo.tokenizer import ByteTokenizer, load_tokenizer
 
+    dtype, overrides = split_dtype(overrides)
     path = Path(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -174,7 +220,8 @@ def load_lightning_checkpoint(path: str | Path) -> tuple[Decoder, Any, dict[str,
     hparams = checkpoint.get("hyper_parameters", {})
     if not isinstance(hparams.get("arch"), dict):
         raise ValueError(f"{path}: checkpoint has no 'arch' hyper-parameters; was it written by zoo fit?")
-    model = Decoder(ModelConfig.from_dict(hparams["arch"], source=f"{path}:hyper_parameters.arch"))
+    trained = ModelConfig.from_dict(hparams["arch"], source=f"{path}:hyper_parameters.arch")
+    model = Decoder(override_config(trained, overrides, str(path)))
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     tokenizer = ByteTokenizer()
     if checkpoint.get("zoo_tokenizer_json"):
@@ -186,41 +233,20 @@ def load_lightning_checkpoint(path: str | Path) -> tuple[Decoder, Any, dict[str,
         "steps": checkpoint.get("global_step"),
         "hparams": {k: v for k, v in hparams.items() if k != "arch"},
     }
-    return load_weights(model, state, str(path)).eval(), tokenizer, metrics
+    return apply_dtype(load_weights(model, state, str(path)).eval(), dtype), tokenizer, metrics
 
 
-def looks_like_a_path(source: str) -> bool:
-    """A source with a folder separator or a file suffix is a path, never a zoo model name."""
-    return (
-        "/" in source or os.sep in source or source.endswith((".ckpt", ".safetensors", ".yaml", ".json")) or source.startswith(("~", "."))
-    )
-
-
-def load_model_source(source: str | Path, *, hub: str | None = None, inference: bool = False):
-    """(model, tokenizer, metrics) from a release directory, a ``.ckpt`` file, or a zoo name (downloaded).
-
-    ``inference=True`` converts the model into its inference form (packed ternary weights run by
-    the packed kernels, see :mod:`zoo.models.inference`), which generation and evaluation use.
-    """
-    model, tokenizer, metrics = _load_model_source(source, hub=hub)
-    if inference:
-        from zoo.models.inference import to_inference
-
-        model = to_inference(model)
-    return model, tokenizer, metrics
-
-
-def _load_model_source(source: str | Path, *, hub: str | None = None):
-    path = Path(source)
-    if path.is_dir():
-        return load_release(path)
-    if path.is_file():
-        return load_lightning_checkpoint(path)
-    if looks_like_a_path(str(source)):
-        raise FileNotFoundError(f"{source}: no such file or directory")
-    from zoo.hub import UnknownCheckpointError, download
+def load_published(name: str, *, hub: str | None = None, **overrides: Any) -> tuple[Decoder, Any, dict[str, Any]]:
+    """(model, tokenizer, metrics) of the zoo checkpoint ``name`` (a bare entry name means its tiny
+    size), downloaded and verified from ``hub`` (see :func:`zoo.hub.download`); ``overrides`` as in
+    :func:`load_release`. A name the hub does not publish is a :class:`~zoo.hub.source.SourceError`."""
+    from zoo.hub.fetch import download
+    from zoo.hub.manifest import UnknownCheckpointError
+    from zoo.hub.registry import list_models, with_size
+    from zoo.hub.source import unpublished
 
     try:
-        return load_release(download(str(source), hub=hub))
+        folder = download(with_size(name), hub=hub)
     except UnknownCheckpointError as error:
-        raise FileNotFoundError(f"{source}: neither a release directory, a checkpoint file, nor a published zoo model ({error})") from None
+        raise unpublished(name, error.known, registered=with_size(name) in list_models()) from None
+    return load_release(folder, **overrides)

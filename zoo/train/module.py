@@ -41,7 +41,8 @@ class ZooLitModule(L.LightningModule):
         weight_decay: AdamW weight decay on matrices (not on norms or embeddings); 0 from the
             midpoint under ``bitnet``.
         betas: AdamW betas.
-        init_from: continue-training: a release directory or ``.ckpt`` whose weights initialise
+        init_from: continue-training: any model source (a zoo name, a release or transformers
+            folder, a ``.ckpt``, ``hf:org/name``; see :mod:`zoo.interop.loader`) whose weights initialise
             this model (Q-Sparse §2.3: a dense checkpoint trained on with top-K switched on).
     """
 
@@ -83,9 +84,10 @@ class ZooLitModule(L.LightningModule):
 
     # -- set-up ---------------------------------------------------------------------------------
     def _initialise_from(self, source: str) -> None:
-        from zoo.hub.release import load_model_source, load_weights
+        from zoo.hub.release import load_weights
+        from zoo.interop.loader import load_source
 
-        donor, _, _ = load_model_source(source)
+        donor, _, _ = load_source(source)
         load_weights(self.model, donor.state_dict(), f"model.init_from={source}")
 
     def setup(self, stage: str) -> None:

@@ -6,16 +6,16 @@ dropless MoE after MegaBlocks) and its tokenizer as an ``lm_eval.api.model.LM``,
 under the name ``moezoo``::
 
     import lm_eval
-    from zoo.eval.harness import ZooLM
+    from zoo.interop.harness import ZooLM
 
-    lm = ZooLM(pretrained="bitnet-qsparse-tiny")          # zoo name, release dir or .ckpt
+    lm = ZooLM(pretrained="bitnet-qsparse-tiny")          # any source zoo.from_pretrained takes
     lm_eval.simple_evaluate(model=lm, tasks=["lambada_openai"])
 
     # or lm-eval's own command line, with the model registered first:
-    python -m zoo.eval.harness run --model moezoo --model_args pretrained=qsparse-tiny --tasks hellaswag
+    python -m zoo.interop.harness run --model moezoo --model_args pretrained=qsparse-tiny --tasks hellaswag
 
 lm-eval is not a moezoo dependency: importing this module without it raises an ImportError that
-says how to install it (``zoo.eval`` itself never imports it). Task data comes from the Hugging Face hub, so running
+says how to install it (``zoo.eval`` and ``zoo.interop`` never import it). Task data comes from the Hugging Face hub, so running
 standard tasks needs network access; the adapter itself works offline.
 
 Zoo models have no BOS token. Where lm-eval needs a token to condition the first prediction on
@@ -38,7 +38,7 @@ try:
     from lm_eval.api.model import LM
     from lm_eval.api.registry import register_model
 except ImportError as error:  # an optional dependency: say how to get it
-    raise ImportError("zoo.eval.harness needs lm-evaluation-harness, which moezoo does not install: pip install lm-eval") from error
+    raise ImportError("zoo.interop.harness needs lm-evaluation-harness, which moezoo does not install: pip install lm-eval") from error
 
 from zoo.models.generate import stream_tokens
 
@@ -69,8 +69,8 @@ class ZooLM(LM):
     """A zoo decoder as an lm-eval ``LM``.
 
     Args:
-        pretrained: a zoo name (downloaded through the hub), a release directory or a ``zoo fit``
-            checkpoint; or pass ``model`` and ``tokenizer`` directly.
+        pretrained: any model source (a zoo name, a local path, ``hf:org/name[@revision]``; see
+            :mod:`zoo.interop.loader`); or pass ``model`` and ``tokenizer`` directly.
         hub: hub URL for zoo names (default ``$ZOO_HUB`` or the shipped store).
         batch_size: sequences per forward pass (``"auto"`` means 8: no probing on CPU).
         device: where the model runs (``cpu``, ``cuda``, ...).
@@ -95,9 +95,9 @@ class ZooLM(LM):
         if model is None:
             if pretrained is None:
                 raise ValueError("ZooLM needs pretrained=NAME_OR_DIR, or model= and tokenizer=")
-            from zoo.hub.release import load_model_source
+            from zoo.interop.loader import load_source
 
-            model, tokenizer, _ = load_model_source(str(pretrained), hub=hub, inference=True)
+            model, tokenizer, _ = load_source(str(pretrained), hub=hub, inference=True)
         elif tokenizer is None:
             raise ValueError("ZooLM: a model given directly needs its tokenizer too")
         device = device or "cpu"

@@ -1,11 +1,11 @@
-"""The Hugging Face key maps of zoo.models.convert, without transformers: configs, state dicts, RoPE layout."""
+"""The Hugging Face key maps of zoo.interop.convert, without transformers: configs, state dicts, RoPE layout."""
 
 import pytest
 import torch
 
+from zoo.interop.convert import config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
 from zoo.models.attention import apply_rope, rope_frequencies
 from zoo.models.config import ModelConfig
-from zoo.models.convert import config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
 from zoo.models.decoder import Decoder
 
 

@@ -1,32 +1,36 @@
 """The arguments of ``zoo import-hf`` and ``zoo export-hf`` (Hugging Face Llama / Mistral / Qwen2
-checkpoints, see :mod:`zoo.hub.hf`), kept free of torch: building the ``zoo`` parser, which
-``zoo --help`` does, must not import it. The commands import :mod:`zoo.hub.hf` when they run."""
+checkpoints, see :mod:`zoo.interop.hf`), kept free of torch: building the ``zoo`` parser, which
+``zoo --help`` does, must not import it. The commands import :mod:`zoo.interop.hf` when they run."""
 
 from __future__ import annotations
 
 import argparse
 
-# Equal to zoo.models.convert.MODEL_TYPES and zoo.hub.hf.DTYPES (tests/zoo/test_cli.py keeps them so).
+from zoo.hub.source import SOURCE_HELP
+
+# Equal to zoo.interop.convert.MODEL_TYPES and zoo.interop.hf.DTYPES (tests/zoo/test_cli.py keeps them so).
 HF_MODEL_TYPES = ("llama", "mistral", "qwen2", "mixtral")
 EXPORT_MODEL_TYPES = ("moezoo", *HF_MODEL_TYPES)
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
 
 
 def _cmd_import_hf(args: argparse.Namespace) -> int:
-    from zoo.hub.hf import cmd_import_hf
+    from zoo.interop.hf import cmd_import_hf
 
     return cmd_import_hf(args)
 
 
 def _cmd_export_hf(args: argparse.Namespace) -> int:
-    from zoo.hub.hf import cmd_export_hf
+    from zoo.interop.hf import cmd_export_hf
 
     return cmd_export_hf(args)
 
 
 def add_import_hf_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``zoo import-hf`` on ``parser`` (a subparser), with ``func`` set."""
-    parser.add_argument("src", help="Hugging Face model folder (config.json + safetensors), or a Hub repository id org/name[@revision]")
+    parser.add_argument(
+        "src", help="Hugging Face model folder (config.json + safetensors), or hf:org/name[@revision] (a bare org/name too)"
+    )
     parser.add_argument("out", help="release directory to write")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="ModelConfig overrides, e.g. sparsity=topk k_ratio=0.6")
     parser.add_argument("--name", default=None, help="model name for the model card")
@@ -37,7 +41,7 @@ def add_import_hf_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
 
 def add_export_hf_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``zoo export-hf`` on ``parser`` (a subparser), with ``func`` set."""
-    parser.add_argument("src", help="zoo model name, release directory or zoo fit checkpoint")
+    parser.add_argument("src", help=SOURCE_HELP)
     parser.add_argument("out", help="folder to write (config.json, model.safetensors, tokenizer, generation config)")
     parser.add_argument(
         "--model-type",

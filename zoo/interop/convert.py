@@ -1,6 +1,6 @@
 """Key maps between Hugging Face Llama, Mistral, Qwen2 and Mixtral checkpoints and the zoo decoder.
 
-Pure dict-to-dict functions, no file I/O and no ``transformers``: :mod:`zoo.hub.hf` reads and writes
+Pure dict-to-dict functions, no file I/O and no ``transformers``: :mod:`zoo.interop.hf` reads and writes
 the files around them.
 
 - :func:`config_from_hf` / :func:`config_to_hf`: a ``config.json`` mapping to a

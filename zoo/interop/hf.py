@@ -1,15 +1,16 @@
 """Import Hugging Face Llama, Mistral and Qwen2 checkpoints as moezoo releases, and export back.
 
-``import_hf`` reads a directory as ``huggingface_hub.snapshot_download`` leaves it
-(``config.json`` plus ``model.safetensors`` or a sharded ``model.safetensors.index.json``),
-maps it through :mod:`zoo.models.convert`, and writes a release (:mod:`zoo.hub.release`). Keyword
+:func:`read_hf_folder` reads a directory as ``huggingface_hub.snapshot_download`` leaves it
+(``config.json`` plus ``model.safetensors`` or a sharded ``model.safetensors.index.json``) and
+maps it through :mod:`zoo.interop.convert` into a zoo model, for the loader
+(:mod:`zoo.interop.loader`) and for ``import_hf``, which writes it as a release. Keyword
 overrides change how the same weights run, e.g. ``sparsity="topk", k_ratio=0.6`` to
 continue-train a dense model with Q-Sparse top-K activations (arXiv 2407.10969 §2.3); an
 override that would change the parameters themselves is refused.
 
 ``export_hf`` writes a folder ``transformers.AutoModelForCausalLM.from_pretrained`` and
 ``AutoTokenizer.from_pretrained`` load: plain Llama / Qwen2 for dense models, the zoo's own classes
-(``trust_remote_code``, :mod:`zoo.hub.hf_export`) for every other entry.
+(``trust_remote_code``, :mod:`zoo.interop.hf_export`) for every other entry.
 
 Only safetensors are read: a ``pytorch_model.bin`` is a pickle, and unpickling runs code.
 Nothing here imports ``transformers``.
@@ -27,13 +28,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from zoo.hub.release import DTYPES, apply_dtype, load_weights, override_config, save_release, split_dtype
+from zoo.hub.source import Source, SourceError, parse_source
+from zoo.interop.convert import check_exportable, config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
 from zoo.models.config import ModelConfig
-from zoo.models.convert import check_exportable, config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
+from zoo.models.decoder import Decoder
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_PATTERNS = ("*.bin", "*.bin.index.json", "*.pt", "*.pth", "*.ckpt")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SPECIAL_TOKEN_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
@@ -103,11 +106,27 @@ def read_hf_weights(src_dir: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def is_byte_tokenizer(file: Path) -> bool:
+    """Whether ``file`` is the zoo's byte tokenizer as ``zoo export-hf`` writes it (a byte-level BPE
+    over the 256 byte symbols with no merges, perhaps plus ``<|endoftext|>``): read back as bytes,
+    so an exported model comes back with the tokenizer it was trained with."""
+    from zoo.interop.hf_export import byte_level_symbols
+
+    try:
+        model = json.loads(file.read_text(encoding="utf-8")).get("model") or {}
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False
+    byte_vocab = {symbol: byte for byte, symbol in enumerate(byte_level_symbols())}
+    return model.get("type") == "BPE" and not model.get("merges") and model.get("vocab") == byte_vocab
+
+
 def _import_tokenizer(src: Path, vocab_size: int):
     """The checkpoint's BPE ``tokenizer.json`` if :func:`zoo.tokenizer.load_tokenizer` reads it, else bytes."""
     from zoo.tokenizer import TOKENIZER_FILE, ByteTokenizer, load_tokenizer
 
     file = src / TOKENIZER_FILE
+    if file.is_file() and is_byte_tokenizer(file):
+        return ByteTokenizer()
     if file.is_file():
         try:
             tokenizer = load_tokenizer(file)
@@ -129,49 +148,69 @@ def _import_tokenizer(src: Path, vocab_size: int):
     return ByteTokenizer()
 
 
-def _param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    from zoo.models import Decoder
-
-    return {name: tuple(t.shape) for name, t in Decoder.on_meta(config).state_dict().items()}
-
-
-def apply_overrides(config: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:
-    """``config`` with ``overrides``, refused when they would change the parameter names or shapes."""
-    if not overrides:
-        return config
-    target = config.replace(**overrides)
-    before, after = _param_shapes(config), _param_shapes(target)
-    if before != after:
-        changed = sorted(set(before) ^ set(after)) + sorted(k for k in set(before) & set(after) if before[k] != after[k])
-        hint = " (set sub_norm=false to keep BitNet's sub-norms out)" if target.has_sub_norm and not config.has_sub_norm else ""
-        raise ValueError(
-            f"overrides {overrides} change the imported parameters ({changed[:5]}); only overrides that reuse the "
-            f"same weights are allowed, such as sparsity, k_ratio, block_size, act_quant, weight_quant, kernel, max_seq_len{hint}"
-        )
-    return target
-
-
 HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json"]
+HF_FORMS = "a Hugging Face model folder (config.json + safetensors) or hf:org/name[@revision]"
 
 
-def resolve_hf_source(src: str | Path) -> Path:
-    """A local model folder as it is, or a Hub repository (``org/name``, ``org/name@revision`` or
-    ``hf://org/name@revision``) fetched through huggingface_hub: its config, safetensors and
-    tokenizer only (never a pickle), into huggingface_hub's cache (offline with ``HF_HUB_OFFLINE``)."""
-    path = Path(src).expanduser()
-    if path.is_dir():
-        return path
-    from zoo.hub.hf_source import parse_repo_id
-
-    repo = parse_repo_id(str(src))
-    if repo is None:
-        raise FileNotFoundError(f"{src}: neither a model folder nor a Hugging Face repository id (org/name[@revision])")
+def snapshot(source: Source, allow_patterns: list[str]) -> Path:
+    """The files of a ``hf`` source that match ``allow_patterns``, through huggingface_hub's
+    ``snapshot_download`` (its cache; offline with ``HF_HUB_OFFLINE``): the folder they are in."""
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id=repo[0], revision=repo[1], allow_patterns=HUB_FILES))
+        return Path(snapshot_download(repo_id=source.repo, revision=source.revision, allow_patterns=allow_patterns))
     except Exception as error:  # huggingface_hub raises many types (offline, 404, gated, network)
-        raise FileNotFoundError(f"{src}: cannot fetch the repository from the Hugging Face Hub ({type(error).__name__}: {error})") from None
+        cause = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        found = "" if source.explicit else "no such local path, and "
+        raise SourceError(source.text, f"{found}the Hugging Face repository {source} cannot be fetched ({cause})") from None
+
+
+def resolve_hf_source(src: str | Path) -> Path:
+    """A local model folder as it is, or a Hub repository (``hf:org/name[@revision]``, or a bare
+    ``org/name[@revision]`` that is no local path, see :mod:`zoo.hub.source`) fetched through
+    huggingface_hub: its config, safetensors and tokenizer only (never a pickle)."""
+    source = parse_source(src)
+    if source.kind == "hf":
+        return snapshot(source, HUB_FILES)
+    if source.kind == "path" and source.path.is_dir():
+        return source.path
+    if source.kind == "name":
+        given = "a zoo name, which has no Hugging Face files to import"
+    else:
+        given = "a file, not a folder" if source.path.exists() else "no such file or directory"
+    raise SourceError(src, given, HF_FORMS)
+
+
+def read_hf_folder(src: str | Path, **overrides: Any) -> tuple[Decoder, Any, dict[str, Any]]:
+    """(model, tokenizer, metrics) of the Hugging Face checkpoint in the folder ``src``: Llama,
+    Mistral, Qwen2 or Mixtral through :mod:`zoo.interop.convert`, or a folder ``zoo export-hf``
+    wrote for ``trust_remote_code`` (``model_type`` ``moezoo``). ``overrides`` as for any source
+    (:func:`zoo.hub.release.override_config`: only fields that hold no parameter; ``dtype``)."""
+    src = Path(src)
+    dtype, overrides = split_dtype(overrides)
+    hf_config = read_hf_config(src)
+    own_classes = hf_config.get("model_type") == "moezoo"  # the zoo's config and keys, under model.
+    if own_classes:
+        config = ModelConfig.from_dict(hf_config.get("zoo_config") or {}, source=f"{src / 'config.json'}: zoo_config")
+    else:
+        config = config_from_hf(hf_config)
+    target = override_config(config, overrides, str(src))
+    hf_weight_files(src)  # refuse pickles and missing shards before anything else is read
+    tokenizer = _import_tokenizer(src, config.vocab_size)
+    hf_state = read_hf_weights(src)
+    state = {k.removeprefix("model."): v for k, v in hf_state.items()} if own_classes else state_dict_from_hf(hf_state, config)
+    del hf_state
+    model = load_weights(Decoder(target), state, str(src))
+    metrics = {
+        "source": "huggingface",
+        "hf_model_type": hf_config["model_type"],
+        "hf_source": str(src.resolve()),
+        "hf_special_tokens": {k: hf_config[k] for k in SPECIAL_TOKEN_FIELDS if hf_config.get(k) is not None},
+        "tokenizer": tokenizer.name,
+        "overrides": dict(overrides),
+        "steps": 0,
+    }
+    return apply_dtype(model.eval(), dtype), tokenizer, metrics
 
 
 def import_hf(
@@ -183,43 +222,22 @@ def import_hf(
     **arch_overrides: Any,
 ) -> Path:
     """Writes a moezoo release of the Hugging Face checkpoint in ``src_dir`` (a folder or a Hub
-    repository id, see :func:`resolve_hf_source`) to ``out_dir``.
+    repository, see :func:`resolve_hf_source`) to ``out_dir``.
 
     ``arch_overrides`` are :class:`ModelConfig` fields applied on top of the imported config;
     ``dtype`` (``float32`` by default, ``bfloat16``, ``float16``) is the dtype of the stored
     weights. Returns ``out_dir``.
     """
-    from zoo.hub.release import load_weights, save_release
-    from zoo.models.decoder import Decoder
-
     origin = str(src_dir)
     src = resolve_hf_source(src_dir)
     if Path(out_dir).resolve() == src.resolve():
         raise ValueError(f"{out_dir}: the release would overwrite the Hugging Face files it is read from; pick another out_dir")
-    hf_config = read_hf_config(src)
-    config = config_from_hf(hf_config)
-    target = apply_overrides(config, arch_overrides)
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    hf_weight_files(src)  # refuse pickles and missing shards before anything else is read
-    tokenizer = _import_tokenizer(src, config.vocab_size)
-    state = state_dict_from_hf(read_hf_weights(src), config)
-
-    model = load_weights(Decoder(target), state, str(src))
-    del state
-    if dtype is not None:
-        model.to(DTYPES[dtype])
-    metrics = {
-        "source": "huggingface",
-        "hf_model_type": hf_config["model_type"],
-        "hf_source": origin if not Path(origin).is_dir() else str(src.resolve()),
-        "hf_special_tokens": {k: hf_config[k] for k in SPECIAL_TOKEN_FIELDS if hf_config.get(k) is not None},
-        "tokenizer": tokenizer.name,
-        "overrides": dict(arch_overrides),
-        "steps": 0,
-    }
-    label = origin if not Path(origin).is_dir() else src.resolve().name
-    return save_release(model, tokenizer, out_dir, metrics, name=name or f"{label} ({hf_config['model_type']})")
+    model, tokenizer, metrics = read_hf_folder(src, dtype=dtype, **arch_overrides)
+    local = Path(origin).is_dir()
+    if not local:
+        metrics["hf_source"] = origin
+    label = src.resolve().name if local else origin
+    return save_release(model, tokenizer, out_dir, metrics, name=name or f"{label} ({metrics['hf_model_type']})")
 
 
 # Writing a Hugging Face directory ----------------------------------------------------------------
@@ -232,21 +250,21 @@ def _owning(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def export_hf(source: str | Path, out_dir: str | Path, model_type: str | None = None, *, dtype: str = "float32") -> Path:
-    """Writes a transformers folder for ``source`` (a zoo name, release directory or checkpoint).
+    """Writes a transformers folder for ``source`` (any model source, see :mod:`zoo.interop.loader`).
 
     ``model_type`` ``moezoo`` (the default for ternary, top-K and MoE models) writes the zoo's own
-    classes for ``trust_remote_code`` (:mod:`zoo.hub.hf_export`); ``llama`` / ``mistral`` /
+    classes for ``trust_remote_code`` (:mod:`zoo.interop.hf_export`); ``llama`` / ``mistral`` /
     ``qwen2`` / ``mixtral`` (the defaults for full-precision models they express exactly: Mixtral
     for dropless top-k MoE, Qwen2 with q/k/v biases, else Llama) write a plain checkpoint that
     transformers loads with its own code. Both come
     with the tokenizer in ``tokenizers``' format and a ``generation_config.json``. Returns ``out_dir``.
     """
-    from zoo.hub.hf_export import export_zoo_hf, write_tokenizer
-    from zoo.hub.release import load_model_source
+    from zoo.interop.hf_export import export_zoo_hf, write_tokenizer
+    from zoo.interop.loader import load_source
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    model, tokenizer, metrics = load_model_source(source)
+    model, tokenizer, metrics = load_source(source)
     config = model.config
     full_precision = config.weight_quant == "none" and config.act_quant == "none" and config.sparsity == "none"
     if model_type is None:  # transformers' own code where it is exact, the zoo's classes elsewhere
@@ -257,7 +275,8 @@ def export_hf(source: str | Path, out_dir: str | Path, model_type: str | None = 
         except ValueError:
             model_type = "moezoo"
     if model_type == "moezoo":
-        label = Path(str(source)).name if Path(str(source)).exists() else str(source)
+        resolved = parse_source(source)
+        label = resolved.path.name if resolved.kind == "path" else str(resolved)
         return export_zoo_hf(model, tokenizer, metrics, out_dir, name=label)
     hf_config = config_to_hf(config, model_type)
     hf_config["torch_dtype"] = dtype
