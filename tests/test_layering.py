@@ -196,9 +196,9 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         targets = set()
         for module, imported in zoo_imports(path):
-            targets.add(module)
-            if imported is not None and f"{module}.{imported}" in modules:  # from package import submodule
-                targets.add(f"{module}.{imported}")
+            submodule = f"{module}.{imported}"
+            # ``from package import submodule`` imports the submodule; any other name comes from the module itself
+            targets.add(submodule if imported is not None and submodule in modules else module)
         graph[name] = {t for t in targets if t in modules and t != name}
     return graph
 

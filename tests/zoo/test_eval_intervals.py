@@ -14,6 +14,7 @@ from zoo.eval import evaluate_model
 from zoo.eval.bpb import window_losses
 from zoo.eval.intervals import (
     BlockScores,
+    SeedNoise,
     block_picks,
     block_sums,
     bpb_interval,
@@ -112,10 +113,10 @@ def test_seed_noise_widens_the_interval_by_about_its_size():
     clean = BlockScores.of([np.full(len(tokens), 1.5 * 4096)], tokens, 1.0)  # no text noise at all
     picks = block_picks(len(tokens), 2000, seed=0)
     assert bpb_interval(clean, picks) == pytest.approx((1.5 / math.log(2),) * 2)
-    low, high = bpb_interval(clean, picks, seed_sd=0.05)
+    low, high = bpb_interval(clean, picks, seed_noise=SeedNoise(0.05, dof=1000))  # t(1000): a normal
     assert high - low == pytest.approx(2 * 1.96 * 0.05, rel=0.1)
     narrow = bpb_interval(scores, picks)
-    wide = bpb_interval(scores, picks, seed_sd=0.05)
+    wide = bpb_interval(scores, picks, seed_noise=SeedNoise(0.05, dof=4))
     assert wide[1] - wide[0] > narrow[1] - narrow[0]
 
 
@@ -147,3 +148,32 @@ def test_a_paired_difference_needs_the_same_blocks():
     b = BlockScores.of([[1.0, 2.0, 3.0]], [1, 1, 1], 1.0)
     with pytest.raises(ValueError, match="same blocks"):
         paired_difference(a, b, block_picks(2, 10))
+
+
+@pytest.mark.parametrize("dof", [2, 4, 10])
+def test_seed_noise_takes_the_t_quantile_of_its_degrees_of_freedom(dof):
+    """A seed sd estimated from few seeds is uncertain itself: the seed part of an interval is
+    sd · t(dof), not sd · normal (with 4 degrees of freedom 2.78 sd, not 1.96 sd, each side)."""
+    from scipy import stats
+
+    tokens = np.full(4, 4096)
+    clean = BlockScores.of([np.full(4, 1.5 * 4096)], tokens, 1.0)  # no text noise: the interval is seed noise alone
+    low, high = bpb_interval(clean, block_picks(4, 40_000, seed=0), seed_noise=SeedNoise(0.05, dof))
+    half_width = (high - low) / 2
+    assert half_width == pytest.approx(stats.t.ppf(0.975, dof) * 0.05, rel=0.05)
+    assert half_width > 1.08 * stats.norm.ppf(0.975) * 0.05  # a normal draw gives 1.96 sd; t(10) 2.23 sd
+
+
+def test_seed_noise_scales_a_difference_by_both_entries_seed_counts():
+    tokens = np.full(4, 4096)
+    one = BlockScores.of([np.full(4, 1.5 * 4096)], tokens, 1.0)
+    three = BlockScores.of([np.full(4, 1.5 * 4096)] * 3, tokens, 1.0)
+    noise = SeedNoise(0.05, dof=6)
+    _, (low, high) = paired_difference(three, one, block_picks(4, 40_000), seed_noise=noise)
+    _, (low1, high1) = paired_difference(one, one, block_picks(4, 40_000), seed_noise=noise)
+    assert (high - low) / (high1 - low1) == pytest.approx(math.sqrt((1 / 3 + 1) / 2), rel=0.05)
+
+
+def test_seed_noise_needs_degrees_of_freedom():
+    with pytest.raises(ValueError, match="degree of freedom"):
+        SeedNoise(0.05, dof=0)

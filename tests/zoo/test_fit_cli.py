@@ -150,6 +150,15 @@ def test_a_remote_checkpoint_is_never_unpickled(tmp_path, http_root, capsys, com
     code, err = run_main(args, capsys)
     assert not marker.exists(), "the pickle payload ran"
     assert code != 0 and "was not loaded" in err and len(err.splitlines()) == 1
+    # fetched for the call only: nothing left in torch.hub's cache (keyed by file name alone) or $ZOO_HOME
+    assert not (Path(torch.hub.get_dir()) / "checkpoints" / "x.ckpt").exists()
+    assert not list(Path(os.environ["ZOO_HOME"]).rglob("*.ckpt"))
+
+
+def test_a_remote_checkpoint_that_cannot_be_fetched_is_one_line(tmp_path, http_root, capsys):
+    _, url = http_root
+    code, err = run_main(fit_args(tmp_path, "dense-tiny", 1, "--ckpt_path", f"{url}/missing.ckpt"), capsys)
+    assert code == 2 and "missing.ckpt: could not be downloaded" in err and len(err.splitlines()) == 1
 
 
 def test_sigterm_exits_non_zero_with_a_resumable_checkpoint(tmp_path):

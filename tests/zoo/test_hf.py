@@ -13,7 +13,8 @@ transformers = pytest.importorskip("transformers")
 
 from zoo.hub.release import load_release  # noqa: E402
 from zoo.interop.convert import state_dict_from_hf  # noqa: E402
-from zoo.interop.hf import cmd_export_hf, cmd_import_hf, export_hf, import_hf, parse_overrides  # noqa: E402
+from zoo.interop.export import cmd_export_hf, export_hf  # noqa: E402
+from zoo.interop.hf import cmd_import_hf, import_hf, parse_overrides  # noqa: E402
 from zoo.models.decoder import Decoder  # noqa: E402
 from zoo.tokenizer import BPETokenizer, ByteTokenizer  # noqa: E402
 

@@ -29,7 +29,7 @@ def world(tmp_path, monkeypatch):
     Hub stood in for by a snapshot_download that serves the release folder for REPO@REVISION."""
     import huggingface_hub
 
-    from zoo.interop.hf import export_hf
+    from zoo.interop.export import export_hf
 
     monkeypatch.setenv("ZOO_HUB", shipped_store().as_uri())
     torch.manual_seed(0)

@@ -10,9 +10,14 @@ summed loss to its summed targets, so blocks of unequal length weigh what they h
 Two models scored on the same blocks are compared *paired*: every resample draws the same blocks
 for both, so text that is hard for both cancels out of their difference. Training noise (another
 seed, another model) is not in the test text: where an entry was trained with several seeds its
-bpb is their mean, and each resample adds a normal draw with the seed standard deviation measured
-on the entries that have replicates (pooled), scaled by ``1/sqrt(seeds)``. Every random draw comes
-from numpy's PCG64 with a fixed seed, so the intervals are the same on any machine.
+bpb is their mean, and each resample adds a draw of seed noise whose spread is the seed standard
+deviation measured on the entries that have replicates (pooled), scaled by ``1/sqrt(seeds)``.
+That standard deviation is itself an estimate, from few degrees of freedom (a handful of seeds), so
+the draw is Student's t with those degrees of freedom times the estimate, not a normal: with 4
+degrees of freedom t's 97.5 % quantile is 2.78 against the normal's 1.96, and a normal draw would
+make the seed part of every interval 1.4x too narrow (the predictive distribution of a new seed's
+deviation, Student 1908; any textbook on the t interval). Every random draw comes from numpy's
+PCG64 with a fixed seed, so the intervals are the same on any machine.
 """
 
 from __future__ import annotations
@@ -78,6 +83,30 @@ def block_picks(blocks: int, resamples: int = RESAMPLES, seed: int = 0) -> np.nd
     return np.random.default_rng(seed).integers(0, blocks, size=(resamples, blocks))
 
 
+@dataclass(frozen=True)
+class SeedNoise:
+    """A seed standard deviation and the degrees of freedom it was estimated from: the two travel
+    together, so no interval can add seed noise without knowing how uncertain its spread is."""
+
+    sd: float
+    dof: int
+
+    def __post_init__(self) -> None:
+        if not (self.sd >= 0 and self.dof >= 1):
+            raise ValueError(f"seed noise: needs sd >= 0 and at least 1 degree of freedom, got sd={self.sd}, dof={self.dof}")
+
+    def draws(self, resamples: int, scale: float, seed: int) -> np.ndarray:
+        """``resamples`` draws of ``scale · sd · t(dof)``, from their own stream (so adding seed
+        noise does not change which blocks are drawn)."""
+        return np.random.default_rng([seed, 1]).standard_t(self.dof, size=resamples) * self.sd * scale
+
+
+def pooled_seed_noise(seed_values: Sequence[Sequence[float]]) -> SeedNoise | None:
+    """The pooled seed noise of the groups that have replicates, or None where none has."""
+    sd, dof = pooled_seed_sd(seed_values)
+    return SeedNoise(sd, dof) if sd is not None else None
+
+
 def pooled_seed_sd(seed_values: Sequence[Sequence[float]]) -> tuple[float | None, int]:
     """Pooled standard deviation across seeds of the groups that have at least two, and its
     degrees of freedom (``None, 0`` when no group has replicates)."""
@@ -95,18 +124,15 @@ def _percentile_interval(samples: np.ndarray, level: float) -> tuple[float, floa
     return float(np.percentile(samples, tail)), float(np.percentile(samples, 100.0 - tail))
 
 
-def _seed_noise(resamples: int, sd: float | None, scale: float, seed: int) -> np.ndarray:
-    if not sd:
-        return np.zeros(resamples)
-    # its own stream, so adding seed noise does not change which blocks are drawn
-    return np.random.default_rng([seed, 1]).normal(0.0, sd * scale, size=resamples)
+def _seed_noise(resamples: int, noise: SeedNoise | None, scale: float, seed: int) -> np.ndarray:
+    return np.zeros(resamples) if noise is None else noise.draws(resamples, scale, seed)
 
 
 def bpb_interval(
-    scores: BlockScores, picks: np.ndarray, *, seed_sd: float | None = None, level: float = LEVEL, seed: int = 0
+    scores: BlockScores, picks: np.ndarray, *, seed_noise: SeedNoise | None = None, level: float = LEVEL, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile interval of the entry's (seed-mean) bpb: test blocks resampled, plus seed noise."""
-    samples = scores.resampled_bpb(picks) + _seed_noise(len(picks), seed_sd, 1.0 / math.sqrt(scores.seeds), seed)
+    samples = scores.resampled_bpb(picks) + _seed_noise(len(picks), seed_noise, 1.0 / math.sqrt(scores.seeds), seed)
     return _percentile_interval(samples, level)
 
 
@@ -115,7 +141,7 @@ def paired_difference(
     baseline: BlockScores,
     picks: np.ndarray,
     *,
-    seed_sd: float | None = None,
+    seed_noise: SeedNoise | None = None,
     level: float = LEVEL,
     seed: int = 0,
 ) -> tuple[float, tuple[float, float]]:
@@ -123,7 +149,7 @@ def paired_difference(
     if entry.tokens.shape != baseline.tokens.shape or not np.array_equal(entry.tokens, baseline.tokens):
         raise ValueError("paired difference: the two entries were not scored on the same blocks")
     scale = math.sqrt(1.0 / entry.seeds + 1.0 / baseline.seeds)
-    samples = entry.resampled_bpb(picks) - baseline.resampled_bpb(picks) + _seed_noise(len(picks), seed_sd, scale, seed)
+    samples = entry.resampled_bpb(picks) - baseline.resampled_bpb(picks) + _seed_noise(len(picks), seed_noise, scale, seed)
     return entry.bpb() - baseline.bpb(), _percentile_interval(samples, level)
 
 

@@ -11,10 +11,13 @@ in that order, here for :func:`create_model` and in ``zoo fit`` as LightningCLI'
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.models.config import ModelConfig
 from zoo.paths import configs_dir
+
+if TYPE_CHECKING:
+    from zoo.models.decoder import Decoder
 
 ENTRIES = (
     "dense",
@@ -127,8 +130,6 @@ def create_model(name: str, pretrained: bool = False, inference: bool = False, *
     ternary projections packed at 2 bits with no latent copy, run by the packed kernels, in eval mode.
     """
     if pretrained:
-        from zoo.hub.release import load_published
-
         # the loader's own path for a zoo name (zoo.interop.loader): a registered name (bare entry
         # names mean -tiny) or any other checkpoint the hub publishes, with the same overrides
         model = load_published(name, **overrides)[0]
@@ -141,3 +142,19 @@ def create_model(name: str, pretrained: bool = False, inference: bool = False, *
 
         model = to_inference(model)
     return model
+
+
+def load_published(name: str, *, hub: str | None = None, **overrides: Any) -> tuple[Decoder, Any, dict[str, Any]]:
+    """(model, tokenizer, metrics) of the zoo checkpoint ``name`` (a bare entry name means its tiny
+    size), downloaded and verified from ``hub`` (see :func:`zoo.hub.download`); ``overrides`` as in
+    :func:`zoo.hub.release.load_release`. A name the hub does not publish is a :class:`~zoo.hub.source.SourceError`."""
+    from zoo.hub.fetch import download
+    from zoo.hub.manifest import UnknownCheckpointError
+    from zoo.hub.release import load_release
+    from zoo.hub.source import unpublished
+
+    try:
+        folder = download(with_size(name), hub=hub)
+    except UnknownCheckpointError as error:
+        raise unpublished(name, error.known, registered=with_size(name) in list_models()) from None
+    return load_release(folder, **overrides)

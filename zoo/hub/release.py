@@ -8,7 +8,7 @@
 
 :func:`load_lightning_checkpoint` reads a checkpoint written by ``zoo fit`` with
 ``torch.load(weights_only=True)``, so that no arbitrary object is ever unpickled;
-:func:`load_published` a zoo name from the hub. Every loader here takes the same overrides
+:func:`zoo.hub.registry.load_published` a zoo name from the hub. Every loader here takes the same overrides
 (:func:`override_config`, :func:`apply_dtype`); :func:`zoo.interop.loader.load_source` picks one
 of them for any source.
 """
@@ -234,19 +234,3 @@ def load_lightning_checkpoint(path: str | Path, **overrides: Any) -> tuple[Decod
         "hparams": {k: v for k, v in hparams.items() if k != "arch"},
     }
     return apply_dtype(load_weights(model, state, str(path)).eval(), dtype), tokenizer, metrics
-
-
-def load_published(name: str, *, hub: str | None = None, **overrides: Any) -> tuple[Decoder, Any, dict[str, Any]]:
-    """(model, tokenizer, metrics) of the zoo checkpoint ``name`` (a bare entry name means its tiny
-    size), downloaded and verified from ``hub`` (see :func:`zoo.hub.download`); ``overrides`` as in
-    :func:`load_release`. A name the hub does not publish is a :class:`~zoo.hub.source.SourceError`."""
-    from zoo.hub.fetch import download
-    from zoo.hub.manifest import UnknownCheckpointError
-    from zoo.hub.registry import list_models, with_size
-    from zoo.hub.source import unpublished
-
-    try:
-        folder = download(with_size(name), hub=hub)
-    except UnknownCheckpointError as error:
-        raise unpublished(name, error.known, registered=with_size(name) in list_models()) from None
-    return load_release(folder, **overrides)

@@ -26,11 +26,10 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from zoo.hub.release import DTYPES, apply_dtype, load_weights, override_config, save_release, split_dtype
+from zoo.hub.release import apply_dtype, load_weights, override_config, save_release, split_dtype
 from zoo.hub.source import Source, SourceError, parse_source
-from zoo.interop.convert import check_exportable, config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
+from zoo.interop.convert import config_from_hf, state_dict_from_hf
 from zoo.models.config import ModelConfig
 from zoo.models.decoder import Decoder
 
@@ -241,61 +240,6 @@ def import_hf(
 
 
 # Writing a Hugging Face directory ----------------------------------------------------------------
-def _owning(tensor: torch.Tensor) -> torch.Tensor:
-    """A contiguous CPU tensor with storage of its own (safetensors refuses views sharing one)."""
-    tensor = tensor.detach().cpu().contiguous()
-    if tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
-        tensor = tensor.clone()
-    return tensor
-
-
-def export_hf(source: str | Path, out_dir: str | Path, model_type: str | None = None, *, dtype: str = "float32") -> Path:
-    """Writes a transformers folder for ``source`` (any model source, see :mod:`zoo.interop.loader`).
-
-    ``model_type`` ``moezoo`` (the default for ternary, top-K and MoE models) writes the zoo's own
-    classes for ``trust_remote_code`` (:mod:`zoo.interop.hf_export`); ``llama`` / ``mistral`` /
-    ``qwen2`` / ``mixtral`` (the defaults for full-precision models they express exactly: Mixtral
-    for dropless top-k MoE, Qwen2 with q/k/v biases, else Llama) write a plain checkpoint that
-    transformers loads with its own code. Both come
-    with the tokenizer in ``tokenizers``' format and a ``generation_config.json``. Returns ``out_dir``.
-    """
-    from zoo.interop.hf_export import export_zoo_hf, write_tokenizer
-    from zoo.interop.loader import load_source
-
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    model, tokenizer, metrics = load_source(source)
-    config = model.config
-    full_precision = config.weight_quant == "none" and config.act_quant == "none" and config.sparsity == "none"
-    if model_type is None:  # transformers' own code where it is exact, the zoo's classes elsewhere
-        try:
-            model_type = ("mixtral" if config.n_experts else "qwen2" if config.qkv_bias else "llama") if full_precision else "moezoo"
-            if model_type != "moezoo":
-                check_exportable(config, model_type)
-        except ValueError:
-            model_type = "moezoo"
-    if model_type == "moezoo":
-        resolved = parse_source(source)
-        label = resolved.path.name if resolved.kind == "path" else str(resolved)
-        return export_zoo_hf(model, tokenizer, metrics, out_dir, name=label)
-    hf_config = config_to_hf(config, model_type)
-    hf_config["torch_dtype"] = dtype
-    hf_config.update(metrics.get("hf_special_tokens") or {})
-    state = state_dict_to_hf(model.state_dict(), config, model_type)
-    state = {name: _owning(t.to(DTYPES[dtype])) for name, t in state.items()}
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out / SINGLE_FILE), metadata={"format": "pt"})
-    # plain Llama cannot read an id past its vocabulary, so no <|endoftext|> here (lm-eval: pass
-    # prefix_token_id=<the separator's last id>); a release imported from transformers keeps its own
-    special = {**write_tokenizer(tokenizer, out, config.max_seq_len), **(metrics.get("hf_special_tokens") or {})}
-    (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    generation = {"do_sample": False, "max_length": config.max_seq_len, **special}
-    (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    return out
-
-
 # Command-line glue -------------------------------------------------------------------------------
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``["sparsity=topk", "k_ratio=0.6"]`` → ``{"sparsity": "topk", "k_ratio": 0.6}`` (values read as YAML scalars)."""
@@ -319,10 +263,4 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
         **parse_overrides(getattr(args, "overrides", None)),
     )
     print(f"release written to {out}")
-    return 0
-
-
-def cmd_export_hf(args: argparse.Namespace) -> int:
-    out = export_hf(args.src, args.out, getattr(args, "model_type", None), dtype=getattr(args, "dtype", None) or "float32")
-    print(f"Hugging Face checkpoint written to {out}")
     return 0

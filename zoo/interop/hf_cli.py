@@ -21,7 +21,7 @@ def _cmd_import_hf(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_hf(args: argparse.Namespace) -> int:
-    from zoo.interop.hf import cmd_export_hf
+    from zoo.interop.export import cmd_export_hf
 
     return cmd_export_hf(args)
 

@@ -8,7 +8,7 @@ under ``zoo_config``, ``auto_map`` to the classes), ``modeling_moezoo.py`` (the 
 ternary weights as the latent values that ternarise back to the released pattern and scale),
 the tokenizer in ``tokenizers``' JSON format (the byte tokenizer as a byte-level BPE without
 merges: id = byte), ``generation_config.json`` and a model card with Hub metadata.
-Dense full-precision entries can also go to plain Llama / Qwen2 (:func:`zoo.interop.hf.export_hf`).
+Dense full-precision entries can also go to plain Llama / Qwen2 (:func:`zoo.interop.export.export_hf`).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def _tags(config) -> list[str]:
 
 
 def export_zoo_hf(model, tokenizer, metrics: dict[str, Any], out_dir: str | Path, *, name: str) -> Path:
-    """Writes the transformers folder of a loaded zoo model (see :func:`zoo.interop.hf.export_hf`)."""
+    """Writes the transformers folder of a loaded zoo model (see :func:`zoo.interop.export.export_hf`)."""
     from zoo.models.accounting import account
 
     config = model.config.resolved()

@@ -23,7 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zoo.hub.release import RELEASE_FILES, load_lightning_checkpoint, load_published, load_release
+from zoo.hub.registry import load_published
+from zoo.hub.release import RELEASE_FILES, load_lightning_checkpoint, load_release
 from zoo.hub.source import Source, SourceError, missing_path, parse_source
 from zoo.interop.hf import HUB_FILES, read_hf_folder, snapshot
 

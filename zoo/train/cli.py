@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
+import urllib.request
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from zoo.data import ZooDataModule
+from zoo.paths import cache_dir
 from zoo.train.callbacks import (
     CheckpointOnTerminate,
     InputSparsityLogger,
@@ -109,20 +114,41 @@ class ZooCLI(LightningCLI):
     # Trainer entry points, called by LightningCLI in place of trainer.<subcommand>: load
     # checkpoints weights-only by default (Lightning unpickles remote ones unless told).
     def fit(self, **kwargs: Any) -> None:
-        self.trainer.fit(**_weights_only_by_default(kwargs))
+        with checkpoint_arguments(kwargs) as arguments:
+            self.trainer.fit(**arguments)
 
     def validate(self, **kwargs: Any) -> None:
-        self.trainer.validate(**_weights_only_by_default(kwargs))
+        with checkpoint_arguments(kwargs) as arguments:
+            self.trainer.validate(**arguments)
 
     def test(self, **kwargs: Any) -> None:
-        self.trainer.test(**_weights_only_by_default(kwargs))
+        with checkpoint_arguments(kwargs) as arguments:
+            self.trainer.test(**arguments)
 
     def predict(self, **kwargs: Any) -> None:
-        self.trainer.predict(**_weights_only_by_default(kwargs))
+        with checkpoint_arguments(kwargs) as arguments:
+            self.trainer.predict(**arguments)
 
 
-def _weights_only_by_default(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {**kwargs, "weights_only": True if kwargs.get("weights_only") is None else kwargs["weights_only"]}
+@contextmanager
+def checkpoint_arguments(kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The trainer call's arguments with ``weights_only`` on unless given, and an ``http(s)`` ckpt_path
+    fetched into a temporary folder under ``$ZOO_HOME`` for the call. Lightning would hand the URL
+    to ``torch.hub``, which caches it in ``~/.cache/torch`` by its file name alone (a later URL
+    ending in the same name gets the stale file) and prints a progress bar into the error stream."""
+    arguments = {**kwargs, "weights_only": True if kwargs.get("weights_only") is None else kwargs["weights_only"]}
+    url = str(arguments.get("ckpt_path") or "")
+    if not url.startswith(("http://", "https://")):
+        yield arguments
+        return
+    with tempfile.TemporaryDirectory(dir=cache_dir("downloads")) as folder:
+        local = Path(folder) / "remote.ckpt"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, local.open("wb") as out:
+                shutil.copyfileobj(response, out)
+        except (OSError, ValueError) as error:  # URLError and timeouts are OSErrors
+            raise ConfigError(f"--ckpt_path {url}: could not be downloaded ({error})") from None
+        yield {**arguments, "ckpt_path": str(local)}
 
 
 def resolve_config_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
