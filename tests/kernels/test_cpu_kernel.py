@@ -5,7 +5,7 @@ the CPU has it, and scalar, forced through ``zoo_force_isa``)."""
 import pytest
 import torch
 
-from zoo.kernels import compiled, pack_ternary
+from zoo.kernels import InputRule, compiled, pack_ternary
 from zoo.kernels.ternary_matmul import reference, ternary_accumulate
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="no C compiler: the torch path is used instead")
@@ -123,7 +123,7 @@ def test_fused_packed_linear_equals_the_reference_bit_for_bit(sparsity, n_keep, 
     x[3, 7] = 1e6  # one huge value: the others round to zero
     alpha = torch.tensor(0.0371)
     bias = torch.randn(n_out, generator=generator) if with_bias else None
-    options = dict(sparsity=sparsity, n_keep=n_keep, block_size=block)
+    options = dict(rule=InputRule(sparsity, n_keep, block, int8=True))
     y_ref, nz_ref = packed_ternary_linear(x, packed, alpha, n_out, bias, impl="torch", **options)
     y_cpu, nz_cpu = packed_ternary_linear(x, packed, alpha, n_out, bias, impl="cpu", **options)
     assert torch.equal(y_cpu, y_ref) and nz_cpu == nz_ref
@@ -141,8 +141,9 @@ def test_sparse_projection_matches_the_reference(dtype, sparsity, n_keep, block,
     x[1, ::3] = 0.0  # natural zeros are skipped too
     weight_t = torch.randn(128, 300, generator=generator).to(dtype)
     bias = torch.randn(300, generator=generator)
-    expected, kept = ref.sparse_projection(x, weight_t, bias, sparsity, n_keep, block)
-    got, got_kept = compiled.sparse_linear(x, weight_t, bias, sparsity, n_keep, block)
+    rule = InputRule(sparsity, n_keep, block)
+    expected, kept = ref.sparse_projection(x, weight_t, bias, rule)
+    got, got_kept = compiled.sparse_linear(x, weight_t, bias, rule)
     torch.testing.assert_close(got, expected)  # fp32 sums, another order: torch.testing's fp32 defaults
     assert got_kept == kept
 
@@ -155,13 +156,14 @@ def test_a_fused_rms_norm_agrees_with_the_reference():
     gain = torch.rand(96, generator=generator) + 0.5
     packed = pack_ternary(torch.randint(-1, 2, (160, 96), generator=generator))
     alpha = torch.tensor(0.05)
-    options = dict(sparsity="topk", n_keep=48, block_size=1, norm=(gain, 1e-5))
+    options = dict(rule=InputRule("topk", 48, int8=True), norm=(gain, 1e-5))
     y_ref, nz_ref = packed_ternary_linear(x, packed, alpha, 160, impl="torch", **options)
     y_cpu, nz_cpu = packed_ternary_linear(x, packed, alpha, 160, impl="cpu", **options)
     # the sums of squares run in another order: an int8 value may move by one at a rounding edge
     torch.testing.assert_close(y_cpu, y_ref, rtol=0.02, atol=0.02 * float(y_ref.abs().max()))
     assert nz_cpu == nz_ref
     weight_t = torch.randn(96, 160, generator=generator)
+    options["rule"] = InputRule("topk", 48)  # full-precision inputs
     y_ref, _ = sparse_projection(x, weight_t, impl="torch", **options)
     y_cpu, _ = sparse_projection(x, weight_t, impl="cpu", **options)
     torch.testing.assert_close(y_cpu, y_ref)
@@ -173,11 +175,11 @@ def test_sparse_projection_split_over_threads(monkeypatch):
     generator = torch.Generator().manual_seed(9)
     x = torch.randn(1, 1024, generator=generator)
     weight_t = torch.randn(1024, 600, generator=generator)  # 2.4 MB read: the threads split the columns
-    expected, _ = ref.sparse_projection(x, weight_t, None, "none", 0, 1)
+    expected, _ = ref.sparse_projection(x, weight_t, None, InputRule())
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        got, _ = compiled.sparse_linear(x, weight_t, None, "none", 0, 1)
+        got, _ = compiled.sparse_linear(x, weight_t, None, InputRule())
     finally:
         torch.set_num_threads(previous)
     # 1024-term fp32 sums of order-30 values, added in another order than torch's: ~1e-5 apart

@@ -5,7 +5,7 @@ the dispatch (the ``cpu_isa`` fixture)."""
 import pytest
 import torch
 
-from zoo.kernels import compiled, input_transform
+from zoo.kernels import InputRule, compiled, input_transform, pack_ternary
 from zoo.kernels.topk import reference
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="no C compiler: the torch path is used instead")
@@ -32,8 +32,9 @@ def _rows(shape, seed):
 @pytest.mark.parametrize("sparsity,n_keep,block,int8", RULES)
 def test_compiled_transform_equals_the_reference(shape, sparsity, n_keep, block, int8, cpu_isa):
     x = _rows(shape, seed=shape[0])
-    got = input_transform(x, sparsity=sparsity, n_keep=n_keep, block_size=block, int8=int8, impl="cpu")
-    expected = input_transform(x, sparsity=sparsity, n_keep=n_keep, block_size=block, int8=int8, impl="torch")
+    rule = InputRule(sparsity, n_keep, block, int8)
+    got = input_transform(x, rule, impl="cpu")
+    expected = input_transform(x, rule, impl="torch")
     assert got.dtype == x.dtype and got.shape == x.shape
     assert torch.equal(got, expected)
     if sparsity != "none":
@@ -43,12 +44,13 @@ def test_compiled_transform_equals_the_reference(shape, sparsity, n_keep, block,
 
 def test_compiled_transform_counts_and_threads_agree():
     x = _rows((64, 96), seed=3)
-    reference_out = input_transform(x, sparsity="topk", n_keep=24, int8=True, impl="torch")
+    rule = InputRule("topk", 24, int8=True)
+    reference_out = input_transform(x, rule, impl="torch")
     before = torch.get_num_threads()
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            out, nonzero = compiled.topk_rows(x, "topk", 24, 1, True)
+            out, nonzero = compiled.topk_rows(x, rule)
             assert torch.equal(out, reference_out)
             assert nonzero == int((reference_out != 0).sum())
     finally:
@@ -58,15 +60,15 @@ def test_compiled_transform_counts_and_threads_agree():
 def test_compiled_transform_in_bf16_and_on_strided_input():
     x = _rows((16, 64), seed=4)
     for value in (x.bfloat16(), x.t().contiguous().t()):
-        got = input_transform(value, sparsity="topk", n_keep=8, int8=True, impl="cpu")
-        expected = input_transform(value, sparsity="topk", n_keep=8, int8=True, impl="torch")
+        got = input_transform(value, InputRule("topk", 8, int8=True), impl="cpu")
+        expected = input_transform(value, InputRule("topk", 8, int8=True), impl="torch")
         assert got.dtype == value.dtype
         assert torch.equal(got, expected.to(value.dtype))
 
 
 def test_compiled_transform_trains_straight_through():
     x = _rows((5, 32), seed=5).requires_grad_()
-    y = input_transform(x, sparsity="block", n_keep=2, block_size=8, int8=True, impl="cpu")
+    y = input_transform(x, InputRule("block", 2, 8, int8=True), impl="cpu")
     grad = torch.randn_like(y)
     y.backward(grad)
     assert torch.equal(x.grad, grad)  # the identity: every channel gets its gradient, kept or not
@@ -75,10 +77,18 @@ def test_compiled_transform_trains_straight_through():
 def test_bad_rules_are_refused():
     x = torch.randn(2, 12)
     with pytest.raises(ValueError, match="sparsity"):
-        input_transform(x, sparsity="magic", n_keep=2)
+        InputRule("magic", 2)
+    with pytest.raises(ValueError, match="at least 1 channel"):
+        InputRule("topk", 0)
+    with pytest.raises(ValueError, match="at most 4"):
+        InputRule("block", 5, 4)
     with pytest.raises(ValueError, match="block_size"):
-        compiled.topk_rows(x, "block", 2, 5, False)
+        compiled.topk_rows(x, InputRule("block", 2, 5))
     with pytest.raises(ValueError, match="n_keep"):
-        compiled.topk_rows(x, "topk", 13, 1, False)
+        compiled.topk_rows(x, InputRule("topk", 13))
+    with pytest.raises(ValueError, match="input_transform: block_size"):
+        input_transform(x, InputRule("block", 2, 5), impl="torch")
     with pytest.raises(TypeError):
-        compiled.topk_rows(x.int(), "topk", 2, 1, False)
+        compiled.topk_rows(x.int(), InputRule("topk", 2))
+    with pytest.raises(ValueError, match="int8"):
+        compiled.PackedLinear(pack_ternary(torch.zeros(4, 12, dtype=torch.int8)), 1.0, 4, None, InputRule("topk", 2))

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from zoo.kernels import InputRule
 from zoo.kernels import ternary_matmul as tm
 from zoo.kernels._dispatch import resolve_impl
 from zoo.kernels.pack.reference import pack_ternary
@@ -128,7 +129,7 @@ def test_triton_packed_projection_matches_the_reference(sparsity, n_keep, block)
     x = torch.randn(3, 40, generator=_gen(11))
     bias = torch.randn(24, generator=_gen(12))
     norm = (torch.rand(40, generator=_gen(13)) + 0.5, 1e-5)
-    options = dict(sparsity=sparsity, n_keep=n_keep, block_size=block, norm=norm)
+    options = dict(rule=InputRule(sparsity, n_keep, block, int8=True), norm=norm)
     y, nonzero = tm.packed_ternary_linear(x, packed, 0.3, 24, bias, impl="triton", **options)
     expected, expected_nonzero = tm.packed_ternary_linear(x, packed, 0.3, 24, bias, impl="torch", **options)
     torch.testing.assert_close(y, expected)

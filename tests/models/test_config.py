@@ -75,3 +75,31 @@ def test_release_config_with_a_wrong_type_names_file_and_field(tmp_path, field, 
         read_config(path)
     message = str(info.value)
     assert str(path) in message and f"ModelConfig.{field} must be {allowed}" in message and repr(value) in message
+
+
+def test_one_input_rule_from_the_config_down_to_c():
+    """ModelConfig builds one InputRule per width; every projection holds it, the packed inference
+    projection hands the same four values to C (zoo_input_rule)."""
+    from zoo.kernels import InputRule, compiled
+    from zoo.kernels.compiled import abi
+    from zoo.models import Decoder
+    from zoo.models.inference import PackedTernaryLinear, to_inference
+    from zoo.models.linear import ZooLinear
+
+    config = ModelConfig(
+        vocab_size=64, dim=64, n_layers=1, n_heads=4, ffn_dim=128, weight_quant="ternary", act_quant="int8", sparsity="block", k_ratio=0.5
+    )
+    assert config.input_rule(64) == InputRule("block", n_keep=16, block_size=32, int8=True)
+    model = Decoder(config)
+    rules = {m.in_features: m.rule for m in model.modules() if isinstance(m, ZooLinear)}
+    assert rules == {64: config.input_rule(64), 128: config.input_rule(128)}
+    packed = [m for m in to_inference(model).modules() if isinstance(m, PackedTernaryLinear)]
+    assert packed
+    for projection in packed:
+        call = projection.prepared_call()
+        assert isinstance(call, compiled.PackedLinear) == compiled.available()
+        c_rule = call.projection.rule if compiled.available() else abi.InputRule.of(projection.rule)
+        assert (c_rule.sparsity, c_rule.int8, c_rule.n_keep, c_rule.block_size) == (abi.SPARSITY_MODES["block"], 1, 16, 32)
+    topk = ModelConfig(vocab_size=64, dim=64, n_layers=1, n_heads=4, ffn_dim=128, sparsity="topk", k_ratio=0.7)
+    assert topk.input_rule(128) == InputRule("topk", n_keep=89) and not topk.input_rule(128).int8
+    assert ModelConfig(vocab_size=64, dim=64, n_layers=1, n_heads=4, ffn_dim=128).input_rule(64).identity

@@ -65,7 +65,7 @@ def _paired_medians(candidate, baseline, repeats: int = 15) -> tuple[float, floa
 def _cpu_sparse_linear(shapes, batches, densities) -> list[dict[str, Any]]:
     """The inference form's full-precision Q-Sparse projection (top-K of each row, then only the
     kept channels' weight rows read: one compiled call) against dense fp32 ``F.linear``."""
-    from zoo.kernels import cpu_kernel_can_run
+    from zoo.kernels import InputRule, cpu_kernel_can_run
     from zoo.kernels.ternary_matmul import sparse_projection
 
     if not cpu_kernel_can_run(torch.empty(0)):
@@ -79,7 +79,7 @@ def _cpu_sparse_linear(shapes, batches, densities) -> list[dict[str, Any]]:
             for density in densities:
                 n_keep = max(1, round(density * k_in))
                 time_s, baseline = _paired_medians(
-                    lambda: sparse_projection(x, weight_t, sparsity="topk", n_keep=n_keep, impl="cpu"), lambda: F.linear(x, weight)
+                    lambda: sparse_projection(x, weight_t, rule=InputRule("topk", n_keep), impl="cpu"), lambda: F.linear(x, weight)
                 )
                 moved = n_out * n_keep * batch * 4 + x.numel() * 4 + batch * n_out * 4
                 records.append(

@@ -14,6 +14,7 @@ This package imports nothing above it (no Lightning, no YAML, no ``zoo.models``)
 from zoo.kernels._dispatch import cpu_kernel_can_run, triton_can_run
 from zoo.kernels.pack import pack_ternary, quantize_pack_ternary, unpack_ternary
 from zoo.kernels.quant import int8_quantize, int8_quantize_raw, ternary_quantize, ternary_quantize_raw
+from zoo.kernels.rule import InputRule
 from zoo.kernels.ternary_matmul import ternary_accumulate, ternary_linear
 from zoo.kernels.topk import (
     block_topk_mask,
@@ -26,6 +27,7 @@ from zoo.kernels.topk import (
 )
 
 __all__ = [
+    "InputRule",
     "block_topk_mask",
     "cpu_kernel_can_run",
     "input_transform",

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from zoo.kernels.rule import InputRule
+
 WEIGHT_QUANTS = ("none", "ternary")
 ACT_QUANTS = ("none", "int8")
 SPARSITIES = ("none", "topk", "block")
@@ -198,6 +200,18 @@ class ModelConfig:
     def n_kept(self, width: int) -> int:
         """Channels a top-K site of ``width`` inputs keeps: floor(k_ratio · width)."""
         return kept_channels(self.k_ratio, width)
+
+    def input_rule(self, in_features: int) -> InputRule:
+        """The input rule of a projection with ``in_features`` inputs (Q-Sparse's top-K or N:M mask,
+        then BitNet's int8 when ``act_quant`` asks): the one value every projection form, kernel and
+        the compiled decode step take."""
+        if self.sparsity == "none":
+            return InputRule(int8=self.act_quant == "int8")
+        block = self.block_size if self.sparsity == "block" else 1
+        n_keep = self.n_kept(self.block_size if self.sparsity == "block" else in_features)
+        if n_keep < 1:
+            _fail("k_ratio", f"large enough to keep one of {in_features} channels", self.k_ratio)
+        return InputRule(self.sparsity, n_keep, block, self.act_quant == "int8")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

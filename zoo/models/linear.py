@@ -19,9 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import zoo.kernels as kernels
+from zoo.kernels.rule import InputRule
 from zoo.kernels.ternary_matmul import latent_ternary_linear
-from zoo.models.config import ModelConfig, kept_channels
+from zoo.models.config import ModelConfig
 from zoo.models.protocols import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, Accounted, LinearAccount, ZeroCounting
+
+IDENTITY = InputRule()  # no mask, no quantisation
 
 
 def frozen_cache(module: nn.Module, tag: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -51,40 +54,14 @@ class InputTransform(ZeroCounting, nn.Module):
     Holds no parameters: the state dicts of its owners do not change.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        *,
-        act_quant: str = "none",
-        sparsity: str = "none",
-        k_ratio: float = 1.0,
-        block_size: int = 32,
-        kernel: str = "auto",
-        owner: str = "projection",
-    ) -> None:
+    def __init__(self, in_features: int, rule: InputRule = IDENTITY, *, kernel: str = "auto") -> None:
         super().__init__()
-        self.in_features, self.act_quant, self.sparsity = in_features, act_quant, sparsity
-        self.block_size, self.kernel = block_size, kernel
-        width = self.width
-        kept = kept_channels(k_ratio, width) if sparsity != "none" else width
-        if not 1 <= kept <= width:
-            raise ValueError(f"{owner}: k_ratio={k_ratio} keeps {kept} of {width} channels; need at least 1")
-        self.n_keep = kept
-
-    @property
-    def width(self) -> int:
-        """The channels one top-K choice ranges over: the row, or one block of N:M."""
-        return self.block_size if self.sparsity == "block" else self.in_features
-
-    @property
-    def int8(self) -> bool:
-        return self.act_quant == "int8"
+        rule.check(in_features, "InputTransform")
+        self.in_features, self.rule, self.kernel = in_features, rule, kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``Q_x(S(x))`` with straight-through gradients (the kernel layer picks the implementation)."""
-        x = kernels.input_transform(
-            x, sparsity=self.sparsity, n_keep=self.n_keep, block_size=self.block_size, int8=self.int8, impl=self.kernel
-        )
+        x = kernels.input_transform(x, self.rule, impl=self.kernel)
         self.observe(x)
         return x
 
@@ -102,15 +79,10 @@ class InputTransform(ZeroCounting, nn.Module):
     @property
     def nominal_input_sparsity(self) -> float:
         """Zero fraction the top-K rule alone guarantees: 1 − K/D (natural zeros come on top)."""
-        return 1.0 - self.n_keep / self.width
+        return self.rule.nominal_sparsity(self.in_features)
 
     def describe(self) -> list[str]:
-        parts = [f"acts={self.act_quant}"] if self.act_quant != "none" else []
-        if self.sparsity == "topk":
-            parts.append(f"topk={self.n_keep}/{self.in_features}")
-        elif self.sparsity == "block":
-            parts.append(f"block={self.n_keep}:{self.block_size}")
-        return parts
+        return self.rule.describe(self.in_features)
 
     def extra_repr(self) -> str:
         return ", ".join(self.describe()) or "identity"
@@ -124,20 +96,18 @@ class TransformedInput:
     usage = 1.0  # mean share of tokens whose forward reads this projection (k/E for a routed expert)
 
     @property
+    def rule(self) -> InputRule:
+        return self.input_transform.rule
+
+    @property
     def sparsity(self) -> str:
-        return self.input_transform.sparsity
+        """The config's vocabulary for the mask: ``none``, ``topk`` or ``block``."""
+        return self.rule.sparsity
 
     @property
     def act_quant(self) -> str:
-        return self.input_transform.act_quant
-
-    @property
-    def n_keep(self) -> int:
-        return self.input_transform.n_keep
-
-    @property
-    def block_size(self) -> int:
-        return self.input_transform.block_size
+        """The config's vocabulary for the inputs: ``int8`` or ``none``."""
+        return "int8" if self.rule.int8 else "none"
 
     @property
     def nominal_input_sparsity(self) -> float:
@@ -163,10 +133,7 @@ class SparseProjection(TransformedInput, Accounted, nn.Module):
         out_features: int,
         *,
         weight_quant: str = "none",
-        act_quant: str = "none",
-        sparsity: str = "none",
-        k_ratio: float = 1.0,
-        block_size: int = 32,
+        rule: InputRule = IDENTITY,
         kernel: str = "auto",
         site: str = "",
     ) -> None:
@@ -175,28 +142,13 @@ class SparseProjection(TransformedInput, Accounted, nn.Module):
         self.weight = nn.Parameter(torch.zeros(*weight_shape))
         self.weight_quant, self.kernel = weight_quant, kernel
         self.site = site  # which Q-Sparse site this projection is: attn_in, attn_out, ffn_in, ffn_down
-        self.input_transform = InputTransform(
-            in_features,
-            act_quant=act_quant,
-            sparsity=sparsity,
-            k_ratio=k_ratio,
-            block_size=block_size,
-            kernel=kernel,
-            owner=type(self).__name__,
-        )
+        self.input_transform = InputTransform(in_features, rule, kernel=kernel)
         # zeros until zoo.models.initialization.init_weights, the one initialisation, fills it
 
     @staticmethod
-    def choices(config: ModelConfig) -> dict:
-        """The projection choices of a config, as keyword arguments of any projection."""
-        return dict(
-            weight_quant=config.weight_quant,
-            act_quant=config.act_quant,
-            sparsity=config.sparsity,
-            k_ratio=config.k_ratio,
-            block_size=config.block_size,
-            kernel=config.kernel,
-        )
+    def choices(config: ModelConfig, in_features: int) -> dict:
+        """The projection choices of a config for inputs of ``in_features``, as keyword arguments of any projection."""
+        return dict(weight_quant=config.weight_quant, rule=config.input_rule(in_features), kernel=config.kernel)
 
     def transform_input(self, x: torch.Tensor) -> torch.Tensor:
         """Sparsify then quantise the input: the ``S(Q_x(x))`` of the forward (zeros counted)."""
@@ -219,7 +171,7 @@ class ZooLinear(SparseProjection):
 
     @classmethod
     def from_config(cls, config: ModelConfig, in_features: int, out_features: int, site: str, bias: bool = False) -> ZooLinear:
-        return cls(in_features, out_features, site=site, bias=bias, **cls.choices(config))
+        return cls(in_features, out_features, site=site, bias=bias, **cls.choices(config, in_features))
 
     def effective_weight(self) -> torch.Tensor:
         if self.weight_quant == "ternary":

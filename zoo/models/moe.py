@@ -74,7 +74,8 @@ class ExpertBank(SparseProjection):
 
     @classmethod
     def from_config(cls, config: ModelConfig, in_features: int, out_features: int, site: str) -> ExpertBank:
-        return cls(config.n_experts, in_features, out_features, site=site, usage=config.top_k / config.n_experts, **cls.choices(config))
+        usage = config.top_k / config.n_experts
+        return cls(config.n_experts, in_features, out_features, site=site, usage=usage, **cls.choices(config, in_features))
 
     def effective_weight(self) -> torch.Tensor:
         if self.weight_quant == "ternary":

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from zoo.kernels.compiled import abi
+from zoo.kernels.rule import InputRule
 
 HERE = Path(__file__).parent
 SOURCES = tuple(sorted(HERE.glob("*.c")))
@@ -258,11 +259,11 @@ class PackedLinear(_Prepared):
         alpha: float,
         n_out: int,
         bias: torch.Tensor | None,
-        sparsity: str,
-        n_keep: int,
-        block_size: int,
+        rule: InputRule,
         norm: tuple[torch.Tensor, float] | None = None,
     ) -> None:
+        if not rule.int8:
+            raise ValueError(f"packed_linear: the packed GEMV multiplies int8 inputs; got the rule {rule}")
         if packed.dtype != torch.uint8 or packed.dim() != 2 or packed.device.type != "cpu":
             raise TypeError(
                 f"packed_linear: expected a uint8 CPU packed weight [K, ceil(N/4)], got {packed.dtype} {tuple(packed.shape)} on {packed.device}"
@@ -272,12 +273,13 @@ class PackedLinear(_Prepared):
             raise ValueError(f"packed_linear: packed {tuple(packed.shape)} does not hold n_out={n_out} outputs")
         self.packed, self.n_out, self.alpha = packed.contiguous(), n_out, float(alpha)
         self.bias = None if bias is None else bias.detach().float().contiguous()
-        self.rule = (sparsity, n_keep, block_size, True)  # the packed GEMV multiplies int8 inputs
+        rule.check(self.k_in, "packed_linear")
+        self.rule = rule
         self.norm_weight, self.norm_eps = _checked_norm(norm, self.k_in)
         self._finish()
 
     def _describe(self) -> abi.Projection:
-        p = self._common(abi.PROJ_PACKED, abi.InputRule.of(*self.rule))
+        p = self._common(abi.PROJ_PACKED, abi.InputRule.of(self.rule))
         p.nb, p.weight, p.alpha = self.nb, self.packed.data_ptr(), self.alpha
         return p
 
@@ -291,15 +293,13 @@ def packed_linear(
     alpha: float,
     n_out: int,
     bias: torch.Tensor | None,
-    sparsity: str,
-    n_keep: int,
-    block_size: int,
+    rule: InputRule,
     *,
     norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """(``y`` fp32 ``[..., n_out]``, non-zero int8 inputs): the fused [RMSNorm] / top-K / int8 /
-    packed GEMV / scale; ``norm`` = (fp32 gain, eps) of the RMSNorm in front, or None."""
-    return PackedLinear(packed, alpha, n_out, bias, sparsity, n_keep, block_size, norm)(x)
+    """(``y`` fp32 ``[..., n_out]``, non-zero int8 inputs): the fused [RMSNorm] / ``rule`` (top-K or
+    N:M, then int8) / packed GEMV / scale; ``norm`` = (fp32 gain, eps) of the RMSNorm in front, or None."""
+    return PackedLinear(packed, alpha, n_out, bias, rule, norm)(x)
 
 
 class SparseLinear(_Prepared):
@@ -312,12 +312,12 @@ class SparseLinear(_Prepared):
         self,
         weight_t: torch.Tensor,
         bias: torch.Tensor | None,
-        sparsity: str,
-        n_keep: int,
-        block_size: int,
+        rule: InputRule,
         *,
         norm: tuple[torch.Tensor, float] | None = None,
     ) -> None:
+        if rule.int8:
+            raise ValueError(f"sparse_linear: full-precision inputs only; got the rule {rule}")
         if (
             weight_t.dtype not in SPARSE_WEIGHT_DTYPES
             or not weight_t.is_contiguous()
@@ -330,12 +330,13 @@ class SparseLinear(_Prepared):
         self.weight_t, (self.k_in, self.n_out) = weight_t, weight_t.shape
         self.bf16 = int(weight_t.dtype == torch.bfloat16)
         self.bias = None if bias is None else bias.detach().float().contiguous()
-        self.rule = (sparsity, n_keep, block_size, False)  # full-precision inputs
+        rule.check(self.k_in, "sparse_linear")
+        self.rule = rule
         self.norm_weight, self.norm_eps = _checked_norm(norm, self.k_in)
         self._finish()
 
     def _describe(self) -> abi.Projection:
-        p = self._common(abi.PROJ_SPARSE_INPUT, abi.InputRule.of(*self.rule))
+        p = self._common(abi.PROJ_SPARSE_INPUT, abi.InputRule.of(self.rule))
         p.w_bf16, p.weight = self.bf16, self.weight_t.data_ptr()
         return p
 
@@ -347,20 +348,18 @@ def sparse_linear(
     x: torch.Tensor,
     weight_t: torch.Tensor,
     bias: torch.Tensor | None,
-    sparsity: str,
-    n_keep: int,
-    block_size: int,
+    rule: InputRule,
     *,
     norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """(``y`` fp32 ``[..., N]``, kept non-zero inputs): top-K / N:M of ``x`` times ``weight_t``
+    """(``y`` fp32 ``[..., N]``, kept non-zero inputs): ``rule``'s top-K / N:M of ``x`` times ``weight_t``
     (``[K, N]``, fp32 or bf16), reading only the rows of the kept channels."""
-    return SparseLinear(weight_t, bias, sparsity, n_keep, block_size, norm=norm)(x)
+    return SparseLinear(weight_t, bias, rule, norm=norm)(x)
 
 
-def topk_rows(x: torch.Tensor, sparsity: str, n_keep: int, block_size: int, quantize: bool) -> tuple[torch.Tensor, int]:
-    """(``S(x)``, or its int8 fake quantisation ``Q(S(x))``, in x's dtype; non-zero outputs): the
-    input transform of a training-form projection, per row of the last dimension.
+def topk_rows(x: torch.Tensor, rule: InputRule) -> tuple[torch.Tensor, int]:
+    """(``S(x)``, or its int8 fake quantisation ``Q(S(x))`` where ``rule.int8``, in x's dtype; non-zero
+    outputs): the input transform of a training-form projection, per row of the last dimension.
 
     Computed in fp32 (a bf16 or fp16 ``x`` is widened and the result cast back, which is exact:
     the reference selects on the same values and quantises in fp32 too).
@@ -369,15 +368,10 @@ def topk_rows(x: torch.Tensor, sparsity: str, n_keep: int, block_size: int, quan
     if x.device.type != "cpu" or not x.is_floating_point():
         raise TypeError(f"topk_rows: expected a floating CPU tensor, got {x.dtype} on {x.device}")
     k_in = x.shape[-1]
-    width = block_size if sparsity == "block" else k_in
-    if sparsity == "block" and (block_size < 1 or k_in % block_size):
-        raise ValueError(f"topk_rows: block_size={block_size} must divide the {k_in} channels")
-    if sparsity != "none" and not 1 <= n_keep <= width:
-        raise ValueError(f"topk_rows: n_keep must be in [1, {width}], got {n_keep}")
+    rule.check(k_in, "topk_rows")
     rows = _fp32_rows(x.detach(), k_in, "topk_rows")
     out = torch.empty_like(rows)
-    rule = abi.InputRule.of(sparsity, n_keep, block_size, quantize)
-    nonzero = lib.zoo_topk_rows(rows.data_ptr(), rows.shape[0], k_in, rule, out.data_ptr(), torch.get_num_threads())
+    nonzero = lib.zoo_topk_rows(rows.data_ptr(), rows.shape[0], k_in, abi.InputRule.of(rule), out.data_ptr(), torch.get_num_threads())
     if nonzero < 0:
         raise MemoryError("topk_rows: the kernel could not allocate its row buffers")
     return out.to(x.dtype).reshape(x.shape), nonzero

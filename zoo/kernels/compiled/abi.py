@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ctypes
 
+from zoo.kernels import rule as rule_module
+
 # enum zoo_isa
 ISA_AUTO, ISA_SCALAR, ISA_AVX2 = 0, 1, 2
 ISA_CODES = {"auto": ISA_AUTO, "scalar": ISA_SCALAR, "avx2": ISA_AVX2}
@@ -37,8 +39,9 @@ class InputRule(ctypes.Structure):
     ]
 
     @classmethod
-    def of(cls, sparsity: str, n_keep: int, block_size: int, int8: bool) -> InputRule:
-        return cls(sparsity=SPARSITY_MODES[sparsity], int8=int(int8), n_keep=n_keep, block_size=block_size)
+    def of(cls, rule: rule_module.InputRule) -> InputRule:
+        """The C struct of the Python rule (the same four fields)."""
+        return cls(sparsity=SPARSITY_MODES[rule.sparsity], int8=int(rule.int8), n_keep=rule.n_keep, block_size=rule.block_size)
 
 
 class Projection(ctypes.Structure):

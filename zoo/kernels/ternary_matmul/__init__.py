@@ -22,6 +22,7 @@ import torch
 from zoo.kernels import compiled
 from zoo.kernels._dispatch import resolve_impl
 from zoo.kernels.compiled import isa as cpu_kernel_isa
+from zoo.kernels.rule import InputRule
 from zoo.kernels.ternary_matmul import reference
 from zoo.kernels.ternary_matmul.reference import rms_norm
 
@@ -63,26 +64,20 @@ def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, i
     return reference.ternary_accumulate(x_q, packed, n_out)
 
 
-def _check_sparsity(op: str, sparsity: str) -> None:
-    if sparsity not in ("none", "topk", "block"):
-        raise ValueError(f"{op}: sparsity must be none, topk or block, got {sparsity!r}")
-
-
 def prepare_packed_ternary_linear(
     packed: torch.Tensor,
     alpha: torch.Tensor | float,
     n_out: int,
     bias: torch.Tensor | None = None,
     *,
-    sparsity: str = "none",
-    n_keep: int = 0,
-    block_size: int = 1,
+    rule: InputRule,
     impl: str = "auto",
     norm: tuple[torch.Tensor, float] | None = None,
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, int | torch.Tensor]]:
     """The inference form's whole projection, chosen and checked once: a function of ``x`` returning
-    ``(y fp32 [..., n_out], number of non-zero int8 inputs)``. [RMSNorm], top-K / N:M, int8,
-    packed ternary GEMV, rescale.
+    ``(y fp32 [..., n_out], number of non-zero int8 inputs)``. [RMSNorm], ``rule`` (top-K / N:M,
+    then int8: the packed GEMV multiplies int8 inputs, so the rule must have ``int8``), packed
+    ternary GEMV, rescale.
 
     ``auto``: the compiled CPU kernel for CPU weights (one call), else the torch reference, equal to
     it bit for bit without ``norm``. ``triton`` (opt-in until a GPU run shows it faster): the Triton
@@ -91,12 +86,14 @@ def prepare_packed_ternary_linear(
     squares in another order than torch, so with it the two agree to fp32 rounding, which can move
     an int8 value by one). The choice (and ``ZOO_KERNEL``) is read here, not per call.
     """
-    _check_sparsity("packed_ternary_linear", sparsity)
-    args = (packed, alpha, n_out, bias, sparsity, n_keep, block_size, norm)
+    if not rule.int8:
+        raise ValueError(f"packed_ternary_linear: the packed ternary GEMV multiplies int8 inputs; got the rule {rule}")
+    rule.check(packed.shape[0], "packed_ternary_linear")
+    args = (packed, alpha, n_out, bias, rule, norm)
     if impl == "triton":
         return lambda x: _triton_packed_linear(x, *args)
     if resolve_impl(impl, packed, op="packed_ternary_linear", has_triton=False, has_cpu=True) == "cpu":
-        return compiled.PackedLinear(packed, float(alpha), n_out, bias, sparsity, n_keep, block_size, norm)
+        return compiled.PackedLinear(packed, float(alpha), n_out, bias, rule, norm)
     return lambda x: reference.packed_ternary_linear(x, *args)
 
 
@@ -107,17 +104,17 @@ def packed_ternary_linear(
     return prepare_packed_ternary_linear(packed, alpha, n_out, bias, **choices)(x)
 
 
-def _triton_packed_linear(x, packed, alpha, n_out, bias, sparsity, n_keep, block_size, norm):
+def _triton_packed_linear(x, packed, alpha, n_out, bias, rule: InputRule, norm):
     resolve_impl("triton", x, op="packed_ternary_linear", has_triton=True)
     from zoo.kernels import quant, topk
     from zoo.kernels.ternary_matmul import _triton
 
     rows = rms_norm(x.detach(), norm).to(x.dtype)
-    if sparsity == "topk":
-        values, scale, _ = topk.topk_int8_quantize_raw(rows, n_keep, impl="triton")
+    if rule.sparsity == "topk":
+        values, scale, _ = topk.topk_int8_quantize_raw(rows, rule.n_keep, impl="triton")
     else:
-        if sparsity == "block":
-            rows = topk.block_topk_sparsify(rows, n_keep, block_size, impl="triton")
+        if rule.sparsity == "block":
+            rows = topk.block_topk_sparsify(rows, rule.n_keep, rule.block_size, impl="triton")
         values, scale = quant.int8_quantize_raw(rows, impl="triton")
     values = values.to(torch.int8)
     y = _triton.ternary_gemv(values, packed, alpha, n_out, scale)
@@ -128,14 +125,13 @@ def prepare_sparse_projection(
     weight_t: torch.Tensor,
     bias: torch.Tensor | None = None,
     *,
-    sparsity: str = "topk",
-    n_keep: int = 0,
-    block_size: int = 1,
+    rule: InputRule,
     impl: str = "auto",
     norm: tuple[torch.Tensor, float] | None = None,
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, int]]:
     """The inference form of a full-precision Q-Sparse projection, chosen and checked once: a
-    function of ``x`` returning ``(y fp32, kept non-zero inputs)`` for ``(x ⊙ M) · weight_t (+ b)``,
+    function of ``x`` returning ``(y fp32, kept non-zero inputs)`` for ``(x ⊙ M) · weight_t (+ b)``
+    (``M``: the mask of ``rule``, which has no int8: the inputs stay full precision),
     after the RMSNorm ``norm = (gain, eps)`` in front of it when given.
 
     ``weight_t`` is the transposed weight ``[K, N]`` so each input channel is one row. ``auto``:
@@ -143,11 +139,13 @@ def prepare_sparse_projection(
     kept channels; fp32 sums in another order than the reference, so equal to it within fp32
     rounding), else the reference.
     """
-    _check_sparsity("sparse_projection", sparsity)
+    if rule.int8:
+        raise ValueError(f"sparse_projection: full-precision inputs only; got the rule {rule}")
+    rule.check(weight_t.shape[0], "sparse_projection")
     chosen = resolve_impl(impl, weight_t, op="sparse_projection", has_triton=False, has_cpu=True)
     if chosen == "cpu" and (impl == "cpu" or weight_t.dtype in compiled.SPARSE_WEIGHT_DTYPES):
-        return compiled.SparseLinear(weight_t, bias, sparsity, n_keep, block_size, norm=norm)
-    return lambda x: reference.sparse_projection(x, weight_t, bias, sparsity, n_keep, block_size, norm)
+        return compiled.SparseLinear(weight_t, bias, rule, norm=norm)
+    return lambda x: reference.sparse_projection(x, weight_t, bias, rule, norm)
 
 
 def sparse_projection(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None = None, **choices) -> tuple[torch.Tensor, int]:

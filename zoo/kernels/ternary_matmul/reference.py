@@ -14,6 +14,7 @@ import torch
 
 from zoo.kernels.norm.reference import rms_norm as reference_rms_norm
 from zoo.kernels.pack.reference import unpack_ternary
+from zoo.kernels.rule import InputRule
 
 
 def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int) -> torch.Tensor:
@@ -60,12 +61,10 @@ def packed_ternary_linear(
     alpha: torch.Tensor,
     n_out: int,
     bias: torch.Tensor | None,
-    sparsity: str,
-    n_keep: int,
-    block_size: int,
+    rule: InputRule,
     norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """(``y`` fp32, non-zero inputs): ``x`` sparsified (top-K per row or N:M, exactly ``n_keep``),
+    """(``y`` fp32, non-zero inputs): ``x`` sparsified by ``rule`` (top-K per row or N:M, exactly ``n_keep``),
     absmax int8 quantised per row, the exact integer product with the packed ternary weight, then
     ``y = acc · (α / s) (+ b)``: the inference form of a BitNet b1.58 + Q-Sparse projection.
     ``norm``: the RMSNorm in front of the projection, applied first."""
@@ -74,10 +73,10 @@ def packed_ternary_linear(
 
     x32 = rms_norm(x.detach(), norm).float()
     values, scale = int8_quantize_values(x32)
-    if sparsity == "topk":
-        values = values * topk_mask(x32, n_keep)
-    elif sparsity == "block":
-        values = values * block_topk_mask(x32, n_keep, block_size)
+    if rule.sparsity == "topk":
+        values = values * topk_mask(x32, rule.n_keep)
+    elif rule.sparsity == "block":
+        values = values * block_topk_mask(x32, rule.n_keep, rule.block_size)
     q = values.to(torch.int8)
     alpha = torch.as_tensor(alpha, dtype=torch.float32, device=x.device)
     y = ternary_accumulate(q, packed, n_out).to(torch.float32) * (alpha / scale)
@@ -90,9 +89,7 @@ def sparse_projection(
     x: torch.Tensor,
     weight_t: torch.Tensor,
     bias: torch.Tensor | None,
-    sparsity: str,
-    n_keep: int,
-    block_size: int,
+    rule: InputRule,
     norm: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(``y`` fp32, kept non-zero inputs): ``(x ⊙ M) · weight_t (+ b)`` with M the top-K (or N:M)
@@ -100,10 +97,10 @@ def sparse_projection(
     from zoo.kernels.topk.reference import block_topk_mask, topk_mask
 
     x32 = rms_norm(x.detach(), norm).float()
-    if sparsity == "topk":
-        x32 = x32 * topk_mask(x32, n_keep)
-    elif sparsity == "block":
-        x32 = x32 * block_topk_mask(x32, n_keep, block_size)
+    if rule.sparsity == "topk":
+        x32 = x32 * topk_mask(x32, rule.n_keep)
+    elif rule.sparsity == "block":
+        x32 = x32 * block_topk_mask(x32, rule.n_keep, rule.block_size)
     y = x32 @ weight_t.float()
     if bias is not None:
         y = y + bias.float()

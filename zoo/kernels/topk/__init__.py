@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from zoo.kernels._dispatch import resolve_impl
+from zoo.kernels.rule import InputRule
 from zoo.kernels.topk import reference
 
 HAS_TRITON = True
@@ -79,30 +80,27 @@ def block_topk_mask(x: torch.Tensor, n_keep: int, block: int, *, impl: str = "au
     return reference.block_topk_mask(x, n_keep, block)
 
 
-def input_transform(
-    x: torch.Tensor, *, sparsity: str = "none", n_keep: int = 0, block_size: int = 1, int8: bool = False, impl: str = "auto"
-) -> torch.Tensor:
-    """A projection's input rule: top-K (``sparsity="topk"``, ``n_keep`` of the row) or N:M
-    (``"block"``, ``n_keep`` of every ``block_size``) or none, then per-token int8 fake
-    quantisation when ``int8``; straight-through gradient. Every path gives the reference's values
-    bit for bit (the Triton one in x's dtype, see :func:`topk_int8_quantize`)."""
-    if sparsity not in ("none", "topk", "block"):
-        raise ValueError(f"input_transform: sparsity must be none, topk or block, got {sparsity!r}")
-    if sparsity == "none" and not int8:
+def input_transform(x: torch.Tensor, rule: InputRule, *, impl: str = "auto") -> torch.Tensor:
+    """A projection's input rule (:class:`~zoo.kernels.rule.InputRule`): top-K (``n_keep`` of the
+    row) or N:M (``n_keep`` of every ``block_size``) or none, then per-token int8 fake quantisation
+    when ``int8``; straight-through gradient. Every path gives the reference's values bit for bit
+    (the Triton one in x's dtype, see :func:`topk_int8_quantize`)."""
+    if rule.identity:
         return x
+    rule.check(x.shape[-1], "input_transform")
     chosen = resolve_impl(impl, x, op="input_transform", has_triton=HAS_TRITON, has_cpu=True)
     if chosen == "cpu":
         from zoo.kernels.topk import cpu
 
-        return cpu.input_transform(x, sparsity, n_keep, block_size, int8)
-    if sparsity == "topk" and int8:
+        return cpu.input_transform(x, rule)
+    if rule.sparsity == "topk" and rule.int8:
         # One pass: the row max is always kept, so mask and scale come from the same row.
-        return topk_int8_quantize(x, n_keep, impl=chosen)
-    if sparsity == "topk":
-        x = topk_sparsify(x, n_keep, impl=chosen)
-    elif sparsity == "block":
-        x = block_topk_sparsify(x, n_keep, block_size, impl=chosen)
-    if int8:
+        return topk_int8_quantize(x, rule.n_keep, impl=chosen)
+    if rule.sparsity == "topk":
+        x = topk_sparsify(x, rule.n_keep, impl=chosen)
+    elif rule.sparsity == "block":
+        x = block_topk_sparsify(x, rule.n_keep, rule.block_size, impl=chosen)
+    if rule.int8:
         from zoo.kernels.quant import int8_quantize
 
         x = int8_quantize(x, impl=chosen)

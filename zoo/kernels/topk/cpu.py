@@ -11,20 +11,21 @@ from __future__ import annotations
 import torch
 
 from zoo.kernels import compiled
+from zoo.kernels.rule import InputRule
 
 
 class _CompiledTransformSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, sparsity: str, n_keep: int, block_size: int, int8: bool) -> torch.Tensor:
-        return compiled.topk_rows(x, sparsity, n_keep, block_size, int8)[0]
+    def forward(ctx, x: torch.Tensor, rule: InputRule) -> torch.Tensor:
+        return compiled.topk_rows(x, rule)[0]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return grad, None, None, None, None
+        return grad, None
 
 
-def input_transform(x: torch.Tensor, sparsity: str, n_keep: int, block_size: int, int8: bool) -> torch.Tensor:
+def input_transform(x: torch.Tensor, rule: InputRule) -> torch.Tensor:
     """``Q_x(S(x))`` (``S``: top-K, N:M or none; ``Q_x``: int8 fake quantisation or none), STE gradient."""
     if torch.is_grad_enabled() and x.requires_grad:
-        return _CompiledTransformSTE.apply(x, sparsity, n_keep, block_size, int8)
-    return compiled.topk_rows(x, sparsity, n_keep, block_size, int8)[0]
+        return _CompiledTransformSTE.apply(x, rule)
+    return compiled.topk_rows(x, rule)[0]

@@ -103,9 +103,7 @@ class PackedTernaryLinear(PreparedProjection, TransformedInput, Accounted, nn.Mo
             float(self.scale),
             self.out_features,
             self.bias,
-            sparsity=self.sparsity,
-            n_keep=self.n_keep,
-            block_size=self.block_size,
+            rule=self.rule,
             impl=self.kernel,
             norm=self.norm,
         )
@@ -137,9 +135,7 @@ class SparseInputLinear(PreparedProjection, TransformedInput, Accounted, nn.Modu
         return prepare_sparse_projection(
             self.weight_t,
             self.bias,
-            sparsity=self.sparsity,
-            n_keep=self.n_keep,
-            block_size=self.block_size,
+            rule=self.rule,
             impl=self.kernel,
             norm=self.norm,
         )

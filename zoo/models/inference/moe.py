@@ -74,7 +74,9 @@ class InferenceMoE(nn.Module):
 
 def expert_projection(bank: ExpertBank, expert: int, usage: float) -> nn.Module:
     """Expert ``expert`` of a stacked bank as one projection, in inference form where one exists."""
-    single = ZooLinear(bank.in_features, bank.out_features, site=bank.site, weight_quant=bank.weight_quant, kernel=bank.kernel)
+    single = ZooLinear(
+        bank.in_features, bank.out_features, site=bank.site, weight_quant=bank.weight_quant, rule=bank.rule, kernel=bank.kernel
+    )
     single.input_transform = bank.input_transform  # every expert keeps the bank's rule, and counts into it
     single.weight = nn.Parameter(bank.weight.detach()[expert].clone(), requires_grad=False)
     projection = inference_projection(single) or single
