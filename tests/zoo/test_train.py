@@ -92,6 +92,12 @@ def test_sparsity_and_activated_params_are_logged(tmp_path):
     assert logged(tmp_path, "train/tokens_per_s")
 
 
+def test_the_largest_expert_load_is_logged_for_moe(tmp_path):
+    run_lightning_cli(fit_args(tmp_path, "moe-tiny", 2, "--sparsity_log.every_n_steps", "2"))
+    loads = logged(tmp_path, "moe/max_expert_load")
+    assert loads and all(0.0 < load <= 1.0 for load in loads), loads
+
+
 def final_weights(cli):
     return {k: v.detach().clone() for k, v in cli.model.model.state_dict().items()}
 

@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from zoo.models.accounting import account, recorded_input_sparsity, recording_input_zeros
+from zoo.models.protocols import ExpertRouting
 
 
 def sample_text(model, tokenizer, prompt: str, n_tokens: int, *, temperature: float = 0.8, top_k: int | None = 40, seed: int = 0) -> str:
@@ -120,7 +121,9 @@ class InputSparsityLogger(Callback):
         for site, value in stats.input_sparsity.items():
             pl_module.log(f"sparsity/{site}", value)
         pl_module.log("activated_params", stats.activated_params)
-        counts = next((m.tokens_per_expert for m in model.modules() if getattr(m, "tokens_per_expert", None) is not None), None)
+        counts = next(
+            (m.tokens_per_expert for m in model.modules() if isinstance(m, ExpertRouting) and m.tokens_per_expert is not None), None
+        )
         if counts is not None:
             pl_module.log("moe/max_expert_load", (counts.float() / counts.sum().clamp(min=1)).max())
 
