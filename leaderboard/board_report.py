@@ -104,7 +104,7 @@ def _number(value: float | None, spec: str) -> str:
 def markdown(rows: list[dict], settings: dict, env: dict, shared: dict) -> str:
     noise = shared["shakespeare"]
     noise_text = (
-        f"{noise['seed_sd']:.4f} bpb ({noise['seed_sd_dof']} degrees of freedom)"
+        f"{noise['seed_sd']:.4f} bpb ({noise['seed_sd_dof']} degrees of freedom, drawn as sd × Student's t with those degrees of freedom)"
         if noise["seed_sd"] is not None
         else "not measured (no entry has two seeds): intervals hold test-text noise only"
     )
@@ -161,12 +161,23 @@ def markdown(rows: list[dict], settings: dict, env: dict, shared: dict) -> str:
         "",
         "## How each column is measured",
         "",
-        f"- **bpb**: `zoo.eval.bpb.window_losses` on {windows} of `max_seq_len` tokens of each test split ({token_text}), on the "
-        "inference form; an entry trained with several seeds (`<entry>-seed<k>` checkpoints) scores the mean over its seeds.",
+        f"- **bpb**: `zoo.eval.bpb.window_losses` on {windows} of `max_seq_len` tokens of each test split ({token_text}: the "
+        "targets scored, every whole window; the byte tokenizer makes a token one byte, and the last partial window is left "
+        "out), on the inference form; an entry trained with several seeds (`<entry>-seed<k>` checkpoints) scores the mean over "
+        "its seeds. Windows are disjoint and each restarts its context, the convention of training (the models never see a "
+        "context longer than a window) and the cheapest to score; a sliding evaluation that gives every target at least half a "
+        "window of context would score every entry lower (by about 0.02 bpb for dense-tiny, by an independent re-scoring), "
+        "so compare these numbers only with disjoint-window numbers.",
+        "- **PTB**: every entry trains on Shakespeare only, so the PTB column measures transfer out of domain: every entry "
+        "sits near 4.0 bpb, just under the 4.31 bits of PTB's single-byte (unigram) entropy, while bzip2 compresses the same "
+        "text to 1.96: read it as a test of what carries over from Shakespeare, not as language modelling of PTB.",
         f"- **95 % interval**: percentile interval of {settings['bootstrap_resamples']} block-bootstrap resamples "
         f"(`zoo.eval.intervals`): the test text cut into fixed blocks of {settings['block_windows']} windows, blocks drawn with "
-        "replacement, plus a normal draw with the pooled seed standard deviation / sqrt(seeds), the noise of training another "
-        "seed. The seed noise is measured on the entries with replicates and assumed the same for the others.",
+        "replacement, plus a draw of seed noise, the noise of training another seed: the pooled seed standard deviation / "
+        "sqrt(seeds) times a Student's t with the pooled degrees of freedom, not a normal, because that standard deviation is "
+        "itself estimated from a handful of seeds (with 4 degrees of freedom t's 97.5 % quantile is 2.78 against the "
+        "normal's 1.96). The seed noise is measured on the entries with replicates and assumed the same for the others; an "
+        "entry whose verdict against dense would differ between the two treatments is trained with 3 seeds of its own.",
         "- **− dense-tiny**: entry − dense bpb, both resampled on the same blocks (paired), with the seed noise of both: "
         "**better** / **worse** when the 95 % interval excludes zero, else **not significant**.",
         f"- **activated**: Q-Sparse §3.6, `Σ (1 − s_in) · params` over non-embedding linear weights (routed experts × their routed "

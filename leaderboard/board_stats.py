@@ -8,7 +8,16 @@ from typing import Any
 
 from board_spec import CORPUS_COLUMNS, size_of
 
-from zoo.eval.intervals import BlockScores, block_picks, bpb_interval, paired_difference, pooled_seed_sd, verdict
+from zoo.eval.intervals import (
+    BlockScores,
+    SeedNoise,
+    block_picks,
+    bpb_interval,
+    paired_difference,
+    pooled_seed_noise,
+    pooled_seed_sd,
+    verdict,
+)
 
 
 def block_scores(checkpoints: list[str], scores: dict[str, dict], corpus: str) -> BlockScores:
@@ -21,24 +30,24 @@ def block_scores(checkpoints: list[str], scores: dict[str, dict], corpus: str) -
 
 def corpus_statistics(
     groups: dict[str, list[str]], scores: dict[str, dict], corpus: str, settings: dict
-) -> tuple[dict[str, BlockScores], float | None, int, Any]:
-    """Each entry's block scores on ``corpus``, the pooled seed noise (sd, degrees of freedom) and the
-    bootstrap's block picks, shared by every interval and difference on that split."""
+) -> tuple[dict[str, BlockScores], SeedNoise | None, Any]:
+    """Each entry's block scores on ``corpus``, the pooled seed noise (sd and its degrees of freedom,
+    drawn as a t) and the bootstrap's block picks, shared by every interval and difference on that split."""
     by_entry = {entry: block_scores(checkpoints, scores, corpus) for entry, checkpoints in groups.items()}
     # Seed noise is measured where an entry has replicates, and applied to every entry: the
     # assumption (stated on the board) is that seeds spread every recipe about equally.
-    sd, dof = pooled_seed_sd([s.seed_bpb() for s in by_entry.values()])
+    noise = pooled_seed_noise([s.seed_bpb() for s in by_entry.values()])
     blocks = {s.tokens.shape[0] for s in by_entry.values()}
     if len(blocks) != 1:
         raise ValueError(f"{corpus}: entries were scored on different numbers of blocks {sorted(blocks)}")
-    return by_entry, sd, dof, block_picks(blocks.pop(), settings["bootstrap_resamples"], settings["bootstrap_seed"])
+    return by_entry, noise, block_picks(blocks.pop(), settings["bootstrap_resamples"], settings["bootstrap_seed"])
 
 
-def difference(entry: BlockScores, other: BlockScores, picks, sd: float | None, settings: dict) -> tuple[float, list[float], str]:
+def difference(entry: BlockScores, other: BlockScores, picks, noise: SeedNoise | None, settings: dict) -> tuple[float, list[float], str]:
     """``entry − other`` bpb, paired on the same blocks, its 95 % interval and the verdict."""
-    value, interval = paired_difference(entry, other, picks, seed_sd=sd, seed=settings["bootstrap_seed"])
+    value, interval = paired_difference(entry, other, picks, seed_noise=noise, seed=settings["bootstrap_seed"])
     said = verdict(interval)
-    if sd is None and said != "not significant":
+    if noise is None and said != "not significant":
         said += " (text noise only)"  # no entry has replicates: another seed could undo it
     return value, list(interval), said
 
@@ -48,12 +57,16 @@ def summarize(groups: dict[str, list[str]], scores: dict[str, dict], settings: d
     columns: dict[str, dict[str, Any]] = {entry: {"seeds": len(names)} for entry, names in groups.items()}
     shared: dict[str, Any] = {}
     for corpus, name in CORPUS_COLUMNS.items():
-        by_entry, sd, dof, picks = corpus_statistics(groups, scores, corpus, settings)
-        shared[corpus] = {"seed_sd": sd, "seed_sd_dof": dof}
+        by_entry, noise, picks = corpus_statistics(groups, scores, corpus, settings)
+        shared[corpus] = {
+            "seed_sd": noise.sd if noise else None,
+            "seed_sd_dof": noise.dof if noise else 0,
+            "seed_noise_draw": f"student_t({noise.dof})" if noise else None,
+        }
         for entry, entry_scores in by_entry.items():
             row = columns[entry]
             row[name["bpb"]] = entry_scores.bpb()
-            row[name["ci"]] = list(bpb_interval(entry_scores, picks, seed_sd=sd, seed=settings["bootstrap_seed"]))
+            row[name["ci"]] = list(bpb_interval(entry_scores, picks, seed_noise=noise, seed=settings["bootstrap_seed"]))
             row[name["seeds"]] = entry_scores.seed_bpb()
             row[name["tokens"]] = int(entry_scores.tokens.sum())
             if corpus == "shakespeare":
@@ -64,7 +77,7 @@ def summarize(groups: dict[str, list[str]], scores: dict[str, dict], settings: d
                 row[name["verdict"]] = "baseline" if baseline == entry else "no baseline"
                 continue
             row[name["diff"]], row[name["diff_ci"]], row[name["verdict"]] = difference(
-                entry_scores, by_entry[baseline], picks, sd, settings
+                entry_scores, by_entry[baseline], picks, noise, settings
             )
     return columns, shared
 
@@ -77,8 +90,8 @@ def compare_entries(first: str, second: str, groups: dict[str, list[str]], score
         raise ValueError(f"not on the board: {', '.join(missing)}; entries: {', '.join(sorted(groups))}")
     lines = [f"{first} - {second} in bits per byte (paired on the same blocks, 95 % interval):"]
     for corpus in CORPUS_COLUMNS:
-        by_entry, sd, dof, picks = corpus_statistics(groups, scores, corpus, settings)
-        value, (low, high), said = difference(by_entry[first], by_entry[second], picks, sd, settings)
-        noise = f"seed noise {sd:.4f} ({dof} dof)" if sd is not None else "no seed noise measured"
-        lines.append(f"  {corpus}: {value:+.4f} [{low:+.4f}, {high:+.4f}] {said}; {noise}")
+        by_entry, noise, picks = corpus_statistics(groups, scores, corpus, settings)
+        value, (low, high), said = difference(by_entry[first], by_entry[second], picks, noise, settings)
+        spread = f"seed noise {noise.sd:.4f} x t({noise.dof})" if noise else "no seed noise measured"
+        lines.append(f"  {corpus}: {value:+.4f} [{low:+.4f}, {high:+.4f}] {said}; {spread}")
     return lines

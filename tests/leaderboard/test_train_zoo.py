@@ -40,7 +40,7 @@ def test_an_unfinished_run_continues_from_its_last_checkpoint(driver, tmp_path):
 
 
 def test_seed_counts(driver):
-    assert driver.parse_seeds([]) == {"dense-tiny": 3, "bitnet-qsparse-tiny": 3}
+    assert driver.parse_seeds([]) == {"dense-tiny": 3, "bitnet-qsparse-tiny": 3, "bitnet-tiny": 3}
     assert driver.parse_seeds(["moe-tiny=2"])["moe-tiny"] == 2
     with pytest.raises(SystemExit, match="NAME=COUNT"):
         driver.parse_seeds(["moe-tiny=0"])

@@ -24,8 +24,8 @@ def test_help_lists_the_commands():
 
 
 def test_hf_argument_choices_match_the_converter():
-    from zoo.interop.convert import MODEL_TYPES
     from zoo.hub.release import DTYPES
+    from zoo.interop.convert import MODEL_TYPES
 
     assert hf_cli.HF_MODEL_TYPES == MODEL_TYPES
     assert set(hf_cli.DTYPE_NAMES) == set(DTYPES)
