@@ -99,6 +99,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_gguf(args: argparse.Namespace) -> int:
+    from zoo.interop.gguf import write_gguf
+    from zoo.interop.loader import load_source
+
+    model, _, _ = load_source(args.src)
+    out = write_gguf(model, args.out, args.type, name=args.src.rstrip("/").split("/")[-1])
+    print(f"GGUF file written to {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from zoo.hub import UnknownCheckpointError, download
     from zoo.hub.source import SourceError, parse_source, unpublished
@@ -184,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--bf16", action="store_true", help="store full-precision matrices as bf16 (half the bytes), as published checkpoints are"
     )
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("export-gguf", help="write a dense or BitNet model as one GGUF file llama.cpp loads")
+    p.add_argument("src", help=SOURCE_HELP)
+    p.add_argument("out", help="the .gguf file to write")
+    p.add_argument(
+        "--type",
+        default=None,
+        choices=("f32", "f16", "bf16", "q8_0", "tq2_0", "tq1_0"),
+        help="projection weights: f32 (default for full precision), f16, bf16, q8_0; tq2_0 (default for ternary) or tq1_0",
+    )
+    p.set_defaults(func=cmd_export_gguf)
 
     p = sub.add_parser("download", help="download and verify a zoo checkpoint into the cache; prints its directory")
     p.add_argument("name")

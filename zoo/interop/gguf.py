@@ -1,0 +1,211 @@
+"""A zoo model as one GGUF file, the format llama.cpp loads, so the zoo's engine can be measured
+against llama.cpp on the same weights (``zoo bench``'s peer comparison).
+
+What maps exactly:
+
+- dense full-precision decoders (SwiGLU, plain RoPE, no biases) as llama.cpp's ``llama``
+  architecture, in F32, F16, BF16 or Q8_0 (blocks of 32 with one fp16 scale: not exact);
+- BitNet b1.58 decoders (arXiv 2402.17764) with ternary weights as TQ2_0 (2 bits a weight) or
+  TQ1_0 (1.69 bits): blocks of 256 with one fp16 scale, which holds the tensor's absmean ``α``
+  exactly up to fp16 rounding, so the ternary pattern survives bit for bit. Without sub-norms the
+  ``llama`` architecture runs them; with BitNet's sub-norms (before the attention output and the
+  down projection) llama.cpp's ``bitnet`` architecture, whose RoPE pairs channel ``j`` with
+  ``j + d/2``: q and k rows are permuted to that layout (the function is unchanged).
+
+What does not, and is refused with one line naming the field: Q-Sparse top-K or N:M inputs
+(arXiv 2407.10969; llama.cpp has no input sparsity), squared-ReLU FFNs (llama.cpp's ``llama``
+and ``bitnet`` graphs are SiLU-gated), mixtures of experts, q/k/v biases and Llama 3 RoPE scaling
+(not written yet). llama.cpp quantises the activations of TQ2_0 / TQ1_0 / Q8_0 products per
+block of 256 (or 32) values, the zoo per token: a ternary export computes nearly, not exactly,
+the zoo's function.
+
+The byte tokenizer goes in as a byte-level BPE vocabulary of 256 symbols and no merges (GPT-2's
+byte alphabet, as in the transformers export), so token ``n`` is byte ``n`` in both.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo.interop.convert import _interleaved_to_rotate_half
+from zoo.interop.hf_export import byte_level_symbols
+from zoo.models.config import ModelConfig
+from zoo.models.linear import ZooLinear
+
+FULL_PRECISION_TYPES = ("f32", "f16", "bf16", "q8_0")
+TERNARY_TYPES = ("tq2_0", "tq1_0")
+GGUF_TYPES = FULL_PRECISION_TYPES + TERNARY_TYPES
+
+
+class GGUFExportError(ValueError):
+    """A model (or a choice) that the GGUF export cannot write exactly; the message names the field."""
+
+
+@dataclass(frozen=True)
+class GGUFPlan:
+    """What the file will be: llama.cpp's architecture, the type of the projections and of the
+    embedding, and whether q/k rows go to the half-split RoPE layout."""
+
+    architecture: str  # llama | bitnet
+    weight_type: str
+    embedding_type: str
+    rotate_half: bool
+
+
+def plan_export(config: ModelConfig, weight_type: str | None = None) -> GGUFPlan:
+    """The export of ``config``, or :class:`GGUFExportError` naming what llama.cpp cannot run."""
+    ternary = config.weight_quant == "ternary"
+    weight_type = weight_type or ("tq2_0" if ternary else "f32")
+    if weight_type not in GGUF_TYPES:
+        raise GGUFExportError(f"--type must be one of {', '.join(GGUF_TYPES)}, got {weight_type!r}")
+    refusals = [
+        (config.sparsity != "none", f"sparsity={config.sparsity}: llama.cpp has no top-K / N:M input sparsity"),
+        (config.ffn_act != "swiglu", f"ffn_act={config.ffn_act}: llama.cpp's llama and bitnet graphs are SiLU-gated (swiglu)"),
+        (config.is_moe, f"n_experts={config.n_experts}: mixtures of experts are not written to GGUF yet"),
+        (config.qkv_bias, "qkv_bias=true: q/k/v biases are not written to GGUF yet"),
+        (config.rope_scaling != "none", f"rope_scaling={config.rope_scaling}: only plain RoPE is written to GGUF yet"),
+        (ternary and weight_type not in TERNARY_TYPES, f"weight_quant=ternary needs --type tq2_0 or tq1_0, got {weight_type}"),
+        (not ternary and weight_type in TERNARY_TYPES, f"--type {weight_type} is for ternary weights; weight_quant={config.weight_quant}"),
+        (config.has_sub_norm and not ternary, "sub_norm=true without ternary weights: llama.cpp's bitnet graph expects ternary"),
+        (
+            config.has_sub_norm and not config.tie_embeddings,
+            "tie_embeddings=false: llama.cpp's bitnet graph reads the LM head from the embedding",
+        ),
+    ]
+    for refused, reason in refusals:
+        if refused:
+            raise GGUFExportError(f"cannot export to GGUF: {reason}")
+    embedding = "f16" if ternary else weight_type
+    return GGUFPlan("bitnet" if config.has_sub_norm else "llama", weight_type, embedding, rotate_half=config.has_sub_norm)
+
+
+def gguf_tensors(model: torch.nn.Module, plan: GGUFPlan) -> dict[str, torch.Tensor]:
+    """llama.cpp's tensor names → the tensors (fp32; ternary projections as ``t · α``, the values
+    the training form multiplies with, so a TQ block's scale is ``α``)."""
+    config: ModelConfig = model.config
+    state = {name: tensor.detach().float() for name, tensor in model.state_dict().items()}
+    for name, module in model.named_modules():  # the values the forward uses, not the latent weights
+        if isinstance(module, ZooLinear) and module.weight_quant == "ternary":
+            state[name + ".weight"] = module.effective_weight().detach().float()
+    q_rows, kv_rows = config.dim, config.kv_heads * config.head_dim
+    tensors = {"token_embd.weight": state["tok_embeddings.weight"], "output_norm.weight": state["norm.weight"]}
+    if not config.tie_embeddings:
+        tensors["output.weight"] = state["lm_head.weight"]
+    for i in range(config.n_layers):
+        layer, blk = f"layers.{i}.", f"blk.{i}."
+        q, k, v = state[layer + "attn.wqkv.weight"].split([q_rows, kv_rows, kv_rows])
+        if plan.rotate_half:
+            q, k = _interleaved_to_rotate_half(q, config.n_heads), _interleaved_to_rotate_half(k, config.kv_heads)
+        gate, up = state[layer + "ffn.w_gate_up.weight"].chunk(2)
+        tensors |= {
+            blk + "attn_norm.weight": state[layer + "attn_norm.weight"],
+            blk + "attn_q.weight": q,
+            blk + "attn_k.weight": k,
+            blk + "attn_v.weight": v,
+            blk + "attn_output.weight": state[layer + "attn.wo.weight"],
+            blk + "ffn_norm.weight": state[layer + "ffn_norm.weight"],
+            blk + "ffn_gate.weight": gate,
+            blk + "ffn_up.weight": up,
+            blk + "ffn_down.weight": state[layer + "ffn.w_down.weight"],
+        }
+        if plan.architecture == "bitnet":
+            tensors[blk + "attn_sub_norm.weight"] = state[layer + "attn.sub_norm.weight"]
+            tensors[blk + "ffn_sub_norm.weight"] = state[layer + "ffn.sub_norm.weight"]
+    return tensors
+
+
+def tensor_type(name: str, tensor: torch.Tensor, plan: GGUFPlan) -> str:
+    """Norms stay f32 (llama.cpp adds them in fp32), the embedding takes the plan's embedding type,
+    every projection the plan's weight type."""
+    if tensor.dim() == 1:
+        return "f32"
+    if name in ("token_embd.weight", "output.weight"):
+        return plan.embedding_type
+    return plan.weight_type
+
+
+def encoded(name: str, tensor: torch.Tensor, kind: str) -> tuple[np.ndarray, Any]:
+    """(data, GGML type) of one tensor; quantised types as their packed bytes."""
+    import gguf
+
+    if kind == "f32":
+        return tensor.numpy().astype(np.float32), gguf.GGMLQuantizationType.F32
+    if kind == "f16":
+        return tensor.numpy().astype(np.float16), gguf.GGMLQuantizationType.F16
+    qtype = {"bf16": gguf.GGMLQuantizationType.BF16, "q8_0": gguf.GGMLQuantizationType.Q8_0}.get(kind) or getattr(
+        gguf.GGMLQuantizationType, kind.upper()
+    )
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    if tensor.shape[-1] % block:
+        raise GGUFExportError(f"cannot export to GGUF: {name} has rows of {tensor.shape[-1]} values; {kind} needs a multiple of {block}")
+    return gguf.quants.quantize(tensor.numpy().astype(np.float32), qtype), qtype
+
+
+def write_gguf(model: torch.nn.Module, out: str | Path, weight_type: str | None = None, *, name: str = "moezoo") -> Path:
+    """Writes ``model`` (a zoo decoder with the byte tokenizer) to ``out`` (see the module docstring);
+    the file appears whole or not at all."""
+    import gguf
+
+    config: ModelConfig = model.config
+    if config.vocab_size != 256:
+        raise GGUFExportError(f"cannot export to GGUF: vocab_size={config.vocab_size}; only the byte tokenizer (256) is written yet")
+    plan = plan_export(config, weight_type)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    os.close(handle)
+    try:
+        writer = gguf.GGUFWriter(partial, plan.architecture)
+        writer.add_name(name)
+        writer.add_context_length(config.max_seq_len)
+        writer.add_embedding_length(config.dim)
+        writer.add_block_count(config.n_layers)
+        writer.add_feed_forward_length(config.hidden_dim)
+        writer.add_head_count(config.n_heads)
+        writer.add_head_count_kv(config.kv_heads)
+        writer.add_rope_dimension_count(config.head_dim)
+        writer.add_rope_freq_base(config.rope_theta)
+        writer.add_layer_norm_rms_eps(config.norm_eps)
+        writer.add_vocab_size(config.vocab_size)
+        writer.add_file_type(_file_type(plan.weight_type))
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_list(byte_level_symbols())
+        writer.add_token_types([gguf.TokenType.NORMAL] * 256)
+        writer.add_token_merges([])
+        writer.add_bos_token_id(0)
+        writer.add_eos_token_id(0)
+        writer.add_add_bos_token(False)
+        for tensor_name, tensor in gguf_tensors(model, plan).items():
+            data, qtype = encoded(tensor_name, tensor, tensor_type(tensor_name, tensor, plan))
+            writer.add_tensor(tensor_name, data, raw_dtype=qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(partial, out)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return out
+
+
+def _file_type(weight_type: str) -> int:
+    import gguf
+
+    names = {
+        "f32": "ALL_F32",
+        "f16": "MOSTLY_F16",
+        "bf16": "MOSTLY_BF16",
+        "q8_0": "MOSTLY_Q8_0",
+        "tq2_0": "MOSTLY_TQ2_0",
+        "tq1_0": "MOSTLY_TQ1_0",
+    }
+    return getattr(gguf.LlamaFileType, names[weight_type])
