@@ -231,12 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks; results appended as JSON lines to --out (default ./bench_<what>.jsonl)")
     p.add_argument(
         "what",
-        choices=("kernels", "moe", "train", "decode", "gpu"),
+        choices=("kernels", "moe", "train", "decode", "peer", "gpu"),
         help="gpu: every GPU test and benchmark in one call (--out is a folder)",
     )
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer shapes, for a smoke run")
-    p.add_argument("--config", action="append", help="(train/decode) config files to compare; default: every tiny entry")
+    p.add_argument(
+        "--config", action="append", help="(train/decode) entries or config files to compare, default every tiny entry; (peer) shapes"
+    )
     p.add_argument("--threads", type=int, default=None, help="pin torch's CPU threads (steadier ratios on a busy machine)")
     p.add_argument("--out", default=None)
     p.add_argument("--no-save", action="store_true")

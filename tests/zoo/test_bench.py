@@ -94,3 +94,41 @@ def test_bench_options_reach_the_benchmark_or_are_refused(what, monkeypatch, cap
         assert code == 1 and not seen and err == f"zoo bench: error: --config does not apply to the {what} benchmark"
     assert main(["bench", what, "--threads", "0", "--no-save"]) == 1
     assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+
+
+FAKE_LLAMA_BENCH = '''#!{python}
+"""Stands in for llama.cpp's llama-bench: checks it was handed a GGUF file and prints one test
+record in llama-bench's -o json format, at a rate that depends on the test kind."""
+import json, sys
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+with open(args["-m"], "rb") as model:
+    assert model.read(4) == b"GGUF", "not a GGUF file"
+n_prompt, n_gen = int(args["-p"]), int(args["-n"])
+assert args["-r"] == "1" and args["-o"] == "json" and int(args["-t"]) >= 1
+print(json.dumps([{{"n_prompt": n_prompt, "n_gen": n_gen, "n_threads": int(args["-t"]), "avg_ts": 400.0 if n_gen else 2000.0}}]))
+'''
+
+
+def test_bench_peer_interleaves_llama_bench_on_the_same_weights(tmp_path, monkeypatch):
+    import sys
+
+    fake = tmp_path / "llama-bench"
+    fake.write_text(FAKE_LLAMA_BENCH.format(python=sys.executable))
+    fake.chmod(0o755)
+    monkeypatch.setenv("ZOO_LLAMA_BENCH", str(fake))
+    out = tmp_path / "peer.jsonl"
+    assert main(["bench", "peer", "--quick", "--config", "bitnet-tiny", "--threads", "1", "--out", str(out)]) == 0
+    (peer,) = read_records(out)
+    assert (peer["shape"], peer["peer_format"], peer["threads"], peer["baseline"]) == ("bitnet-tiny", "TQ2_0", 1, "llama.cpp TQ2_0")
+    assert peer["peer_tokens_per_s"] == 400.0 and peer["peer_prefill_tokens_per_s"] == 2000.0
+    assert peer["speedup"] == pytest.approx(peer["tokens_per_s"] / 400.0)
+    assert peer["gguf_bytes"] > 0 and peer["projection_bytes"] > 0 and peer["read_bandwidth_gbps"] > 0
+    assert peer["effective_gbps"] == pytest.approx(peer["projection_bytes"] * peer["tokens_per_s"] / 1e9)
+
+
+def test_bench_peer_without_llama_bench_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ZOO_LLAMA_BENCH", str(tmp_path / "missing"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["bench", "peer", "--quick", "--no-save"]) == 1
+    err = capsys.readouterr().err
+    assert "needs llama.cpp's llama-bench" in err and len(err.strip().splitlines()) == 1

@@ -49,6 +49,9 @@ def test_dense_f32_is_the_model_exactly(tmp_path):
     assert field(reader, "llama.context_length") == 64 and field(reader, "llama.feed_forward_length") == 512
     assert field(reader, "tokenizer.ggml.model") == "gpt2"
     assert field(reader, "tokenizer.ggml.tokens") == byte_level_symbols()  # token n is byte n, as in the zoo
+    # llama.cpp refuses a BPE vocabulary without a merges array; the one merge makes no token
+    merges = field(reader, "tokenizer.ggml.merges")
+    assert len(merges) == 1 and merges[0].replace(" ", "") not in byte_level_symbols()
     got = tensors(reader)
     state = model.state_dict()
     q, k, v = state["layers.1.attn.wqkv.weight"].split([256, 128, 128])

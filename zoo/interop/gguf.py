@@ -179,7 +179,11 @@ def write_gguf(model: torch.nn.Module, out: str | Path, weight_type: str | None 
         writer.add_tokenizer_pre("default")
         writer.add_token_list(byte_level_symbols())
         writer.add_token_types([gguf.TokenType.NORMAL] * 256)
-        writer.add_token_merges([])
+        # llama.cpp refuses a BPE vocabulary without merges and gguf-py writes no empty array: one
+        # merge of the symbols of bytes 0 and 1, whose result is no token, so llama.cpp falls back
+        # to the two byte tokens and every text still tokenises byte by byte
+        symbols = byte_level_symbols()
+        writer.add_token_merges([f"{symbols[0]} {symbols[1]}"])
         writer.add_bos_token_id(0)
         writer.add_eos_token_id(0)
         writer.add_add_bos_token(False)
