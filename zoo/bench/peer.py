@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from zoo.bench.common import pinned_threads, record
+from zoo.bench.decode import compiled_step_applies
 
 OPTIONS = ("quick", "configs", "threads")
 
@@ -168,6 +169,7 @@ def run(quick: bool = False, configs: list[str] | None = None, threads: int | No
                         gguf_bytes=gguf_path.stat().st_size,
                         effective_gbps=weight_bytes * decode / 1e9,
                         read_bandwidth_gbps=bandwidth,
+                        compiled_decode_step=compiled_step_applies(engine),
                     )
                 )
             del model, engine
