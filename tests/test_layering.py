@@ -85,7 +85,8 @@ def test_corpora_and_token_windows_import_without_lightning():
 # data and hub above them (the hub: names, manifest, fetch, releases); interop (transformers and
 # lm-eval interchange, and the one loader of model sources, which reads transformers folders too)
 # above the hub, which never imports it; eval reads data and loads through interop; training above
-# that; bench measures models from the hub; scaling trains and measures; the cli and `import zoo` see all.
+# that; bench measures models from the hub, and against llama.cpp through interop's GGUF export;
+# scaling trains and measures; the cli and `import zoo` see all.
 SHARED = {"files", "paths", "tokenizer", "machine"}
 ZOO_CONTRACTS = {
     **{name: SHARED - {name} for name in SHARED},
@@ -93,7 +94,7 @@ ZOO_CONTRACTS = {
     "hub": SHARED,
     "interop": SHARED | {"hub"},
     "eval": SHARED | {"data", "hub", "interop"},
-    "bench": SHARED | {"hub"},
+    "bench": SHARED | {"hub", "interop"},
     "train": SHARED | {"data", "hub", "interop", "eval"},
     "scaling": SHARED | {"data", "hub", "train", "bench"},
 }
