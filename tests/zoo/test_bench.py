@@ -5,6 +5,7 @@ Smoke tests at the smallest settings: they check the records, never the speed.""
 import json
 
 import pytest
+import torch
 
 from zoo.cli import main
 
@@ -125,6 +126,15 @@ def test_bench_peer_interleaves_llama_bench_on_the_same_weights(tmp_path, monkey
     assert peer["gguf_bytes"] > 0 and peer["projection_bytes"] > 0 and peer["read_bandwidth_gbps"] > 0
     assert peer["compiled_decode_step"] is True
     assert peer["effective_gbps"] == pytest.approx(peer["projection_bytes"] * peer["tokens_per_s"] / 1e9)
+
+
+def test_llama_cpp_runs_a_q_sparse_shape_with_the_same_weights_and_every_input():
+    from zoo.bench.peer import build, without_input_sparsity
+
+    model, kind = build("bitnet-qsparse-tiny")
+    peer = without_input_sparsity(model)
+    assert kind == "tq2_0" and model.config.sparsity == "topk" and peer.config.sparsity == "none"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), peer.state_dict().values()))
 
 
 def test_bench_peer_without_llama_bench_says_how_to_get_it(tmp_path, monkeypatch, capsys):

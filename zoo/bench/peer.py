@@ -16,7 +16,9 @@ llama.cpp's own reported rate excludes its model load; the zoo's time is the who
 call (one module prefill of one token, then ``n_gen`` compiled steps), which favours llama.cpp
 slightly. ``llama-bench`` comes from ``$ZOO_LLAMA_BENCH`` or the ``PATH`` (README: building it).
 Shapes whose widths are not multiples of 256 cannot be TQ2_0; the ``-p256`` shapes round the
-small size's widths to 256 for that reason.
+small size's widths to 256 for that reason. llama.cpp has no top-K inputs: for a Q-Sparse shape
+(arXiv 2407.10969) it runs the same weights with every input channel, which is what a user of
+llama.cpp would run, and the ratio is what the sparsity buys over it.
 """
 
 from __future__ import annotations
@@ -43,10 +45,13 @@ OPTIONS = ("quick", "configs", "threads")
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
     "dense-small-p256": ("dense-small", dict(dim=768, n_heads=12, ffn_dim=1792)),
     "bitnet-small-p256": ("bitnet-small", dict(dim=768, n_heads=12, ffn_dim=1792, ffn_act="swiglu")),
+    "bitnet-qsparse-small-p256": ("bitnet-qsparse-small", dict(dim=768, n_heads=12, ffn_dim=1792, ffn_act="swiglu")),
+    "qsparse-small-p256": ("qsparse-small", dict(dim=768, n_heads=12, ffn_dim=1792, ffn_act="swiglu")),
     "dense-tiny": ("dense-tiny", {}),
+    "bitnet-qsparse-tiny": ("bitnet-qsparse-tiny", dict(ffn_act="swiglu")),
     "bitnet-tiny": ("bitnet-tiny", dict(ffn_act="swiglu")),
 }
-DEFAULT_SHAPES = ("dense-small-p256", "bitnet-small-p256")
+DEFAULT_SHAPES = ("dense-small-p256", "qsparse-small-p256", "bitnet-small-p256", "bitnet-qsparse-small-p256")
 
 
 def llama_bench_binary() -> str:
@@ -101,6 +106,15 @@ def projection_bytes(model: torch.nn.Module) -> int:
     return total
 
 
+def without_input_sparsity(model: torch.nn.Module) -> torch.nn.Module:
+    """The same weights with every input channel kept: what llama.cpp runs for a Q-Sparse model."""
+    from zoo.models import Decoder
+
+    dense_inputs = Decoder(model.config.replace(sparsity="none")).eval()
+    dense_inputs.load_state_dict(model.state_dict())
+    return dense_inputs
+
+
 def build(shape: str):
     """(training-form model with random weights, GGUF type) of a peer shape."""
     import zoo
@@ -125,7 +139,8 @@ def run(quick: bool = False, configs: list[str] | None = None, threads: int | No
     with tempfile.TemporaryDirectory(prefix="zoo-peer-") as folder:
         for shape in configs or DEFAULT_SHAPES:
             model, kind = build(shape)
-            gguf_path = write_gguf(model, Path(folder) / f"{shape}.gguf", kind, name=shape)
+            peer_model = model if model.config.sparsity == "none" else without_input_sparsity(model)
+            gguf_path = write_gguf(peer_model, Path(folder) / f"{shape}.gguf", kind, name=shape)
             engine = to_inference(model)
             weight_bytes = projection_bytes(engine)
             prompt = torch.randint(0, model.config.vocab_size, (1, n_prompt), generator=torch.Generator().manual_seed(0))
@@ -153,6 +168,8 @@ def run(quick: bool = False, configs: list[str] | None = None, threads: int | No
                         overrides=SHAPES[shape][1],
                         peer="llama.cpp",
                         peer_format=kind.upper(),
+                        input_sparsity=model.config.sparsity,
+                        peer_input_sparsity="none",  # llama.cpp reads every input channel
                         threads=count,
                         rounds=rounds,
                         new_tokens=n_gen,
@@ -172,5 +189,5 @@ def run(quick: bool = False, configs: list[str] | None = None, threads: int | No
                         compiled_decode_step=compiled_step_applies(engine),
                     )
                 )
-            del model, engine
+            del model, engine, peer_model
     return records
