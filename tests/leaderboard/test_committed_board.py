@@ -35,3 +35,40 @@ def test_committed_board_holds_what_the_leaderboard_promises():
         low, high = entry["bpb_ci95"]
         assert low < entry["bpb"] < high and entry["seeds"] == len(entry["checkpoint_sha256"]), name
         assert entry["decode_speedup"] > 0 and entry["small_decode_speedup"] > 0, name
+
+
+def load_regenerate():
+    spec = importlib.util.spec_from_file_location("regenerate", ROOT / "leaderboard" / "regenerate.py")
+    regenerate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(regenerate)  # puts leaderboard/ on sys.path for the board_* modules
+    return regenerate
+
+
+def test_committed_seed_noise_is_a_t_draw_and_decisive_entries_have_their_own_seeds():
+    """Issue 26: the seed part of every interval is sd · t(dof) (a normal draw is 1.4x too narrow
+    at 4 degrees of freedom), and an entry whose verdict against dense-tiny differs between a
+    normal and a t draw has 3 seeds of its own rather than a borrowed spread."""
+    regenerate = load_regenerate()
+    import board_stats
+    from board_spec import CORPUS_COLUMNS
+
+    from zoo.eval.intervals import SeedNoise
+
+    document, scores = regenerate.committed_board(ROOT / "leaderboard")
+    for corpus in CORPUS_COLUMNS:
+        statistics = document["statistics"][corpus]
+        assert statistics["seed_noise_draw"] == f"student_t({statistics['seed_sd_dof']})"
+    groups = regenerate.groups_of(scores)
+    settings = document["settings"]
+    undecided = []
+    for corpus in CORPUS_COLUMNS:
+        by_entry, noise, picks = board_stats.corpus_statistics(groups, scores, corpus, settings)
+        normal = SeedNoise(noise.sd, dof=10**9)  # t with a billion degrees of freedom: a normal draw
+        for entry, entry_scores in by_entry.items():
+            if entry == "dense-tiny":
+                continue
+            with_t = board_stats.difference(entry_scores, by_entry["dense-tiny"], picks, noise, settings)[2]
+            with_normal = board_stats.difference(entry_scores, by_entry["dense-tiny"], picks, normal, settings)[2]
+            if with_t != with_normal and len(groups[entry]) < 3:
+                undecided.append(f"{entry} on {corpus}: {with_normal} (normal) vs {with_t} (t), {len(groups[entry])} seed(s)")
+    assert not undecided, undecided
