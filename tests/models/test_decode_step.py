@@ -163,3 +163,15 @@ def test_threads_and_copies_each_build_their_own_program():
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=False)
     assert torch.equal(generate(loaded, prompt, 30, temperature=0), expected)
+
+
+def test_a_model_that_generated_in_training_form_decodes_compiled_once_converted():
+    torch.manual_seed(0)
+    model = Decoder(ModelConfig(**TINY, **VARIANTS["bitnet"]))
+    prompt = torch.randint(0, 64, (1, 6), generator=torch.Generator().manual_seed(7))
+    generate(model, prompt, 3, temperature=0)
+    assert decode_step_for(model) is None  # the training form: the modules decode
+    to_inference(model)
+    generate(model, prompt, 3, temperature=0)
+    step = decode_step_for(model)
+    assert step is not None and step.unsupported is None and step.program is not None

@@ -8,7 +8,7 @@ folded into it.
 
 Nothing is planted on the model: the compiled decode step that ``zoo.generate`` uses is found by
 :func:`zoo.models.inference.decode_step.decode_step_for`, which recognises the inference form by
-its layers.
+its layers (and is told to look again when a model is converted).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import nn
 
 from zoo.models.decoder import Decoder
 from zoo.models.ffn import GatedFeedForward
+from zoo.models.inference.decode_step import forget_decode_step
 from zoo.models.inference.layers import PreparedProjection, inference_projection
 from zoo.models.inference.moe import InferenceMoE
 from zoo.models.linear import ZooLinear
@@ -63,6 +64,7 @@ def to_inference(model: nn.Module) -> nn.Module:
             if replacement is not None:
                 setattr(parent, name, replacement)
     fuse_norms(model)
+    forget_decode_step(model)  # a training-form model that generated before is an inference form now
     return model.eval()
 
 

@@ -146,15 +146,24 @@ class DecodeStep:
 
 
 INFERENCE_LAYERS = (PreparedProjection, FullPrecisionLinear, InferenceMoE)
-_steps: weakref.WeakKeyDictionary[nn.Module, DecodeStep] = weakref.WeakKeyDictionary()
+# model -> its DecodeStep, or None for a training-form model (so generating with one does not scan
+# its modules at every token); to_inference forgets the entry of the model it converts
+_steps: weakref.WeakKeyDictionary[nn.Module, DecodeStep | None] = weakref.WeakKeyDictionary()
 _steps_lock = threading.Lock()
 
 
 def decode_step_for(model: nn.Module) -> DecodeStep | None:
     """The decode step of an inference-form ``model`` (made on first use, one per model object, so
     a copy gets its own), or None for a training-form model."""
-    step = _steps.get(model)
-    if step is None and any(isinstance(m, INFERENCE_LAYERS) for m in model.modules()):
+    try:
+        return _steps[model]
+    except KeyError:
+        step = DecodeStep() if any(isinstance(m, INFERENCE_LAYERS) for m in model.modules()) else None
         with _steps_lock:
-            step = _steps.setdefault(model, DecodeStep())
-    return step
+            return _steps.setdefault(model, step)
+
+
+def forget_decode_step(model: nn.Module) -> None:
+    """Drops what :func:`decode_step_for` knows of ``model`` (it was just converted in place)."""
+    with _steps_lock:
+        _steps.pop(model, None)
