@@ -132,16 +132,11 @@ def tensor_type(name: str, tensor: torch.Tensor, plan: GGUFPlan) -> str:
 
 
 def encoded(name: str, tensor: torch.Tensor, kind: str) -> tuple[np.ndarray, Any]:
-    """(data, GGML type) of one tensor; quantised types as their packed bytes."""
+    """(data, GGML type) of one tensor: gguf-py's own conversion for every type (a cast for F32 and
+    F16, packed bytes for the block types, whose rows must hold whole blocks)."""
     import gguf
 
-    if kind == "f32":
-        return tensor.numpy().astype(np.float32), gguf.GGMLQuantizationType.F32
-    if kind == "f16":
-        return tensor.numpy().astype(np.float16), gguf.GGMLQuantizationType.F16
-    qtype = {"bf16": gguf.GGMLQuantizationType.BF16, "q8_0": gguf.GGMLQuantizationType.Q8_0}.get(kind) or getattr(
-        gguf.GGMLQuantizationType, kind.upper()
-    )
+    qtype = gguf.GGMLQuantizationType[kind.upper()]
     block = gguf.GGML_QUANT_SIZES[qtype][0]
     if tensor.shape[-1] % block:
         raise GGUFExportError(f"cannot export to GGUF: {name} has rows of {tensor.shape[-1]} values; {kind} needs a multiple of {block}")
