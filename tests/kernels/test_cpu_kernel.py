@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from zoo.kernels import InputRule, compiled, pack_ternary
+from zoo.kernels.pack import reference as pack_reference
 from zoo.kernels.ternary_matmul import reference, ternary_accumulate
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="no C compiler: the torch path is used instead")
@@ -38,6 +39,31 @@ def test_accumulator_equals_the_reference_exactly(n_out, k_in, rows, density, th
     expected = reference.ternary_accumulate(x, packed, n_out)
     got = compiled.ternary_accumulate(x, packed, n_out, threads=threads)
     assert got.dtype == torch.int32 and torch.equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    "n_out, k_in, rows, density",
+    [(4096, 512, 1, 0.4), (8320, 96, 2, 0.5), (4096, 2048, 1, 1.0), (130, 33, 4, 0.5), (7, 5, 2, 1.0), (512, 300, 2, 0.0)],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tiled_accumulator_equals_the_reference_exactly(n_out, k_in, rows, density, threads, cpu_isa):
+    # the decoding layout: the same bytes re-cut (equal to the torch reference's cut), the same sums
+    x, packed = case(n_out, k_in, rows, density, seed=1)
+    tiles = compiled.ternary_tiles(packed)
+    assert torch.equal(tiles, pack_reference.tile_packed(packed))
+    got = compiled.ternary_accumulate_tiled(x, tiles, n_out, threads=threads)
+    assert got.dtype == torch.int32 and torch.equal(got, reference.ternary_accumulate(x, packed, n_out))
+
+
+def test_tiled_extreme_sums_do_not_overflow(cpu_isa):
+    # 4096 channels of -128 against all +1 weights: 2048 pairs, widened every 64 before int16 saturates
+    k_in = 4096
+    packed = pack_ternary(torch.cat([torch.ones(128, k_in), -torch.ones(128, k_in)]).to(torch.int8))
+    tiles = compiled.ternary_tiles(packed)
+    for value in (127, -127, -128):
+        x = torch.full((1, k_in), value, dtype=torch.int8)
+        got = compiled.ternary_accumulate_tiled(x, tiles, 256)
+        assert got[0, 0].item() == value * k_in and got[0, -1].item() == -value * k_in
 
 
 def test_extreme_sums_do_not_overflow(cpu_isa):

@@ -43,6 +43,23 @@ def next_logits(model: Decoder, token: torch.Tensor, caches) -> torch.Tensor:
     return logits if logits is not None else model(token[:, None], caches)[:, -1]
 
 
+def prefill(model: Decoder, context: torch.Tensor, caches) -> torch.Tensor:
+    """``[B, vocab]`` logits after ``context [B, T]``, written into empty ``caches``: one token at a
+    time through the compiled decode step where it applies (batch 1 on the CPU), else the modules.
+
+    Why token by token: the module path runs the same per-row kernels for a prompt plus a few
+    hundred torch ops per layer, so for a short prompt it cost more than the tokens it generated
+    (a one-token prompt took as long as a dozen compiled steps)."""
+    step = decode_step_for(model)
+    if step is not None and context.shape[0] == 1:
+        logits = step.logits(model, context[:, 0], caches)
+        if logits is not None:
+            for position in range(1, context.shape[1]):
+                logits = step.logits(model, context[:, position], caches)
+            return logits
+    return model(context, caches)[:, -1]
+
+
 @torch.no_grad()
 def stream_tokens(
     model: Decoder,
@@ -70,7 +87,7 @@ def stream_tokens(
         window = model.config.max_seq_len
         context = prompt[:, -window:]
         caches = model.new_cache(prompt.shape[0])
-        logits = model(context, caches)[:, -1]
+        logits = prefill(model, context, caches)
         for _ in range(max_new_tokens):
             token = sample_next(logits, temperature, top_k, top_p, generator)
             yield token
@@ -78,7 +95,7 @@ def stream_tokens(
             if caches[0].length >= window:
                 context = context[:, -(window // 2) :]
                 caches = model.new_cache(prompt.shape[0])
-                logits = model(context, caches)[:, -1]
+                logits = prefill(model, context, caches)
             else:
                 logits = next_logits(model, token, caches)
     finally:  # also when the caller stops early (GeneratorExit)

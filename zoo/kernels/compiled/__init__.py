@@ -137,11 +137,12 @@ class ScratchBuffers:
 
     def __init__(self, k_in: int, nb: int = 1, *, keep: int = 0, scores: int = 0, query: int = 0, expert: int = 0) -> None:
         block = 128 * max(1, nb // 32)
+        tiles = 128 * -(-nb // 32)  # the tiled GEMV's outputs: whole tiles of 128
         sizes = dict(
             magnitudes=(2 * k_in, torch.float32),  # the top-K selection's values and candidates
             keep=(max(k_in, keep), torch.uint8),
             q=(k_in, torch.int8),
-            acc=(4 * nb, torch.int32),
+            acc=(max(4 * nb, tiles), torch.int32),
             kept=(k_in, torch.int32),
             acc16=(block, torch.int16),
             acc32=(block, torch.int32),
@@ -152,6 +153,7 @@ class ScratchBuffers:
             expert_a=(expert, torch.float32),
             expert_b=(expert, torch.float32),
             expert_c=(expert, torch.float32),
+            pairs=(3 * (k_in // 2 + 1), torch.int32),
         )
         self.tensors = {name: torch.empty(size, dtype=dtype) for name, (size, dtype) in sizes.items() if size}
         self.struct = abi.Scratch(**{name: t.data_ptr() for name, t in self.tensors.items()})
@@ -184,6 +186,41 @@ def ternary_accumulate(x_q: torch.Tensor, packed: torch.Tensor, n_out: int, *, t
     acc = torch.empty(rows.shape[0], 4 * nb, dtype=torch.int32)
     threads = torch.get_num_threads() if threads is None else threads
     lib.zoo_ternary_gemv(packed.data_ptr(), k_in, nb, rows.data_ptr(), rows.shape[0], acc.data_ptr(), _scratch(k_in, nb), threads)
+    return acc[:, :n_out].reshape(*x_q.shape[:-1], n_out)
+
+
+def ternary_tiles(packed: torch.Tensor) -> torch.Tensor:
+    """``packed`` (uint8 ``[K, nb]``, :func:`zoo.kernels.pack_ternary`'s layout) re-cut into tiles of
+    128 outputs, ``[ceil(nb / 32), K, 32]`` (``zoo_ternary_tile``): the layout the decoding GEMV
+    streams through (see ``ternary_tiles.c``). A byte permutation: no value changes."""
+    lib = _loaded("ternary_tiles")
+    if packed.dtype != torch.uint8 or packed.dim() != 2 or packed.device.type != "cpu":
+        raise TypeError(
+            f"ternary_tiles: expected a uint8 CPU packed weight [K, nb], got {packed.dtype} {tuple(packed.shape)} on {packed.device}"
+        )
+    packed = packed.contiguous()
+    k_in, nb = packed.shape
+    tiles = torch.empty(-(-nb // 32), k_in, 32, dtype=torch.uint8)
+    lib.zoo_ternary_tile(packed.data_ptr(), k_in, nb, tiles.data_ptr())
+    return tiles
+
+
+def ternary_accumulate_tiled(x_q: torch.Tensor, tiles: torch.Tensor, n_out: int, *, threads: int | None = None) -> torch.Tensor:
+    """``x_q · W_qᵀ`` as exact int32 through the tiled GEMV (``tiles`` from :func:`ternary_tiles`)."""
+    lib = _loaded("ternary_accumulate_tiled")
+    if x_q.dtype != torch.int8 or tiles.dtype != torch.uint8 or tiles.dim() != 3 or tiles.shape[2] != 32:
+        raise TypeError(
+            f"ternary_accumulate_tiled: expected int8 x and uint8 tiles [T, K, 32], got {x_q.dtype} and {tiles.dtype} {tuple(tiles.shape)}"
+        )
+    n_tiles, k_in, _ = tiles.shape
+    if x_q.shape[-1] != k_in or not 0 < n_out <= 128 * n_tiles:
+        raise ValueError(f"ternary_accumulate_tiled: x [..., {x_q.shape[-1]}] and tiles {tuple(tiles.shape)} do not fit n_out={n_out}")
+    rows = x_q.reshape(-1, k_in).contiguous()
+    acc = torch.empty(rows.shape[0], 128 * n_tiles, dtype=torch.int32)
+    threads = torch.get_num_threads() if threads is None else threads
+    lib.zoo_ternary_gemv_tiled(
+        tiles.contiguous().data_ptr(), k_in, n_tiles, rows.data_ptr(), rows.shape[0], acc.data_ptr(), _scratch(k_in), threads
+    )
     return acc[:, :n_out].reshape(*x_q.shape[:-1], n_out)
 
 
@@ -271,7 +308,8 @@ class PackedLinear(_Prepared):
         self.k_in, self.nb = packed.shape
         if not (self.nb - 1) * 4 < n_out <= self.nb * 4:
             raise ValueError(f"packed_linear: packed {tuple(packed.shape)} does not hold n_out={n_out} outputs")
-        self.packed, self.n_out, self.alpha = packed.contiguous(), n_out, float(alpha)
+        # Only the tiled copy is kept: decoding reads that one (ternary_tiles.c says why).
+        self.tiles, self.n_out, self.alpha = ternary_tiles(packed), n_out, float(alpha)
         self.bias = None if bias is None else bias.detach().float().contiguous()
         rule.check(self.k_in, "packed_linear")
         self.rule = rule
@@ -280,7 +318,7 @@ class PackedLinear(_Prepared):
 
     def _describe(self) -> abi.Projection:
         p = self._common(abi.PROJ_PACKED, abi.InputRule.of(self.rule))
-        p.nb, p.weight, p.alpha = self.nb, self.packed.data_ptr(), self.alpha
+        p.nb, p.weight, p.alpha = self.nb, self.tiles.data_ptr(), self.alpha
         return p
 
     def scratch(self) -> abi.Scratch:

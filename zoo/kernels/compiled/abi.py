@@ -77,6 +77,7 @@ SCRATCH_BUFFERS = (
     "expert_a",
     "expert_b",
     "expert_c",
+    "pairs",
 )
 
 
@@ -126,6 +127,8 @@ PROTOTYPES = {
     "zoo_isa": (_int, []),
     "zoo_force_isa": (_int, [_int]),
     "zoo_ternary_gemv": (None, [_ptr, _i64, _i64, _ptr, _i64, _ptr, _scratch, _int]),
+    "zoo_ternary_tile": (None, [_ptr, _i64, _i64, _ptr]),
+    "zoo_ternary_gemv_tiled": (None, [_ptr, _i64, _i64, _ptr, _i64, _ptr, _scratch, _int]),
     "zoo_packed_linear": (_i64, [_projection, _ptr, _i64, _ptr, _scratch, _int]),
     "zoo_sparse_linear": (_i64, [_projection, _ptr, _i64, _ptr, _scratch, _int]),
     "zoo_topk_rows": (_i64, [_ptr, _i64, _i64, ctypes.POINTER(InputRule), _ptr, _int]),

@@ -179,7 +179,8 @@ void zoo_ternary_gemv(const uint8_t *packed, int64_t k_in, int64_t nb, const int
 }
 
 /* ---------------------------------------------------------------------------------------------
- * The whole packed projection in one call, for decoding: y = W_q·alpha applied to S(Q(x)).
+ * The whole packed projection in one call, for decoding: y = W_q·alpha applied to S(Q(x)), the
+ * weight in zoo_ternary_tile's layout (ternary_tiles.c), which reads as one stream.
  * Per row of x (fp32): keep the rule's channels (zoo_input_rule: the n_keep largest |x| of the row
  * or of every block of block_size channels, or all; ties go to the lower index, as
  * zoo.kernels.topk does), scale s = (1 / max(max|x|, 1e-5)) * 127 and q = round-half-even(x * s)
@@ -196,24 +197,63 @@ static const float *rms_normed(const float *x, int64_t n, const float *w, float 
     return out;
 }
 
+/* The largest |x| of a row, from the magnitudes' bits read as integers: they order like the floats,
+ * and an integer maximum vectorises (fmaxf is a libm call per channel without -ffast-math). */
+static inline __attribute__((always_inline)) float row_amax(const float *x, int64_t n) {
+    int32_t top = 0;
+    for (int64_t c = 0; c < n; ++c) {
+        int32_t bits;
+        memcpy(&bits, x + c, sizeof bits);
+        bits &= 0x7fffffff;
+        top = bits > top ? bits : top;
+    }
+    float amax;
+    memcpy(&amax, &top, sizeof amax);
+    return amax;
+}
+
+/* q = the int8 of each kept channel (keep NULL: every channel), 0 elsewhere; returns the non-zero count. */
+static inline __attribute__((always_inline)) int64_t quantize_kept(const float *x, int64_t n, const uint8_t *keep, float scale, int8_t *q) {
+    int32_t nonzero = 0;
+    for (int64_t c = 0; c < n; ++c) {
+        const int8_t v = (int8_t)zoo_int8_value(x[c], scale);
+        q[c] = keep && !keep[c] ? 0 : v;
+        nonzero += q[c] != 0;
+    }
+    return nonzero;
+}
+
+#ifdef ZOO_X86
+__attribute__((target("avx2"))) static float row_amax_avx2(const float *x, int64_t n) { return row_amax(x, n); /* eight lanes wide */ }
+
+__attribute__((target("avx2"))) static int64_t quantize_kept_avx2(const float *x, int64_t n, const uint8_t *keep, float scale, int8_t *q) {
+    return quantize_kept(x, n, keep, scale, q); /* the same loop, eight lanes wide */
+}
+#endif
+
 int64_t zoo_packed_linear(const zoo_projection *p, const float *x, int64_t rows, float *y, const zoo_scratch *scratch, int threads) {
     if (p->kind != ZOO_PROJ_PACKED || !p->rule.int8) return -1;
     const int64_t k_in = p->k_in, n_out = p->n_out;
-    const int keep_all = p->rule.sparsity == ZOO_SPARSITY_NONE;
+    const uint8_t *keep = p->rule.sparsity == ZOO_SPARSITY_NONE ? NULL : scratch->keep;
     int8_t *q = scratch->q;
     int64_t nonzero = 0;
+#ifdef ZOO_X86
+    const int avx2 = zoo_use_avx2();
+#endif
     for (int64_t r = 0; r < rows; ++r) {
         const float *xr = rms_normed(x + r * k_in, k_in, p->norm_w, p->norm_eps, scratch->normed);
-        float amax = 0.0f;
-        for (int64_t c = 0; c < k_in; ++c) amax = fmaxf(amax, fabsf(xr[c]));
-        const float scale = zoo_int8_scale(amax);
+#ifdef ZOO_X86
+        const float scale = zoo_int8_scale(avx2 ? row_amax_avx2(xr, k_in) : row_amax(xr, k_in));
+#else
+        const float scale = zoo_int8_scale(row_amax(xr, k_in));
+#endif
         zoo_select_row(xr, k_in, &p->rule, scratch->magnitudes, scratch->keep);
-        for (int64_t c = 0; c < k_in; ++c) {
-            const float v = zoo_int8_value(xr[c], scale);
-            q[c] = (keep_all || scratch->keep[c]) ? (int8_t)v : 0;
-            nonzero += q[c] != 0;
-        }
-        zoo_ternary_gemv((const uint8_t *)p->weight, k_in, p->nb, q, 1, scratch->acc, scratch, threads);
+#ifdef ZOO_X86
+        nonzero += avx2 ? quantize_kept_avx2(xr, k_in, keep, scale, q) : quantize_kept(xr, k_in, keep, scale, q);
+#else
+        nonzero += quantize_kept(xr, k_in, keep, scale, q);
+#endif
+        zoo_ternary_gemv_tiled((const uint8_t *)p->weight, k_in, (p->nb + 31) / 32, q, 1, scratch->acc, scratch, threads);
         const float factor = p->alpha / scale;
         float *yr = y + r * n_out;
         for (int64_t n = 0; n < n_out; ++n) yr[n] = (float)scratch->acc[n] * factor + (p->bias ? p->bias[n] : 0.0f);

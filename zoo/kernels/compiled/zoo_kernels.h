@@ -55,7 +55,7 @@ typedef struct {
     zoo_input_rule rule; /* SPARSE_INPUT: int8 = 0; PACKED: int8 = 1; DENSE: unused */
     int64_t k_in, n_out;
     int64_t nb;          /* PACKED: bytes per input channel, ceil(n_out / 4) */
-    const void *weight;  /* DENSE: fp32 [n_out][k_in]; SPARSE_INPUT: [k_in][n_out]; PACKED: uint8 [k_in][nb] */
+    const void *weight;  /* DENSE: fp32 [n_out][k_in]; SPARSE_INPUT: [k_in][n_out]; PACKED: zoo_ternary_tile's [ceil(nb/32)][k_in][32] */
     const float *bias;   /* [n_out], or NULL */
     const float *norm_w; /* the RMSNorm in front, fused: its gain [k_in], or NULL for none */
     float alpha;         /* PACKED: the ternary weight's scale */
@@ -69,7 +69,7 @@ typedef struct {
     float *magnitudes; /* 2 * k_in: the top-K selection's values and candidates */
     uint8_t *keep;     /* k_in (the decode step: also one flag per expert) */
     int8_t *q;         /* k_in: PACKED's int8 inputs */
-    int32_t *acc;      /* 4 * nb: PACKED's integer sums */
+    int32_t *acc;      /* 128 * ceil(nb / 32): PACKED's integer sums */
     int32_t *kept;     /* k_in: indices of the kept channels */
     int16_t *acc16;    /* 128 * max(1, nb / 32): the AVX2 GEMV's block sums */
     int32_t *acc32;    /* as acc16 */
@@ -78,6 +78,7 @@ typedef struct {
     float *scores;     /* decode step: max(positions, 2 * experts) attention scores or router logits */
     float *query;      /* decode step: one rotated query head */
     float *expert_a, *expert_b, *expert_c; /* decode step: an expert's widest output, each */
+    int32_t *pairs;    /* 3 * (k_in / 2 + 1): the tiled GEMV's channel pairs (two offsets, two inputs) */
 } zoo_scratch;
 
 /* One op of a decode program. Slots index the caller's fp32 buffers; -1 as dst is the output. */
@@ -104,6 +105,18 @@ typedef struct {
  * row's non-zero channels. Uses scratch kept, acc16, acc32. */
 ZOO_API void zoo_ternary_gemv(const uint8_t *packed, int64_t k_in, int64_t nb, const int8_t *x, int64_t rows, int32_t *acc,
                               const zoo_scratch *scratch, int threads);
+
+/* ternary_tiles.c: the packed weight (uint8 [k_in][nb], zoo.kernels.pack's layout) re-cut into
+ * tiles of 128 outputs, each holding its 32 bytes of every input channel in turn:
+ * tiles[ceil(nb/32)][k_in][32]. Output o of a tile is bit pair o / 32 of byte
+ * (e < 8 ? e : e + 8) + 8 h (h = (o / 16) % 2, e = o % 16); outputs past 4 * nb hold a zero weight. */
+ZOO_API void zoo_ternary_tile(const uint8_t *packed, int64_t k_in, int64_t nb, uint8_t *tiles);
+
+/* ternary_tiles.c: acc[rows][128 * n_tiles] = x[rows][k_in] (int8) times the tiled ternary weight,
+ * exact in int32, reading only the 32-byte pieces of each row's non-zero channels, one tile after
+ * another. Uses scratch pairs. */
+ZOO_API void zoo_ternary_gemv_tiled(const uint8_t *tiles, int64_t k_in, int64_t n_tiles, const int8_t *x, int64_t rows, int32_t *acc,
+                                    const zoo_scratch *scratch, int threads);
 
 /* ternary_gemv.c: y[rows][n_out] = the PACKED projection p of x[rows][k_in] ([RMSNorm,] the rule's
  * selection, int8, GEMV, scale, bias). Returns the number of non-zero int8 inputs, or -1 when p

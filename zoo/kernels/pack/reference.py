@@ -38,3 +38,30 @@ def unpack_ternary(packed: torch.Tensor, n_out: int) -> torch.Tensor:
         raise ValueError(f"unpack_ternary: n_out={n_out} does not fit {n_bytes} bytes per input channel")
     codes = (packed.unsqueeze(-1) >> _SHIFTS.to(packed.device)) & 3
     return (codes.reshape(k_in, n_bytes * 4)[:, :n_out].t().to(torch.int8) - 1).contiguous()
+
+
+TILE = 128  # outputs per tile of the decoding layout
+
+
+def _tile_byte(o: int) -> int:
+    half, lane = (o // 16) % 2, o % 16
+    return (lane if lane < 8 else lane + 8) + 8 * half
+
+
+def tile_packed(packed: torch.Tensor) -> torch.Tensor:
+    """The compiled decoding GEMV's layout of ``packed`` (``[K, nb]``): tiles of 128 outputs,
+    ``[ceil(nb/32), K, 32]``, output ``o`` of a tile in bit pair ``o // 32`` of byte
+    ``(e if e < 8 else e + 8) + 8 h`` (``h = (o // 16) % 2``, ``e = o % 16``), outputs past
+    ``4 nb`` a zero weight (code 1). The torch reference of ``zoo_ternary_tile``."""
+    if packed.dtype != torch.uint8 or packed.dim() != 2:
+        raise ValueError(f"tile_packed: expected a 2-D uint8 tensor, got {packed.dtype} {tuple(packed.shape)}")
+    k_in, n_bytes = packed.shape
+    n_tiles = -(-n_bytes // 32)
+    codes = torch.ones(k_in, n_tiles * TILE, dtype=torch.uint8)
+    codes[:, : 4 * n_bytes] = ((packed.unsqueeze(-1) >> _SHIFTS) & 3).reshape(k_in, 4 * n_bytes)
+    # output_at[b, i]: the output whose code is bit pair i of byte b
+    output_at = torch.empty(32, 4, dtype=torch.long)
+    for o in range(TILE):
+        output_at[_tile_byte(o), o // 32] = o
+    per_tile = codes.reshape(k_in, n_tiles, TILE).transpose(0, 1)  # [T, K, 128]
+    return (per_tile[:, :, output_at] << _SHIFTS).sum(dim=-1, dtype=torch.uint8).contiguous()
