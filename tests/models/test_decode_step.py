@@ -11,7 +11,7 @@ from zoo.kernels import compiled
 from zoo.models import Decoder
 from zoo.models.accounting import recording_input_zeros
 from zoo.models.config import ModelConfig
-from zoo.models.generate import generate
+from zoo.models.generate import COMPILED_PREFILL_MAX_TOKENS, generate, prefill
 from zoo.models.inference import SparseInputLinear, decode_step_for, to_inference
 
 pytestmark = pytest.mark.skipif(not compiled.available(), reason="needs the compiled CPU kernels (a C compiler)")
@@ -81,6 +81,27 @@ def test_logits_and_greedy_tokens_match_the_modules(variant, cpu_isa):  # both p
     with modules_only(model):
         assert torch.equal(tokens, generate(model, prompt, 40, temperature=0))
         assert torch.equal(long, generate(model, prompt, 70, temperature=0))
+
+
+@pytest.mark.parametrize("variant", ["bitnet-qsparse-gqa", "dense-gqa-bias"])
+@pytest.mark.parametrize("length", [1, COMPILED_PREFILL_MAX_TOKENS, COMPILED_PREFILL_MAX_TOKENS + 1])
+def test_prefill_fills_the_cache_like_the_modules(variant, length):
+    # a short prompt goes through the compiled step token by token, a longer one through the modules
+    model = inference_model(variant)
+    prompt = torch.randint(0, 64, (1, length), generator=torch.Generator().manual_seed(3))
+    step, calls = decode_step_for(model), []
+    compiled_logits = step.logits
+    step.logits = lambda *args: calls.append(1) or compiled_logits(*args)
+    with torch.no_grad():
+        caches, reference = model.new_cache(1), model.new_cache(1)
+        got, expected = prefill(model, prompt, caches), model(prompt, reference)[:, -1]
+    del step.logits
+    assert len(calls) == (length if length <= COMPILED_PREFILL_MAX_TOKENS else 0)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    for cache, ref in zip(caches, reference):
+        assert cache.length == ref.length == length
+        torch.testing.assert_close(cache.keys[..., :length, :], ref.keys[..., :length, :], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(cache.values[..., :length, :], ref.values[..., :length, :], rtol=1e-5, atol=1e-5)
 
 
 def test_it_follows_reloaded_weights():

@@ -7,13 +7,14 @@ and llama.cpp's ``llama-bench`` alternating, so that drift of the machine hits b
 
 - decode: ``n_gen`` greedy tokens, batch 1 (``zoo.generate`` through the compiled decode step;
   ``llama-bench -p 0 -n n_gen``), tokens/s as the median over the rounds;
-- prefill: a prompt of ``n_prompt`` tokens (the zoo's modules; ``llama-bench -p n_prompt -n 0``);
+- prefill: a prompt of ``n_prompt`` tokens as ``zoo.generate`` takes it in (``zoo.models.generate.prefill``:
+  token by token through the compiled step, batch 1), against ``llama-bench -p n_prompt -n 0``;
 - the machine's read bandwidth, measured in the same run (a sum over a 256 MB tensor), against
   which each engine's effective weight bandwidth (bytes it holds for the projections × tokens/s)
   is stated.
 
 llama.cpp's own reported rate excludes its model load; the zoo's time is the whole ``generate``
-call (one module prefill of one token, then ``n_gen`` compiled steps), which favours llama.cpp
+call (a one-token prefill, then ``n_gen`` compiled steps), which favours llama.cpp
 slightly. ``llama-bench`` comes from ``$ZOO_LLAMA_BENCH`` or the ``PATH`` (README: building it).
 Shapes whose widths are not multiples of 256 cannot be TQ2_0; the ``-p256`` shapes round the
 small size's widths to 256 for that reason. llama.cpp has no top-K inputs: for a Q-Sparse shape
@@ -131,6 +132,7 @@ def run(quick: bool = False, configs: list[str] | None = None, threads: int | No
     """One record per shape and thread count: zoo and llama.cpp decode and prefill tokens/s."""
     import zoo
     from zoo.interop.gguf import write_gguf
+    from zoo.models.generate import prefill
     from zoo.models.inference import to_inference
 
     binary = llama_bench_binary()
@@ -156,7 +158,7 @@ def run(quick: bool = False, configs: list[str] | None = None, threads: int | No
                         llama_decode.append(float(llama_bench(binary, gguf_path, count, 0, n_gen)["avg_ts"]))
                         with torch.no_grad():
                             start = time.perf_counter()
-                            engine(prompt, engine.new_cache(1))
+                            prefill(engine, prompt, engine.new_cache(1))
                             zoo_prefill.append(n_prompt / (time.perf_counter() - start))
                         llama_prefill.append(float(llama_bench(binary, gguf_path, count, n_prompt, 0)["avg_ts"]))
                 decode, peer_decode = statistics.median(zoo_decode), statistics.median(llama_decode)

@@ -43,15 +43,19 @@ def next_logits(model: Decoder, token: torch.Tensor, caches) -> torch.Tensor:
     return logits if logits is not None else model(token[:, None], caches)[:, -1]
 
 
-def prefill(model: Decoder, context: torch.Tensor, caches) -> torch.Tensor:
-    """``[B, vocab]`` logits after ``context [B, T]``, written into empty ``caches``: one token at a
-    time through the compiled decode step where it applies (batch 1 on the CPU), else the modules.
+# Prompts up to this long go through the compiled decode step token by token; longer ones through
+# the modules, whose batched GEMMs read each weight once for the whole prompt. Measured on the
+# small-p256 shapes, 1 thread: a one-token prompt costs the modules 2x (packed ternary) to 1.7x
+# (fp32) the compiled step; at 4 tokens the fp32 GEMM already wins (23 against 38 ms).
+COMPILED_PREFILL_MAX_TOKENS = 3
 
-    Why token by token: the module path runs the same per-row kernels for a prompt plus a few
-    hundred torch ops per layer, so for a short prompt it cost more than the tokens it generated
-    (a one-token prompt took as long as a dozen compiled steps)."""
+
+def prefill(model: Decoder, context: torch.Tensor, caches) -> torch.Tensor:
+    """``[B, vocab]`` logits after ``context [B, T]``, written into empty ``caches``: a short prompt
+    (batch 1 on the CPU) one token at a time through the compiled decode step where it applies,
+    else the modules in one pass (see ``COMPILED_PREFILL_MAX_TOKENS``)."""
     step = decode_step_for(model)
-    if step is not None and context.shape[0] == 1:
+    if step is not None and context.shape[0] == 1 and context.shape[1] <= COMPILED_PREFILL_MAX_TOKENS:
         logits = step.logits(model, context[:, 0], caches)
         if logits is not None:
             for position in range(1, context.shape[1]):
