@@ -104,6 +104,20 @@ def test_prefill_fills_the_cache_like_the_modules(variant, length):
         torch.testing.assert_close(cache.values[..., :length, :], ref.values[..., :length, :], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("variant", ["bitnet-qsparse-gqa", "dense-gqa-bias"])
+def test_bf16_embedding_and_lm_head_run_compiled(variant, cpu_isa):
+    # the real-shape form: the tied 128k-vocabulary table held once, in bf16, read by both ends
+    model = inference_model(variant)
+    to_inference(model, embedding_dtype=torch.bfloat16)
+    table = model.tok_embeddings.weight
+    assert table.dtype == torch.bfloat16 and model.lm_head.weight is table
+    fast, slow = module_logits(model, torch.tensor([[5, 9, 2]]), 7)
+    assert decode_step_for(model).unsupported is None and fast.dtype == torch.float32
+    assert table.data_ptr() in [op.weight for op in decode_step_for(model).program.ops]  # no fp32 copy
+    # the modules round their logits to bf16; the compiled step sums the bf16 weights in fp32
+    torch.testing.assert_close(fast, slow.float(), rtol=1e-2, atol=1e-2 * slow.abs().max().item())
+
+
 def test_it_follows_reloaded_weights():
     model = inference_model("bitnet-qsparse-moe")
     prompt = torch.randint(0, 64, (1, 8), generator=torch.Generator().manual_seed(2))

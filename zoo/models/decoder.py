@@ -66,8 +66,9 @@ class Decoder(nn.Module):
         return self._freqs
 
     def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> list[KVCache]:
-        """One empty KV cache per layer, for incremental decoding with :meth:`forward`."""
-        param = self.tok_embeddings.weight
+        """One empty KV cache per layer, for incremental decoding with :meth:`forward`, in the dtype
+        the blocks compute in (the norms', which a bf16 embedding of the inference form does not change)."""
+        param = self.norm.weight
         max_len = max_len or self.config.max_seq_len
         return [KVCache.empty(batch, self.config, max_len, param.device, dtype or param.dtype) for _ in self.layers]
 
@@ -78,10 +79,12 @@ class Decoder(nn.Module):
         if start + seq > self.config.max_seq_len:
             raise ValueError(f"sequence of {start + seq} positions exceeds max_seq_len={self.config.max_seq_len}")
         freqs = self.rope(tokens.device)[start : start + seq]
-        x = self.tok_embeddings(tokens)
+        # the inference form may hold the embedding / LM head in bf16 (half the bytes of the largest
+        # tensors) while the blocks run in the norms' fp32: cast at both ends (no-ops otherwise)
+        x = self.tok_embeddings(tokens).to(self.norm.weight.dtype)
         for i, layer in enumerate(self.layers):
             x = layer(x, freqs, caches[i] if caches else None)
-        return self.lm_head(self.norm(x))
+        return self.lm_head(self.norm(x).to(self.lm_head.weight.dtype))
 
     def balance_experts(self) -> None:
         """One step of every MoE layer's bias balancing (``ModelConfig.balance_bias_rate``); the

@@ -97,7 +97,7 @@ class Op(ctypes.Structure):
         ("act", ctypes.c_int32),
         ("width", ctypes.c_int64),
         ("eps", ctypes.c_float),
-        ("reserved", ctypes.c_float),
+        ("bf16", ctypes.c_int32),
         ("weight", ctypes.c_void_p),
         ("proj", ctypes.POINTER(Projection)),
         ("gate_up", ctypes.POINTER(Projection)),

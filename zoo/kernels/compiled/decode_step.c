@@ -6,7 +6,7 @@
  * on this class of CPU; the overhead, not the arithmetic, decided the speed of every entry.
  *
  * The ops are the decoder's own: RMSNorm (Zhang & Sennrich 2019), the three projection kinds of
- * the inference form (dense fp32; Q-Sparse top-K inputs, arXiv 2407.10969; BitNet b1.58 packed
+ * the inference form (dense fp32 or bf16; Q-Sparse top-K inputs, arXiv 2407.10969; BitNet b1.58 packed
  * ternary x int8, arXiv 2402.17764, through zoo_packed_linear), rotary embeddings (Su et al. 2021)
  * with grouped-query attention over the KV cache (Ainslie et al. 2023), the gated FFN activation,
  * residual adds, and a dropless top-k MoE for one token (MegaBlocks semantics: every chosen
@@ -23,12 +23,27 @@
 
 /* The structs (zoo_projection, zoo_op, zoo_scratch) and the op kinds are the ABI's: zoo_kernels.h. */
 
-/* ---- dense fp32 GEMV, y[n] = sum_k w[n][k] x[k] (+ b[n]): four rows at a time ------------------ */
+/* ---- dense GEMV, y[n] = sum_k w[n][k] x[k] (+ b[n]): four rows at a time ---------------------
+ * The weight is fp32 or bf16 (the top half of an fp32: widening is a 16-bit shift, exact), so a
+ * bf16 checkpoint's embedding-sized LM head is read at half the bytes. Sums in fp32. */
 
-static float dot_scalar(const float *w, const float *x, int64_t k0, int64_t k) {
+static inline float weight_at(const void *w, int64_t i, int bf16) {
+    if (!bf16) return ((const float *)w)[i];
+    const uint32_t bits = (uint32_t)((const uint16_t *)w)[i] << 16;
+    float value;
+    memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
+static float dot_scalar(const void *w, const float *x, int64_t k0, int64_t k, int bf16) {
     float acc = 0.0f;
-    for (int64_t i = k0; i < k; ++i) acc += w[i] * x[i];
+    for (int64_t i = k0; i < k; ++i) acc += weight_at(w, i, bf16) * x[i];
     return acc;
+}
+
+/* Row n of a [n_out][k] weight of either type. */
+static inline const void *weight_row(const void *w, int64_t n, int64_t k, int bf16) {
+    return bf16 ? (const void *)((const uint16_t *)w + n * k) : (const void *)((const float *)w + n * k);
 }
 
 #ifdef ZOO_X86
@@ -38,47 +53,65 @@ __attribute__((target("avx2,fma"))) static float hsum_avx2(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
-__attribute__((target("avx2,fma"))) static void dense_rows_avx2(const float *w, const float *x, int64_t k, int64_t n0, int64_t n1, float *y) {
+__attribute__((target("avx2,fma"))) static inline __m256 load8(const void *row, int64_t i, int bf16) {
+    if (!bf16) return _mm256_loadu_ps((const float *)row + i);
+    const __m128i half = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
+}
+
+/* Inlined into one copy per weight type (bf16 a constant there), so the inner loop has no branch. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void dense_rows_avx2(const void *w, const float *x, int64_t k, int64_t n0,
+                                                                                      int64_t n1, float *y, int bf16) {
     int64_t n = n0;
     for (; n + 4 <= n1; n += 4) {
-        const float *r0 = w + n * k, *r1 = r0 + k, *r2 = r1 + k, *r3 = r2 + k;
+        const void *r0 = weight_row(w, n, k, bf16), *r1 = weight_row(w, n + 1, k, bf16);
+        const void *r2 = weight_row(w, n + 2, k, bf16), *r3 = weight_row(w, n + 3, k, bf16);
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         int64_t i = 0;
         for (; i + 8 <= k; i += 8) {
             const __m256 xv = _mm256_loadu_ps(x + i);
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + i), xv, a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1 + i), xv, a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2 + i), xv, a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3 + i), xv, a3);
+            a0 = _mm256_fmadd_ps(load8(r0, i, bf16), xv, a0);
+            a1 = _mm256_fmadd_ps(load8(r1, i, bf16), xv, a1);
+            a2 = _mm256_fmadd_ps(load8(r2, i, bf16), xv, a2);
+            a3 = _mm256_fmadd_ps(load8(r3, i, bf16), xv, a3);
         }
-        y[n] = hsum_avx2(a0) + dot_scalar(r0, x, i, k);
-        y[n + 1] = hsum_avx2(a1) + dot_scalar(r1, x, i, k);
-        y[n + 2] = hsum_avx2(a2) + dot_scalar(r2, x, i, k);
-        y[n + 3] = hsum_avx2(a3) + dot_scalar(r3, x, i, k);
+        y[n] = hsum_avx2(a0) + dot_scalar(r0, x, i, k, bf16);
+        y[n + 1] = hsum_avx2(a1) + dot_scalar(r1, x, i, k, bf16);
+        y[n + 2] = hsum_avx2(a2) + dot_scalar(r2, x, i, k, bf16);
+        y[n + 3] = hsum_avx2(a3) + dot_scalar(r3, x, i, k, bf16);
     }
     for (; n < n1; ++n) {
-        const float *r = w + n * k;
+        const void *r = weight_row(w, n, k, bf16);
         __m256 a = _mm256_setzero_ps();
         int64_t i = 0;
-        for (; i + 8 <= k; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(r + i), _mm256_loadu_ps(x + i), a);
-        y[n] = hsum_avx2(a) + dot_scalar(r, x, i, k);
+        for (; i + 8 <= k; i += 8) a = _mm256_fmadd_ps(load8(r, i, bf16), _mm256_loadu_ps(x + i), a);
+        y[n] = hsum_avx2(a) + dot_scalar(r, x, i, k, bf16);
     }
+}
+
+__attribute__((target("avx2,fma"))) static void dense_rows_f32_avx2(const void *w, const float *x, int64_t k, int64_t n0, int64_t n1, float *y) {
+    dense_rows_avx2(w, x, k, n0, n1, y, 0);
+}
+
+__attribute__((target("avx2,fma"))) static void dense_rows_bf16_avx2(const void *w, const float *x, int64_t k, int64_t n0, int64_t n1, float *y) {
+    dense_rows_avx2(w, x, k, n0, n1, y, 1);
 }
 #endif
 
-static void dense_rows(const float *w, const float *x, int64_t k, int64_t n0, int64_t n1, float *y) {
+static void dense_rows(const void *w, int bf16, const float *x, int64_t k, int64_t n0, int64_t n1, float *y) {
 #ifdef ZOO_X86
     if (zoo_use_avx2()) {
-        dense_rows_avx2(w, x, k, n0, n1, y);
+        if (bf16) dense_rows_bf16_avx2(w, x, k, n0, n1, y);
+        else dense_rows_f32_avx2(w, x, k, n0, n1, y);
         return;
     }
 #endif
-    for (int64_t n = n0; n < n1; ++n) y[n] = dot_scalar(w + n * k, x, 0, k);
+    for (int64_t n = n0; n < n1; ++n) y[n] = dot_scalar(weight_row(w, n, k, bf16), x, 0, k, bf16);
 }
 
-static void dense_gemv(const float *w, const float *x, int64_t k, int64_t n_out, const float *bias, float *y, int threads) {
+static void dense_gemv(const void *w, int bf16, const float *x, int64_t k, int64_t n_out, const float *bias, float *y, int threads) {
     /* Threads only past about a megabyte of weights: below, the fork and join cost more than they save. */
-    if (threads > 1 && n_out * k * 4 >= (1 << 20)) {
+    if (threads > 1 && n_out * k * (bf16 ? 2 : 4) >= (1 << 20)) {
 #pragma omp parallel num_threads(threads)
         {
 #ifdef _OPENMP
@@ -88,10 +121,10 @@ static void dense_gemv(const float *w, const float *x, int64_t k, int64_t n_out,
 #endif
             const int64_t chunk = (n_out / count + 3) & ~(int64_t)3;
             const int64_t n0 = id * chunk < n_out ? id * chunk : n_out, n1 = n0 + chunk < n_out ? n0 + chunk : n_out;
-            dense_rows(w, x, k, n0, n1, y);
+            dense_rows(w, bf16, x, k, n0, n1, y);
         }
     } else {
-        dense_rows(w, x, k, 0, n_out, y);
+        dense_rows(w, bf16, x, k, 0, n_out, y);
     }
     if (bias)
         for (int64_t n = 0; n < n_out; ++n) y[n] += bias[n];
@@ -110,7 +143,7 @@ static void project(const zoo_projection *p, const float *x, float *y, const zoo
             zoo_rms_norm_row(x, p->k_in, p->norm_w, p->norm_eps, work->normed);
             in = work->normed;
         }
-        dense_gemv((const float *)p->weight, in, p->k_in, p->n_out, p->bias, y, threads);
+        dense_gemv(p->weight, p->w_bf16, in, p->k_in, p->n_out, p->bias, y, threads);
     }
 }
 
@@ -127,7 +160,7 @@ static void rope(float *v, const float *table, int64_t head_dim) {
  * then each query head attends over positions 0..pos of its key/value head (softmax(q·k/sqrt(d))). */
 static void attend(const zoo_op *op, const float *qkv, float *out, const zoo_scratch *work, int64_t pos) {
     const int64_t hd = op->head_dim, n_heads = op->n_heads, n_kv = op->n_kv_heads, group = n_heads / n_kv;
-    const float *table = op->weight + pos * hd;
+    const float *table = (const float *)op->weight + pos * hd;
     for (int64_t g = 0; g < n_kv; ++g) {
         float *k = op->k_cache + (g * op->max_len + pos) * hd, *v = op->v_cache + (g * op->max_len + pos) * hd;
         memcpy(k, qkv + (n_heads + g) * hd, sizeof(float) * hd);
@@ -218,10 +251,13 @@ int64_t zoo_run_program(const zoo_op *ops, int64_t n_ops, float *const *slots, f
         float *dst = op->dst >= 0 ? slots[op->dst] : out;
         switch (op->kind) {
         case ZOO_OP_EMBED:
-            memcpy(dst, op->weight + token * op->width, sizeof(float) * op->width);
+            if (op->bf16)
+                for (int64_t c = 0; c < op->width; ++c) dst[c] = weight_at(op->weight, token * op->width + c, 1);
+            else
+                memcpy(dst, (const float *)op->weight + token * op->width, sizeof(float) * op->width);
             break;
         case ZOO_OP_NORM:
-            zoo_rms_norm_row(src, op->width, op->weight, op->eps, dst);
+            zoo_rms_norm_row(src, op->width, (const float *)op->weight, op->eps, dst);
             break;
         case ZOO_OP_PROJECT:
             project(op->proj, src, dst, work, threads);

@@ -50,6 +50,15 @@ def _fp32_cpu(tensor: torch.Tensor, what: str) -> torch.Tensor:
     return tensor
 
 
+def _weight_cpu(tensor: torch.Tensor, what: str) -> torch.Tensor:
+    """An embedding table or dense weight: fp32 or bf16 (a bf16 checkpoint's, read at half the bytes)."""
+    if tensor.dtype not in (torch.float32, torch.bfloat16) or tensor.device.type != "cpu" or not tensor.is_contiguous():
+        raise Unsupported(
+            f"{what}: the compiled decode step needs a contiguous fp32 or bf16 CPU tensor, got {tensor.dtype} on {tensor.device}"
+        )
+    return tensor
+
+
 class DecodeProgram:
     """The ops of one decoding step over ``n_slots`` fp32 buffers of ``slot_width`` values.
 
@@ -87,12 +96,12 @@ class DecodeProgram:
             raise Unsupported(f"decode program: {width} values do not fit a slot of {limit}")
 
     def embed(self, table: torch.Tensor, dst: int) -> None:
-        """dst = table[token] (``table [vocab, width]``)."""
-        table = _fp32_cpu(table.detach(), "embedding")
+        """dst = table[token] (``table [vocab, width]``, fp32 or bf16)."""
+        table = _weight_cpu(table.detach(), "embedding")
         self._check_width(table.shape[1], dst)
         self.keep_alive.append(table)
         self.vocab = table.shape[0]
-        self._add(OP_EMBED, -1, dst, width=table.shape[1], weight=table.data_ptr())
+        self._add(OP_EMBED, -1, dst, width=table.shape[1], weight=table.data_ptr(), bf16=table.dtype == torch.bfloat16)
 
     def norm(self, src: int, dst: int, weight: torch.Tensor, eps: float) -> None:
         """dst = RMSNorm(src) with gain ``weight``."""
@@ -101,19 +110,20 @@ class DecodeProgram:
         self._add(OP_NORM, src, dst, width=weight.numel(), eps=float(eps), weight=weight.data_ptr())
 
     def projection(self, prepared) -> Projection:
-        """The C descriptor of a prepared projection (PackedLinear, SparseLinear) or a dense fp32
-        ``(weight [out, in], bias)`` pair, kept alive with the program."""
+        """The C descriptor of a prepared projection (PackedLinear, SparseLinear) or a dense
+        ``(weight [out, in], bias)`` pair (an fp32 or bf16 weight, an fp32 bias), kept alive with the program."""
         if isinstance(prepared, (compiled.PackedLinear, compiled.SparseLinear)):
             p = Projection.from_buffer_copy(prepared.projection)  # its pointers stay valid: prepared is kept alive
             if isinstance(prepared, compiled.PackedLinear):
                 self.widest_nb = max(self.widest_nb, prepared.nb)
         elif isinstance(prepared, tuple):
             weight, bias = prepared
-            weight = _fp32_cpu(weight.detach(), "dense projection weight")
+            weight = _weight_cpu(weight.detach(), "dense projection weight")
             bias = None if bias is None else _fp32_cpu(bias.detach(), "dense projection bias")
             prepared = (weight, bias)
             p = Projection(
                 kind=PROJ_DENSE,
+                w_bf16=weight.dtype == torch.bfloat16,
                 k_in=weight.shape[1],
                 n_out=weight.shape[0],
                 weight=weight.data_ptr(),

@@ -51,11 +51,11 @@ enum zoo_projection_kind { ZOO_PROJ_DENSE = 0, ZOO_PROJ_SPARSE_INPUT = 1, ZOO_PR
 
 typedef struct {
     int32_t kind;        /* zoo_projection_kind */
-    int32_t w_bf16;      /* SPARSE_INPUT: the weight rows are bf16 (else fp32) */
+    int32_t w_bf16;      /* DENSE, SPARSE_INPUT: the weight is bf16 (else fp32) */
     zoo_input_rule rule; /* SPARSE_INPUT: int8 = 0; PACKED: int8 = 1; DENSE: unused */
     int64_t k_in, n_out;
     int64_t nb;          /* PACKED: bytes per input channel, ceil(n_out / 4) */
-    const void *weight;  /* DENSE: fp32 [n_out][k_in]; SPARSE_INPUT: [k_in][n_out]; PACKED: zoo_ternary_tile's [ceil(nb/32)][k_in][32] */
+    const void *weight;  /* DENSE: [n_out][k_in]; SPARSE_INPUT: [k_in][n_out]; PACKED: zoo_ternary_tile's [ceil(nb/32)][k_in][32] */
     const float *bias;   /* [n_out], or NULL */
     const float *norm_w; /* the RMSNorm in front, fused: its gain [k_in], or NULL for none */
     float alpha;         /* PACKED: the ternary weight's scale */
@@ -88,8 +88,9 @@ enum zoo_activation { ZOO_ACT_SWIGLU = 0, ZOO_ACT_RELU2 = 1 };
 typedef struct {
     int32_t kind, src, dst, act; /* zoo_op_kind; act: zoo_activation of GLU and MOE */
     int64_t width;
-    float eps, reserved;
-    const float *weight;                            /* EMBED: table [vocab][width]; NORM: gain; ATTEND: rope (cos, sin) [max_seq][head_dim/2][2] */
+    float eps;
+    int32_t bf16; /* EMBED: the table is bf16 (else fp32) */
+    const void *weight;                             /* EMBED: table [vocab][width]; NORM: gain; ATTEND: rope (cos, sin) [max_seq][head_dim/2][2] */
     const zoo_projection *proj;                     /* PROJECT; MOE: the router */
     const zoo_projection *gate_up, *down;           /* MOE: one per expert */
     const float *selection_bias;                    /* MOE: shifts the logits for selection only, or NULL */
