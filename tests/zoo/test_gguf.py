@@ -119,3 +119,31 @@ def test_what_llama_cpp_cannot_run_is_refused_in_one_line(tmp_path, capsys, arch
     err = capsys.readouterr().err
     assert code == 1 and named in err and len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.glob("*.gguf*")), "nothing half-written"
+
+
+@pytest.mark.parametrize("arch, kind", [(dict(weight_quant="ternary", act_quant="int8"), "tq2_0"), ({}, "f32")])
+def test_the_inference_form_writes_the_same_file(tmp_path, arch, kind):
+    # the public shapes' models exist only in the inference form: packed weights unpacked and the
+    # fused norms taken back must give the training form's file byte for byte
+    from zoo.interop.gguf import write_gguf
+    from zoo.models.inference import to_inference
+
+    torch.manual_seed(0)
+    model = Decoder(ModelConfig(**BASE, **arch)).eval()
+    with torch.no_grad():  # norms that are not all ones, so a norm taken from the wrong place shows
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.uniform_(0.5, 1.5)
+    trained = write_gguf(model, tmp_path / "training.gguf", kind).read_bytes()
+    assert write_gguf(to_inference(model), tmp_path / "inference.gguf", kind).read_bytes() == trained
+
+
+def test_a_larger_vocabulary_gets_unused_placeholders(tmp_path):
+    from zoo.interop.gguf import write_gguf
+
+    torch.manual_seed(0)
+    reader = gguf.GGUFReader(str(write_gguf(Decoder(ModelConfig(**{**BASE, "vocab_size": 300})), tmp_path / "v.gguf")))
+    tokens, types = field(reader, "tokenizer.ggml.tokens"), field(reader, "tokenizer.ggml.token_type")
+    assert tokens[:256] == byte_level_symbols() and len(tokens) == len(set(tokens)) == 300
+    assert types[:256] == [gguf.TokenType.NORMAL] * 256 and types[256:] == [gguf.TokenType.UNUSED] * 44
+    assert tensors(reader)["token_embd.weight"].shape == (300, 256)

@@ -20,13 +20,17 @@ block of 256 (or 32) values, the zoo per token: a ternary export computes nearly
 the zoo's function.
 
 The byte tokenizer goes in as a byte-level BPE vocabulary of 256 symbols and no merges (GPT-2's
-byte alphabet, as in the transformers export), so token ``n`` is byte ``n`` in both.
+byte alphabet, as in the transformers export), so token ``n`` is byte ``n`` in both; a larger
+vocabulary (the public shapes' random-weight models, ``zoo.models.inference.shapes``) adds unused
+placeholder tokens. Either form of a decoder is written: the training form, or the inference form
+with its packed weights unpacked and its fused norms taken back, one tensor at a time.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,33 +90,72 @@ def plan_export(config: ModelConfig, weight_type: str | None = None) -> GGUFPlan
     return GGUFPlan("bitnet" if config.has_sub_norm else "llama", weight_type, embedding, rotate_half=config.has_sub_norm)
 
 
-def gguf_tensors(model: torch.nn.Module, plan: GGUFPlan) -> dict[str, torch.Tensor]:
-    """llama.cpp's tensor names → the tensors (fp32; ternary projections as ``t · α``, the values
-    the training form multiplies with, so a TQ block's scale is ``α``)."""
-    config: ModelConfig = model.config
-    state = {name: tensor.detach().float() for name, tensor in model.state_dict().items()}
+def training_state(model: torch.nn.Module) -> dict[str, Callable[[], torch.Tensor]]:
+    """The training form's state-dict names → its tensors as fp32, made when asked (ternary
+    projections as ``t · α``, the values the forward multiplies with, so a TQ block's scale is ``α``)."""
+    state = {name: tensor.detach for name, tensor in model.state_dict().items()}
     for name, module in model.named_modules():  # the values the forward uses, not the latent weights
         if isinstance(module, ZooLinear) and module.weight_quant == "ternary":
-            state[name + ".weight"] = module.effective_weight().detach().float()
+            state[name + ".weight"] = module.effective_weight
+    return {name: (lambda make=make: make().detach().float()) for name, make in state.items()}
+
+
+def inference_state(model: torch.nn.Module) -> dict[str, Callable[[], torch.Tensor]]:
+    """The same names and values from the inference form (``zoo.models.inference``): packed
+    ternary weights unpacked to ``t · α``, the norms that were fused into a projection taken back
+    from it. Each tensor is made when asked, so a 2B-parameter model is never whole in fp32."""
+    from zoo.kernels import unpack_ternary
+    from zoo.models.inference import FullPrecisionLinear, PackedTernaryLinear, SparseInputLinear
+
+    state: dict[str, Callable[[], torch.Tensor]] = {}
+    for name, tensor in model.state_dict().items():
+        state[name] = lambda tensor=tensor: tensor.detach().float()
+    for name, module in model.named_modules():
+        prefix = name + "."
+        if isinstance(module, PackedTernaryLinear):
+            state[prefix + "weight"] = lambda m=module: unpack_ternary(m.packed, m.out_features).float() * m.scale.float()
+        elif isinstance(module, SparseInputLinear):
+            state[prefix + "weight"] = lambda m=module: m.weight_t.t().float()
+        elif not isinstance(module, FullPrecisionLinear):
+            continue
+        if getattr(module, "norm_weight", None) is not None:  # the fused RMSNorm in front
+            owner, _, site = name.rpartition(".")
+            norm = {"wqkv": "attn_norm", "wo": "sub_norm", "w_gate_up": "ffn_norm", "w_down": "sub_norm"}[site]
+            block = owner.rpartition(".")[0] if site in ("wqkv", "w_gate_up") else owner
+            state[f"{block}.{norm}.weight"] = lambda m=module: m.norm_weight.float()
+    return state
+
+
+def gguf_tensors(model: torch.nn.Module, plan: GGUFPlan) -> dict[str, Callable[[], torch.Tensor]]:
+    """llama.cpp's tensor names → the fp32 tensors, each made when asked, from a zoo decoder in
+    either form (:func:`training_state`, :func:`inference_state`)."""
+    from zoo.models.inference import PreparedProjection
+
+    config: ModelConfig = model.config
+    inference = any(isinstance(m, PreparedProjection) for m in model.modules())
+    state = inference_state(model) if inference else training_state(model)
     q_rows, kv_rows = config.dim, config.kv_heads * config.head_dim
+
+    def qkv(layer: str, part: int) -> torch.Tensor:
+        tensor = state[layer + "attn.wqkv.weight"]().split([q_rows, kv_rows, kv_rows])[part]
+        if plan.rotate_half and part < 2:
+            tensor = _interleaved_to_rotate_half(tensor, config.n_heads if part == 0 else config.kv_heads)
+        return tensor
+
     tensors = {"token_embd.weight": state["tok_embeddings.weight"], "output_norm.weight": state["norm.weight"]}
     if not config.tie_embeddings:
         tensors["output.weight"] = state["lm_head.weight"]
     for i in range(config.n_layers):
         layer, blk = f"layers.{i}.", f"blk.{i}."
-        q, k, v = state[layer + "attn.wqkv.weight"].split([q_rows, kv_rows, kv_rows])
-        if plan.rotate_half:
-            q, k = _interleaved_to_rotate_half(q, config.n_heads), _interleaved_to_rotate_half(k, config.kv_heads)
-        gate, up = state[layer + "ffn.w_gate_up.weight"].chunk(2)
         tensors |= {
             blk + "attn_norm.weight": state[layer + "attn_norm.weight"],
-            blk + "attn_q.weight": q,
-            blk + "attn_k.weight": k,
-            blk + "attn_v.weight": v,
+            blk + "attn_q.weight": lambda layer=layer: qkv(layer, 0),
+            blk + "attn_k.weight": lambda layer=layer: qkv(layer, 1),
+            blk + "attn_v.weight": lambda layer=layer: qkv(layer, 2),
             blk + "attn_output.weight": state[layer + "attn.wo.weight"],
             blk + "ffn_norm.weight": state[layer + "ffn_norm.weight"],
-            blk + "ffn_gate.weight": gate,
-            blk + "ffn_up.weight": up,
+            blk + "ffn_gate.weight": lambda layer=layer: state[layer + "ffn.w_gate_up.weight"]().chunk(2)[0],
+            blk + "ffn_up.weight": lambda layer=layer: state[layer + "ffn.w_gate_up.weight"]().chunk(2)[1],
             blk + "ffn_down.weight": state[layer + "ffn.w_down.weight"],
         }
         if plan.architecture == "bitnet":
@@ -149,8 +192,8 @@ def write_gguf(model: torch.nn.Module, out: str | Path, weight_type: str | None 
     import gguf
 
     config: ModelConfig = model.config
-    if config.vocab_size != 256:
-        raise GGUFExportError(f"cannot export to GGUF: vocab_size={config.vocab_size}; only the byte tokenizer (256) is written yet")
+    if config.vocab_size < 256:
+        raise GGUFExportError(f"cannot export to GGUF: vocab_size={config.vocab_size}; the byte tokenizer needs at least 256 ids")
     plan = plan_export(config, weight_type)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -172,8 +215,11 @@ def write_gguf(model: torch.nn.Module, out: str | Path, weight_type: str | None 
         writer.add_file_type(_file_type(plan.weight_type))
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre("default")
-        writer.add_token_list(byte_level_symbols())
-        writer.add_token_types([gguf.TokenType.NORMAL] * 256)
+        # ids past the 256 bytes (the public shapes' 128k vocabulary) are rows the byte tokenizer
+        # never emits: named placeholders of llama.cpp's "unused" type
+        unused = config.vocab_size - 256
+        writer.add_token_list(byte_level_symbols() + [f"<unused_{n}>" for n in range(256, config.vocab_size)])
+        writer.add_token_types([gguf.TokenType.NORMAL] * 256 + [gguf.TokenType.UNUSED] * unused)
         # llama.cpp refuses a BPE vocabulary without merges and gguf-py writes no empty array: one
         # merge of the symbols of bytes 0 and 1, whose result is no token, so llama.cpp falls back
         # to the two byte tokens and every text still tokenises byte by byte
@@ -182,7 +228,8 @@ def write_gguf(model: torch.nn.Module, out: str | Path, weight_type: str | None 
         writer.add_bos_token_id(0)
         writer.add_eos_token_id(0)
         writer.add_add_bos_token(False)
-        for tensor_name, tensor in gguf_tensors(model, plan).items():
+        for tensor_name, make in gguf_tensors(model, plan).items():
+            tensor = make()
             data, qtype = encoded(tensor_name, tensor, tensor_type(tensor_name, tensor, plan))
             writer.add_tensor(tensor_name, data, raw_dtype=qtype)
         writer.write_header_to_file()

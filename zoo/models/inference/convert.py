@@ -35,6 +35,15 @@ def inference_module(module: nn.Module) -> nn.Module | None:
     return None
 
 
+def replace_modules(root: nn.Module) -> None:
+    """Replaces every training-form projection and MoE FFN under ``root`` by its inference form."""
+    for parent in list(root.modules()):
+        for name, child in list(parent.named_children()):
+            replacement = inference_module(child)
+            if replacement is not None:
+                setattr(parent, name, replacement)
+
+
 def fuse_norm_into(owner: nn.Module, norm_name: str, projection: nn.Module) -> None:
     """Folds ``owner.<norm_name>`` (an RMSNorm whose output only ``projection`` reads) into it."""
     norm = getattr(owner, norm_name)
@@ -63,11 +72,7 @@ def to_inference(model: nn.Module, *, embedding_dtype: torch.dtype | None = None
     if embedding_dtype is not None and isinstance(model, Decoder):
         model.tok_embeddings.to(embedding_dtype)
         model.lm_head.to(embedding_dtype)  # the same tensor when the embeddings are tied
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            replacement = inference_module(child)
-            if replacement is not None:
-                setattr(parent, name, replacement)
+    replace_modules(model)
     fuse_norms(model)
     forget_decode_step(model)  # a training-form model that generated before is an inference form now
     return model.eval()
