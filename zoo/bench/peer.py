@@ -116,36 +116,63 @@ def without_input_sparsity(model: torch.nn.Module) -> torch.nn.Module:
     return dense_inputs
 
 
-def build(shape: str):
-    """(training-form model with random weights, GGUF type) of a peer shape."""
-    import zoo
+# name -> (public shape, variant, GGUF type): the sizes people run (zoo.models.inference.shapes),
+# random weights, built straight into the inference form; full precision in bf16 on both sides
+PUBLIC: dict[str, tuple[str, str, str]] = {
+    "bitnet@bitnet-2b4t": ("bitnet-2b4t", "bitnet", "tq2_0"),
+    "bitnet-qsparse@bitnet-2b4t": ("bitnet-2b4t", "bitnet-qsparse", "tq2_0"),
+    "dense@llama-3.2-1b": ("llama-3.2-1b", "dense", "bf16"),
+    "qsparse@llama-3.2-1b": ("llama-3.2-1b", "qsparse", "bf16"),
+}
 
+
+def build(shape: str, gguf_path: Path):
+    """(the zoo's inference form, GGUF type) of a peer shape, with the same weights written to
+    ``gguf_path`` (every input channel kept for a Q-Sparse shape: llama.cpp has no top-K)."""
+    import zoo
+    from zoo.interop.gguf import write_gguf
+    from zoo.models.inference import to_inference
+    from zoo.models.inference.shapes import random_inference_model, shape_config
+
+    if shape in PUBLIC:
+        public, variant, kind = PUBLIC[shape]
+        config = shape_config(public, variant)
+        engine = random_inference_model(config)
+        # the same seed gives the same weights whatever the input rule: the twin is built, written, dropped
+        peer = engine if config.sparsity == "none" else random_inference_model(config.replace(sparsity="none"))
+        write_gguf(peer, gguf_path, kind, name=shape)
+        return engine, kind
     if shape not in SHAPES:
-        raise ValueError(f"zoo bench peer: unknown shape {shape!r}; shapes: {', '.join(SHAPES)}")
+        raise ValueError(f"zoo bench peer: unknown shape {shape!r}; shapes: {', '.join([*SHAPES, *PUBLIC])}")
     entry, overrides = SHAPES[shape]
     torch.manual_seed(0)
     model = zoo.create_model(entry, **overrides).eval()
-    return model, ("tq2_0" if model.config.weight_quant == "ternary" else "f32")
+    kind = "tq2_0" if model.config.weight_quant == "ternary" else "f32"
+    write_gguf(model if model.config.sparsity == "none" else without_input_sparsity(model), gguf_path, kind, name=shape)
+    return to_inference(model), kind
+
+
+def head_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the LM head a decoding step reads (at a 128k vocabulary as many as the blocks')."""
+    weight = model.lm_head.weight
+    return weight.numel() * weight.element_size()
 
 
 def run(quick: bool = False, configs: list[str] | None = None, threads: int | None = None) -> list[dict]:
     """One record per shape and thread count: zoo and llama.cpp decode and prefill tokens/s."""
     import zoo
-    from zoo.interop.gguf import write_gguf
     from zoo.models.generate import prefill
-    from zoo.models.inference import to_inference
 
     binary = llama_bench_binary()
     n_gen, n_prompt, rounds = (8, 8, 2) if quick else (64, 64, 5)
     records = []
     with tempfile.TemporaryDirectory(prefix="zoo-peer-") as folder:
         for shape in configs or DEFAULT_SHAPES:
-            model, kind = build(shape)
-            peer_model = model if model.config.sparsity == "none" else without_input_sparsity(model)
-            gguf_path = write_gguf(peer_model, Path(folder) / f"{shape}.gguf", kind, name=shape)
-            engine = to_inference(model)
-            weight_bytes = projection_bytes(engine)
-            prompt = torch.randint(0, model.config.vocab_size, (1, n_prompt), generator=torch.Generator().manual_seed(0))
+            gguf_path = Path(folder) / f"{shape}.gguf"
+            engine, kind = build(shape, gguf_path)
+            config = engine.config
+            weight_bytes, lm_head_bytes = projection_bytes(engine), head_bytes(engine)
+            prompt = torch.randint(0, config.vocab_size, (1, n_prompt), generator=torch.Generator().manual_seed(0))
             for count in [threads] if threads else [1, 2]:
                 bandwidth = read_bandwidth_gbps(count)
                 zoo_decode, zoo_prefill, llama_decode, llama_prefill = [], [], [], []
@@ -166,11 +193,11 @@ def run(quick: bool = False, configs: list[str] | None = None, threads: int | No
                     record(
                         "peer_decode",
                         shape=shape,
-                        entry=SHAPES[shape][0],
-                        overrides=SHAPES[shape][1],
+                        entry=SHAPES[shape][0] if shape in SHAPES else PUBLIC[shape][1],
+                        overrides=SHAPES[shape][1] if shape in SHAPES else {"shape": PUBLIC[shape][0]},
                         peer="llama.cpp",
                         peer_format=kind.upper(),
-                        input_sparsity=model.config.sparsity,
+                        input_sparsity=config.sparsity,
                         peer_input_sparsity="none",  # llama.cpp reads every input channel
                         threads=count,
                         rounds=rounds,
@@ -185,11 +212,13 @@ def run(quick: bool = False, configs: list[str] | None = None, threads: int | No
                         peer_prefill_tokens_per_s=statistics.median(llama_prefill),
                         prefill_ratio=statistics.median(zoo_prefill) / statistics.median(llama_prefill),
                         projection_bytes=weight_bytes,
+                        head_bytes=lm_head_bytes,
                         gguf_bytes=gguf_path.stat().st_size,
-                        effective_gbps=weight_bytes * decode / 1e9,
+                        effective_gbps=(weight_bytes + lm_head_bytes) * decode / 1e9,
                         read_bandwidth_gbps=bandwidth,
                         compiled_decode_step=compiled_step_applies(engine),
                     )
                 )
-            del model, engine, peer_model
+            del engine
+            gguf_path.unlink()
     return records

@@ -165,7 +165,10 @@ class FullPrecisionLinear(TransformedInput, Accounted, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.input_transform.observe(x)
-        return F.linear(x, self.weight, self.bias)
+        if x.dtype == self.weight.dtype:
+            return F.linear(x, self.weight, self.bias)
+        # a bf16 weight under fp32 blocks (the public shapes' bf16 variants): computed in the weight's dtype
+        return F.linear(x.to(self.weight.dtype), self.weight, self.bias).to(x.dtype)
 
     def accounting_entry(self) -> LinearAccount:
         return LinearAccount(self.weight.numel(), self.site, BF16_BITS, 0, self.usage)

@@ -30,6 +30,7 @@ from zoo.models.config import ModelConfig
 from zoo.models.decoder import Block, Decoder
 from zoo.models.inference.convert import fuse_norms, replace_modules
 from zoo.models.inference.decode_step import forget_decode_step
+from zoo.models.inference.layers import FullPrecisionLinear, SparseInputLinear
 from zoo.models.initialization import init_weights
 from zoo.models.norm import RMSNorm
 
@@ -56,9 +57,14 @@ def shape_config(shape: str, variant: str, *, max_seq_len: int = 2048, **overrid
 
 
 @torch.no_grad()
-def random_inference_model(config: ModelConfig, *, seed: int = 0, embedding_dtype: torch.dtype = torch.bfloat16) -> Decoder:
+def random_inference_model(
+    config: ModelConfig, *, seed: int = 0, embedding_dtype: torch.dtype = torch.bfloat16, weight_dtype: torch.dtype = torch.bfloat16
+) -> Decoder:
     """The inference form of ``config`` with random weights (GPT-2's initialisation, as
-    ``zoo.models.initialization``), built block by block (see the module docstring)."""
+    ``zoo.models.initialization``), built block by block (see the module docstring). Full-precision
+    projections hold ``weight_dtype`` (bf16: what a released checkpoint of these models holds);
+    packed ternary ones are 2-bit whatever it is. The same seed gives the same weights whatever
+    the input rule, so a Q-Sparse variant and its dense-input twin share them."""
     torch.manual_seed(seed)
     model = Decoder.on_meta(config)
     model.tok_embeddings = nn.Embedding(config.vocab_size, config.dim, dtype=embedding_dtype)
@@ -73,6 +79,12 @@ def random_inference_model(config: ModelConfig, *, seed: int = 0, embedding_dtyp
         block = Block(config)
         init_weights(block, config)
         replace_modules(block)
+        for module in block.modules():
+            if isinstance(module, FullPrecisionLinear):
+                module.weight.data = module.weight.data.to(weight_dtype)
+            elif isinstance(module, SparseInputLinear):
+                module.weight_t = module.weight_t.to(weight_dtype)
+                module.forget_prepared()
         model.layers[index] = block
     fuse_norms(model)
     forget_decode_step(model)
