@@ -16,11 +16,11 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
-@pytest.fixture(params=["avx2", "scalar"])
+@pytest.fixture(params=["avx512", "avx2", "scalar"])
 def cpu_isa(request):
     """Runs the test once per path of every compiled kernel's dispatch, through its one override
     (``zoo.kernels.compiled.force_isa``), and checks that the path asked for is the one that ran:
-    on a CPU without AVX2 the avx2 case is skipped by name, never passed on the scalar path."""
+    on a CPU without AVX-512 or AVX2 that case is skipped by name, never passed on another path."""
     from zoo.kernels import compiled
 
     if not compiled.available():

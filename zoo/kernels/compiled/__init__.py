@@ -122,8 +122,8 @@ def isa() -> str:
 
 def force_isa(name: str) -> str:
     """The one override of the kernels' dispatch (``zoo_force_isa``): ``"scalar"`` forces the
-    scalar path in every kernel, ``"avx2"`` allows the vector paths where the CPU has them,
-    ``"auto"`` lifts the cap. Process-wide. Returns :func:`isa` after, which tells a caller
+    scalar path in every kernel, ``"avx2"`` allows the AVX2 paths where the CPU has them,
+    ``"avx512"`` also the AVX-512 ones (the ternary GEMV), ``"auto"`` lifts the cap. Process-wide. Returns :func:`isa` after, which tells a caller
     whether the path it asked for is the one that runs (a CPU without AVX2 stays scalar)."""
     if name not in abi.ISA_CODES:
         raise ValueError(f"force_isa: expected one of {tuple(abi.ISA_CODES)}, got {name!r}")

@@ -15,9 +15,9 @@ import ctypes
 from zoo.kernels import rule as rule_module
 
 # enum zoo_isa
-ISA_AUTO, ISA_SCALAR, ISA_AVX2 = 0, 1, 2
-ISA_CODES = {"auto": ISA_AUTO, "scalar": ISA_SCALAR, "avx2": ISA_AVX2}
-ISA_NAMES = {ISA_SCALAR: "scalar", ISA_AVX2: "avx2"}
+ISA_AUTO, ISA_SCALAR, ISA_AVX2, ISA_AVX512 = 0, 1, 2, 3
+ISA_CODES = {"auto": ISA_AUTO, "scalar": ISA_SCALAR, "avx2": ISA_AVX2, "avx512": ISA_AVX512}
+ISA_NAMES = {ISA_SCALAR: "scalar", ISA_AVX2: "avx2", ISA_AVX512: "avx512"}
 # enum zoo_sparsity
 SPARSITY_MODES = {"none": 0, "topk": 1, "block": 2}
 # enum zoo_projection_kind

@@ -10,14 +10,17 @@
 #include "zoo_kernels.h" /* the ABI: checks this file's definitions against their declarations */
 #include "zoo_cpu.h"
 
-/* What this CPU runs: ZOO_ISA_AVX2 needs AVX2 and FMA (the float kernels fuse their products;
- * every x86-64 CPU with AVX2 that the zoo targets has both), else ZOO_ISA_SCALAR. Read once. */
+/* What this CPU runs: ZOO_ISA_AVX512 needs AVX2, FMA and AVX-512 F/BW/VL, ZOO_ISA_AVX2 AVX2 and FMA
+ * (the float kernels fuse their products; every x86-64 CPU with AVX2 that the zoo targets has
+ * both), else ZOO_ISA_SCALAR. Read once. */
 static int cpu_isa(void) {
 #if defined(__x86_64__) || defined(__i386__)
     static int cached = 0;
     if (!cached) {
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? ZOO_ISA_AVX2 : ZOO_ISA_SCALAR;
+        const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        const int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+        cached = avx2 && avx512 ? ZOO_ISA_AVX512 : (avx2 ? ZOO_ISA_AVX2 : ZOO_ISA_SCALAR);
     }
     return cached;
 #else
@@ -34,9 +37,11 @@ int zoo_isa(void) {
 }
 
 int zoo_force_isa(int isa) {
-    if (isa != ZOO_ISA_AUTO && isa != ZOO_ISA_SCALAR && isa != ZOO_ISA_AVX2) return -1;
+    if (isa != ZOO_ISA_AUTO && isa != ZOO_ISA_SCALAR && isa != ZOO_ISA_AVX2 && isa != ZOO_ISA_AVX512) return -1;
     isa_cap = isa;
     return zoo_isa();
 }
 
 int zoo_use_avx2(void) { return zoo_isa() >= ZOO_ISA_AVX2; }
+
+int zoo_use_avx512(void) { return zoo_isa() >= ZOO_ISA_AVX512; }

@@ -32,6 +32,9 @@
 #define TILE 128 /* outputs per tile */
 #define TILE_BYTES 32
 #define PAIRS_PER_WIDEN 64
+#ifndef PREFETCH_PAIRS
+#define PREFETCH_PAIRS 128
+#endif
 
 /* Byte and bit pair of output o (0 <= o < 128) inside its tile's 32 bytes. */
 static inline int tile_byte(int o) {
@@ -119,6 +122,10 @@ __attribute__((target("avx2"))) static void tile_avx2(const uint8_t *tile, const
     int since_widen = 0;
     for (int64_t p = 0; p < n_pairs; ++p) {
         const int32_t *pair = pairs + 3 * p;
+        if (p + PREFETCH_PAIRS < n_pairs) {
+            _mm_prefetch((const char *)(tile + pair[3 * PREFETCH_PAIRS]), _MM_HINT_T0);
+            _mm_prefetch((const char *)(tile + pair[3 * PREFETCH_PAIRS + 1]), _MM_HINT_T0);
+        }
         const __m256i a = _mm256_loadu_si256((const __m256i *)(tile + pair[0]));
         const __m256i b = _mm256_loadu_si256((const __m256i *)(tile + pair[1]));
         const __m256i xq = _mm256_set1_epi16((int16_t)pair[2]);
@@ -139,19 +146,57 @@ __attribute__((target("avx2"))) static void tile_avx2(const uint8_t *tile, const
     }
     widen(sum, acc);
 }
+
+/* The same sums, 512 bits wide: each pair's two 256-bit halves (the interleaved bytes of outputs
+ * 0-15, 32-47, ... and 16-31, 48-63, ...) side by side in one register, so that one shift, mask
+ * and vpmaddubsw per bit pair covers 32 outputs; the four int16 sums come out in natural order
+ * (sum i covers outputs 32 i .. 32 i + 31). About half the instructions of the AVX2 loop. */
+__attribute__((target("avx2,avx512f,avx512bw,avx512vl"))) static void tile_avx512(const uint8_t *tile, const int32_t *pairs, int64_t n_pairs,
+                                                                                  int32_t *acc) {
+    const __m512i low2 = _mm512_set1_epi8(3);
+    __m512i sum[4];
+    for (int r = 0; r < 4; ++r) sum[r] = _mm512_setzero_si512();
+    memset(acc, 0, sizeof(int32_t) * TILE);
+    int since_widen = 0;
+    for (int64_t p = 0; p < n_pairs; ++p) {
+        const int32_t *pair = pairs + 3 * p;
+        if (p + PREFETCH_PAIRS < n_pairs) {
+            _mm_prefetch((const char *)(tile + pair[3 * PREFETCH_PAIRS]), _MM_HINT_T0);
+            _mm_prefetch((const char *)(tile + pair[3 * PREFETCH_PAIRS + 1]), _MM_HINT_T0);
+        }
+        const __m256i a = _mm256_loadu_si256((const __m256i *)(tile + pair[0]));
+        const __m256i b = _mm256_loadu_si256((const __m256i *)(tile + pair[1]));
+        const __m512i ab = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_unpacklo_epi8(a, b)), _mm256_unpackhi_epi8(a, b), 1);
+        const __m512i xq = _mm512_set1_epi16((int16_t)pair[2]);
+        sum[0] = _mm512_add_epi16(sum[0], _mm512_maddubs_epi16(_mm512_and_si512(ab, low2), xq));
+        sum[1] = _mm512_add_epi16(sum[1], _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(ab, 2), low2), xq));
+        sum[2] = _mm512_add_epi16(sum[2], _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(ab, 4), low2), xq));
+        sum[3] = _mm512_add_epi16(sum[3], _mm512_maddubs_epi16(_mm512_and_si512(_mm512_srli_epi16(ab, 6), low2), xq));
+        if (++since_widen == PAIRS_PER_WIDEN || p + 1 == n_pairs) {
+            for (int r = 0; r < 4; ++r) {
+                __m512i *lo = (__m512i *)(acc + 32 * r), *hi = lo + 1;
+                _mm512_storeu_si512(lo, _mm512_add_epi32(_mm512_loadu_si512(lo), _mm512_cvtepi16_epi32(_mm512_castsi512_si256(sum[r]))));
+                _mm512_storeu_si512(hi, _mm512_add_epi32(_mm512_loadu_si512(hi), _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(sum[r], 1))));
+                sum[r] = _mm512_setzero_si512();
+            }
+            since_widen = 0;
+        }
+    }
+}
 #endif
 
 /* Tiles [t0, t1) of one row: out[128 t + o] = the exact sum over kept channels of w * x. */
 static void tiles_range(const uint8_t *tiles, int64_t k_in, const int32_t *pairs, int64_t n_pairs, int32_t sum_x, int64_t t0, int64_t t1,
-                        int avx2, int32_t *out) {
+                        int isa, int32_t *out) {
     for (int64_t t = t0; t < t1; ++t) {
         const uint8_t *tile = tiles + t * k_in * TILE_BYTES;
         int32_t *acc = out + t * TILE;
 #ifdef ZOO_X86
-        if (avx2) tile_avx2(tile, pairs, n_pairs, acc);
+        if (isa >= ZOO_ISA_AVX512) tile_avx512(tile, pairs, n_pairs, acc);
+        else if (isa >= ZOO_ISA_AVX2) tile_avx2(tile, pairs, n_pairs, acc);
         else tile_scalar(tile, pairs, n_pairs, acc);
 #else
-        (void)avx2;
+        (void)isa;
         tile_scalar(tile, pairs, n_pairs, acc);
 #endif
         for (int o = 0; o < TILE; ++o) acc[o] -= sum_x;
@@ -160,7 +205,7 @@ static void tiles_range(const uint8_t *tiles, int64_t k_in, const int32_t *pairs
 
 void zoo_ternary_gemv_tiled(const uint8_t *tiles, int64_t k_in, int64_t n_tiles, const int8_t *x, int64_t rows, int32_t *acc,
                             const zoo_scratch *scratch, int threads) {
-    const int avx2 = zoo_use_avx2();
+    const int isa = zoo_isa();
     for (int64_t r = 0; r < rows; ++r) {
         int32_t sum_x;
         const int64_t n_pairs = kept_pairs(x + r * k_in, k_in, scratch->pairs, &sum_x);
@@ -175,10 +220,10 @@ void zoo_ternary_gemv_tiled(const uint8_t *tiles, int64_t k_in, int64_t n_tiles,
 #else
                 const int64_t id = 0, count = 1;
 #endif
-                tiles_range(tiles, k_in, scratch->pairs, n_pairs, sum_x, n_tiles * id / count, n_tiles * (id + 1) / count, avx2, out);
+                tiles_range(tiles, k_in, scratch->pairs, n_pairs, sum_x, n_tiles * id / count, n_tiles * (id + 1) / count, isa, out);
             }
         } else {
-            tiles_range(tiles, k_in, scratch->pairs, n_pairs, sum_x, 0, n_tiles, avx2, out);
+            tiles_range(tiles, k_in, scratch->pairs, n_pairs, sum_x, 0, n_tiles, isa, out);
         }
     }
 }

@@ -18,6 +18,9 @@
  * (cpu_features.c). Every kernel's runtime dispatch asks this and nothing else. */
 int zoo_use_avx2(void);
 
+/* Whether a kernel with an AVX-512 path takes it now (implies zoo_use_avx2()). */
+int zoo_use_avx512(void);
+
 /* RMSNorm of one row of n into out (may be x): x / sqrt(mean(x^2) + eps) * w, the sum of squares
  * in double. Returns 1 / rms. The one formula of every compiled norm (training, fused projections,
  * decode step). */

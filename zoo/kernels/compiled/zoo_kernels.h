@@ -21,8 +21,9 @@
 /* ---- the instruction set (cpu_features.c) --------------------------------------------------- */
 
 /* What a kernel's runtime dispatch may use: each kernel has a scalar path and, on x86-64, a vector
- * one. ZOO_ISA_AVX2 means AVX2 and FMA (the float loops fuse their products). */
-enum zoo_isa { ZOO_ISA_AUTO = 0, ZOO_ISA_SCALAR = 1, ZOO_ISA_AVX2 = 2 };
+ * one. ZOO_ISA_AVX2 means AVX2 and FMA (the float loops fuse their products); ZOO_ISA_AVX512 adds
+ * AVX-512 F, BW and VL, which the ternary GEMV uses (every other kernel keeps its AVX2 path). */
+enum zoo_isa { ZOO_ISA_AUTO = 0, ZOO_ISA_SCALAR = 1, ZOO_ISA_AVX2 = 2, ZOO_ISA_AVX512 = 3 };
 
 /* The instruction set every kernel dispatches to now (ZOO_ISA_SCALAR or ZOO_ISA_AVX2). */
 ZOO_API int zoo_isa(void);
