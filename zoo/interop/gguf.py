@@ -113,7 +113,7 @@ def inference_state(model: torch.nn.Module) -> dict[str, Callable[[], torch.Tens
     for name, module in model.named_modules():
         prefix = name + "."
         if isinstance(module, PackedTernaryLinear):
-            state[prefix + "weight"] = lambda m=module: unpack_ternary(m.packed, m.out_features).float() * m.scale.float()
+            state[prefix + "weight"] = lambda m=module: unpack_ternary(m.packed, m.out_features).float() * m.scale.float().reshape(-1, 1)
         elif isinstance(module, SparseInputLinear):
             state[prefix + "weight"] = lambda m=module: m.weight_t.t().float()
         elif not isinstance(module, FullPrecisionLinear):

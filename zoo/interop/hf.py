@@ -1,4 +1,5 @@
-"""Import Hugging Face Llama, Mistral and Qwen2 checkpoints as moezoo releases, and export back.
+"""Import Hugging Face Llama, Mistral and Qwen2 checkpoints as moezoo releases, and export back;
+read transformers' BitNet b1.58 checkpoints into the inference form (:mod:`zoo.interop.bitnet`).
 
 :func:`read_hf_folder` reads a directory as ``huggingface_hub.snapshot_download`` leaves it
 (``config.json`` plus ``model.safetensors`` or a sharded ``model.safetensors.index.json``) and
@@ -27,8 +28,9 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from zoo.hub.release import apply_dtype, load_weights, override_config, save_release, split_dtype
+from zoo.hub.release import DTYPES, apply_dtype, load_weights, override_config, save_release, split_dtype
 from zoo.hub.source import Source, SourceError, parse_source
+from zoo.interop.bitnet import bitnet_model, config_from_bitnet
 from zoo.interop.convert import config_from_hf, state_dict_from_hf
 from zoo.models.config import ModelConfig
 from zoo.models.decoder import Decoder
@@ -188,6 +190,8 @@ def read_hf_folder(src: str | Path, **overrides: Any) -> tuple[Decoder, Any, dic
     src = Path(src)
     dtype, overrides = split_dtype(overrides)
     hf_config = read_hf_config(src)
+    if hf_config.get("model_type") == "bitnet":
+        return _read_bitnet_folder(src, hf_config, dtype, overrides)
     own_classes = hf_config.get("model_type") == "moezoo"  # the zoo's config and keys, under model.
     if own_classes:
         config = ModelConfig.from_dict(hf_config.get("zoo_config") or {}, source=f"{src / 'config.json'}: zoo_config")
@@ -212,6 +216,28 @@ def read_hf_folder(src: str | Path, **overrides: Any) -> tuple[Decoder, Any, dic
     return apply_dtype(model.eval(), dtype), tokenizer, metrics
 
 
+def _read_bitnet_folder(src: Path, hf_config: dict[str, Any], dtype: str | None, overrides: dict[str, Any]):
+    """A transformers BitNet checkpoint, straight into the zoo's inference form
+    (:mod:`zoo.interop.bitnet`); ``dtype`` casts the embedding and LM head only, the blocks stay
+    packed ternary with fp32 norms."""
+    if overrides:
+        raise ValueError(f"{src}: a BitNet checkpoint takes no config overrides yet, got {', '.join(sorted(overrides))}")
+    config = config_from_bitnet(hf_config)
+    hf_weight_files(src)  # refuse pickles and missing shards before anything else is read
+    tokenizer = _import_tokenizer(src, config.vocab_size)
+    model = bitnet_model(hf_config, read_hf_weights(src), DTYPES[dtype] if dtype else None)
+    metrics = {
+        "source": "huggingface",
+        "hf_model_type": "bitnet",
+        "hf_source": str(src.resolve()),
+        "hf_special_tokens": {k: hf_config[k] for k in SPECIAL_TOKEN_FIELDS if hf_config.get(k) is not None},
+        "tokenizer": tokenizer.name,
+        "overrides": {},
+        "steps": 0,
+    }
+    return model, tokenizer, metrics
+
+
 def import_hf(
     src_dir: str | Path,
     out_dir: str | Path,
@@ -229,6 +255,11 @@ def import_hf(
     """
     origin = str(src_dir)
     src = resolve_hf_source(src_dir)
+    if read_hf_config(src).get("model_type") == "bitnet":
+        raise ValueError(
+            f"{origin}: a BitNet checkpoint loads straight into the inference form (zoo generate / zoo.from_pretrained {origin}); "
+            "its per-segment scales have no zoo release format yet"
+        )
     if Path(out_dir).resolve() == src.resolve():
         raise ValueError(f"{out_dir}: the release would overwrite the Hugging Face files it is read from; pick another out_dir")
     model, tokenizer, metrics = read_hf_folder(src, dtype=dtype, **arch_overrides)

@@ -83,7 +83,7 @@ typedef struct {
 } zoo_scratch;
 
 /* One op of a decode program. Slots index the caller's fp32 buffers; -1 as dst is the output. */
-enum zoo_op_kind { ZOO_OP_EMBED = 0, ZOO_OP_NORM = 1, ZOO_OP_PROJECT = 2, ZOO_OP_ATTEND = 3, ZOO_OP_GLU = 4, ZOO_OP_ADD = 5, ZOO_OP_MOE = 6 };
+enum zoo_op_kind { ZOO_OP_EMBED = 0, ZOO_OP_NORM = 1, ZOO_OP_PROJECT = 2, ZOO_OP_ATTEND = 3, ZOO_OP_GLU = 4, ZOO_OP_ADD = 5, ZOO_OP_MOE = 6, ZOO_OP_SCALE = 7 };
 enum zoo_activation { ZOO_ACT_SWIGLU = 0, ZOO_ACT_RELU2 = 1 };
 
 typedef struct {
@@ -91,7 +91,7 @@ typedef struct {
     int64_t width;
     float eps;
     int32_t bf16; /* EMBED: the table is bf16 (else fp32) */
-    const void *weight;                             /* EMBED: table [vocab][width]; NORM: gain; ATTEND: rope (cos, sin) [max_seq][head_dim/2][2] */
+    const void *weight;                             /* EMBED: table [vocab][width]; NORM, SCALE: gain; ATTEND: rope (cos, sin) [max_seq][head_dim/2][2] */
     const zoo_projection *proj;                     /* PROJECT; MOE: the router */
     const zoo_projection *gate_up, *down;           /* MOE: one per expert */
     const float *selection_bias;                    /* MOE: shifts the logits for selection only, or NULL */

@@ -97,16 +97,47 @@ class PackedTernaryLinear(PreparedProjection, TransformedInput, Accounted, nn.Mo
         self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
         self.register_buffer("norm_weight", None)
 
+    def set_ternary(self, values: torch.Tensor, scale: torch.Tensor) -> None:
+        """Holds given ternary ``values [out, in]`` (int8 in {-1, 0, 1}) and their scale: one value,
+        or one per output row. Per-row scales carry a checkpoint that quantised q, k and v (or gate
+        and up) as separate tensors, each with its own absmean, where the zoo fuses them into one
+        projection (transformers' BitNet, ``zoo.interop.bitnet``)."""
+        if tuple(values.shape) != (self.out_features, self.in_features):
+            raise ValueError(f"set_ternary: values of shape {tuple(values.shape)} for a {self.out_features}x{self.in_features} projection")
+        scale = scale.detach().float().reshape(-1)
+        if scale.numel() not in (1, self.out_features) or (scale.numel() > 1 and self.bias is not None):
+            raise ValueError(f"set_ternary: {scale.numel()} scales for {self.out_features} outputs (one, or one per output without a bias)")
+        self.packed = kernels.pack_ternary(values.to(torch.int8))
+        self.scale = scale.reshape(()) if scale.numel() == 1 else scale.contiguous()
+        self.forget_prepared()
+
+    @property
+    def row_scale(self) -> torch.Tensor | None:
+        """The per-output scales, or None when one scale covers the whole weight."""
+        return self.scale if self.scale.dim() == 1 else None
+
     def prepare(self):
+        # with per-output scales the kernel sums at a scale of one and forward applies them after
         return prepare_packed_ternary_linear(
             self.packed,
-            float(self.scale),
+            float(self.scale) if self.row_scale is None else 1.0,
             self.out_features,
             self.bias,
             rule=self.rule,
             impl=self.kernel,
             norm=self.norm,
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        return y if self.row_scale is None else y * self.row_scale.to(y.dtype)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint's per-row scales replace the one scale the training form's conversion made
+        scale = state_dict.get(prefix + "scale")
+        if scale is not None and scale.shape != self.scale.shape:
+            self.scale = torch.empty_like(scale, dtype=torch.float32)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def accounting_entry(self) -> LinearAccount:
         return LinearAccount(self.in_features * self.out_features, self.site, TERNARY_PACKED_BITS, SCALE_BYTES, self.usage)
