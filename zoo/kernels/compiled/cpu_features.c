@@ -45,3 +45,13 @@ int zoo_force_isa(int isa) {
 int zoo_use_avx2(void) { return zoo_isa() >= ZOO_ISA_AVX2; }
 
 int zoo_use_avx512(void) { return zoo_isa() >= ZOO_ISA_AVX512; }
+
+int zoo_use_avx512_bf16(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    static int has_bf16 = -1;
+    if (has_bf16 < 0) has_bf16 = __builtin_cpu_supports("avx512bf16");
+    return has_bf16 && zoo_use_avx512();
+#else
+    return 0;
+#endif
+}

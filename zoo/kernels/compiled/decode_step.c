@@ -16,6 +16,8 @@
 #include "zoo_kernels.h" /* the ABI: checks this file's definitions against their declarations */
 #include "zoo_cpu.h"
 
+#include <stdlib.h>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define ZOO_X86 1
@@ -94,6 +96,34 @@ __attribute__((target("avx2,fma"))) static void dense_rows_bf16_avx2(const void 
         y[n] = hsum_avx2(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) + dot_scalar(r, x, i, k, 1);
     }
 }
+
+/* bf16 rows with AVX-512 BF16: x rounded to bf16 once per call (as torch rounds it for a bf16
+ * F.linear; round to nearest even), then one vdpbf16ps per 32 weights: a product pair summed into
+ * each fp32 lane. Few enough instructions that the loop runs at the machine's read rate. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void dense_rows_bf16_avx512(const void *w, const uint16_t *xb, int64_t k,
+                                                                                                   int64_t n0, int64_t n1, float *y) {
+    for (int64_t n = n0; n < n1; ++n) {
+        const uint16_t *r = (const uint16_t *)w + n * k;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+        int64_t i = 0;
+        for (; i + 64 <= k; i += 64) {
+            a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(r + i), (__m512bh)_mm512_loadu_si512(xb + i));
+            a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(r + i + 32), (__m512bh)_mm512_loadu_si512(xb + i + 32));
+        }
+        float tail = 0.0f;
+        for (; i < k; ++i) tail += weight_at(r, i, 1) * weight_at(xb, i, 1);
+        y[n] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) + tail;
+    }
+}
+
+/* x in bf16, rounded to nearest even (NaN kept a NaN), for dense_rows_bf16_avx512. */
+static void round_to_bf16(const float *x, int64_t k, uint16_t *xb) {
+    for (int64_t i = 0; i < k; ++i) {
+        uint32_t bits;
+        memcpy(&bits, x + i, sizeof bits);
+        xb[i] = (bits & 0x7fffffff) > 0x7f800000 ? (uint16_t)((bits >> 16) | 0x40) : (uint16_t)((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+    }
+}
 #endif
 
 static void dense_rows(const void *w, int bf16, const float *x, int64_t k, int64_t n0, int64_t n1, float *y) {
@@ -108,22 +138,33 @@ static void dense_rows(const void *w, int bf16, const float *x, int64_t k, int64
 }
 
 static void dense_gemv(const void *w, int bf16, const float *x, int64_t k, int64_t n_out, const float *bias, float *y, int threads) {
-    /* Threads only past about a megabyte of weights: below, the fork and join cost more than they save. */
-    if (threads > 1 && n_out * k * (bf16 ? 2 : 4) >= (1 << 20)) {
-#pragma omp parallel num_threads(threads)
-        {
-#ifdef _OPENMP
-            const int64_t id = omp_get_thread_num(), count = omp_get_num_threads();
-#else
-            const int64_t id = 0, count = 1;
+#ifdef ZOO_X86
+    /* the AVX-512 BF16 path reads x as bf16, rounded once here for every thread */
+    const int bf16_dot = bf16 && zoo_use_avx512_bf16();
+    uint16_t *xb = bf16_dot ? malloc(sizeof(uint16_t) * k) : NULL;
+    if (xb) round_to_bf16(x, k, xb);
 #endif
-            const int64_t chunk = (n_out / count + 3) & ~(int64_t)3;
-            const int64_t n0 = id * chunk < n_out ? id * chunk : n_out, n1 = n0 + chunk < n_out ? n0 + chunk : n_out;
-            dense_rows(w, bf16, x, k, n0, n1, y);
-        }
-    } else {
-        dense_rows(w, bf16, x, k, 0, n_out, y);
+    /* Threads only past about a megabyte of weights: below, the fork and join cost more than they save. */
+    const int parallel = threads > 1 && n_out * k * (bf16 ? 2 : 4) >= (1 << 20);
+#pragma omp parallel num_threads(threads) if (parallel)
+    {
+#ifdef _OPENMP
+        const int64_t id = omp_get_thread_num(), count = omp_get_num_threads();
+#else
+        const int64_t id = 0, count = 1;
+#endif
+        const int64_t chunk = (n_out / count + 3) & ~(int64_t)3;
+        const int64_t n0 = id * chunk < n_out ? id * chunk : n_out, n1 = id + 1 == count ? n_out : (n0 + chunk < n_out ? n0 + chunk : n_out);
+#ifdef ZOO_X86
+        if (xb) dense_rows_bf16_avx512(w, xb, k, n0, n1, y);
+        else dense_rows(w, bf16, x, k, n0, n1, y);
+#else
+        dense_rows(w, bf16, x, k, n0, n1, y);
+#endif
     }
+#ifdef ZOO_X86
+    free(xb);
+#endif
     if (bias)
         for (int64_t n = 0; n < n_out; ++n) y[n] += bias[n];
 }

@@ -315,11 +315,74 @@ __attribute__((target("avx2,fma"))) static void axpy4_avx2(float *y, const float
 }
 #endif
 
+#ifndef SPARSE_PREFETCH
+#define SPARSE_PREFETCH 1024
+#endif
+
+/* Eight kept channels' rows into y, 16 outputs a step, with AVX-512: y is loaded and stored once
+ * per eight rows instead of once per four, and a bf16 row widens with one instruction per 16
+ * weights. The fused products are added in the same order as axpy4_avx2's, so the sums are the same. */
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline void axpy8_avx512(float *y, const void *const rows[8],
+                                                                                                   const float xs[8], int64_t n0, int64_t n1,
+                                                                                                   int bf16) {
+    __m512 xv[8];
+    for (int j = 0; j < 8; ++j) xv[j] = _mm512_set1_ps(xs[j]);
+    int64_t n = n0;
+    for (; n + 16 <= n1; n += 16) {
+        __m512 acc = _mm512_loadu_ps(y + n);
+        for (int j = 0; j < 8; ++j) {
+            /* eight streams at once lose the hardware prefetcher: fetch each row SPARSE_PREFETCH bytes ahead */
+            _mm_prefetch((const char *)rows[j] + (n << (bf16 ? 1 : 2)) + SPARSE_PREFETCH, _MM_HINT_T0);
+            const __m512 w = bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(
+                                        _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)rows[j] + n))), 16))
+                                  : _mm512_loadu_ps((const float *)rows[j] + n);
+            acc = _mm512_fmadd_ps(xv[j], w, acc);
+        }
+        _mm512_storeu_ps(y + n, acc);
+    }
+    for (int half = 0; half < 2; ++half) { /* the last outputs, four channels at a time */
+        const float *w[4] = {0, 0, 0, 0};
+        const uint16_t *wb[4] = {0, 0, 0, 0};
+        for (int j = 0; j < 4; ++j) {
+            if (bf16) wb[j] = (const uint16_t *)rows[4 * half + j];
+            else w[j] = (const float *)rows[4 * half + j];
+        }
+        axpy4_scalar(y, w, wb, xs + 4 * half, n, n1);
+    }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void axpy8_f32_avx512(float *y, const void *const rows[8], const float xs[8],
+                                                                                  int64_t n0, int64_t n1) {
+    axpy8_avx512(y, rows, xs, n0, n1, 0);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void axpy8_bf16_avx512(float *y, const void *const rows[8], const float xs[8],
+                                                                                   int64_t n0, int64_t n1) {
+    axpy8_avx512(y, rows, xs, n0, n1, 1);
+}
+
 /* Rows of kept channels [t0, t1) of kept[] into y[n0, n1). A missing fourth channel reads row
  * kept[t0] with a zero weight, so every pass does four. */
 static void sparse_columns(const void *wt, int w_bf16, int64_t n_out, const int32_t *kept, const float *xk, int64_t n_kept, float *y,
                            int64_t n0, int64_t n1, int vector) {
-    for (int64_t t = 0; t < n_kept; t += 4) {
+    int64_t t = 0;
+#ifdef ZOO_X86
+    if (vector && zoo_use_avx512()) { /* eight at a time; a missing channel reads the group's first row with a zero weight */
+        for (; t < n_kept; t += 8) {
+            const void *rows[8];
+            float xs[8];
+            for (int j = 0; j < 8; ++j) {
+                const int64_t idx = t + j < n_kept ? t + j : t;
+                xs[j] = t + j < n_kept ? xk[idx] : 0.0f;
+                rows[j] = w_bf16 ? (const void *)((const uint16_t *)wt + (int64_t)kept[idx] * n_out)
+                                 : (const void *)((const float *)wt + (int64_t)kept[idx] * n_out);
+            }
+            if (w_bf16) axpy8_bf16_avx512(y, rows, xs, n0, n1);
+            else axpy8_f32_avx512(y, rows, xs, n0, n1);
+        }
+    }
+#endif
+    for (; t < n_kept; t += 4) {
         const float *w[4] = {0, 0, 0, 0};
         const uint16_t *wb[4] = {0, 0, 0, 0};
         float xs[4];

@@ -21,6 +21,10 @@ int zoo_use_avx2(void);
 /* Whether a kernel with an AVX-512 path takes it now (implies zoo_use_avx2()). */
 int zoo_use_avx512(void);
 
+/* Whether the bf16 dot-product path (AVX-512 BF16, vdpbf16ps) is taken now: the CPU has it and
+ * the AVX-512 paths are allowed. */
+int zoo_use_avx512_bf16(void);
+
 /* RMSNorm of one row of n into out (may be x): x / sqrt(mean(x^2) + eps) * w, the sum of squares
  * in double. Returns 1 / rms. The one formula of every compiled norm (training, fused projections,
  * decode step). */
