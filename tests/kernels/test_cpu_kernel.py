@@ -55,6 +55,20 @@ def test_tiled_accumulator_equals_the_reference_exactly(n_out, k_in, rows, densi
     assert got.dtype == torch.int32 and torch.equal(got, reference.ternary_accumulate(x, packed, n_out))
 
 
+@pytest.mark.parametrize("n_out, k_in", [(4096, 64), (130, 33), (7, 5), (384, 17)])
+def test_the_tiles_give_back_the_packed_weight_exactly(n_out, k_in):
+    # the inference layers hold only the tiles: the canonical layout must come back byte for byte
+    from zoo.kernels import tile_ternary, untile_ternary
+
+    values = torch.randint(-1, 2, (n_out, k_in), dtype=torch.int8, generator=torch.Generator().manual_seed(n_out))
+    packed = pack_ternary(values)
+    tiles = tile_ternary(packed)
+    assert torch.equal(tiles, pack_reference.tile_packed(packed))
+    assert torch.equal(untile_ternary(tiles, n_out), packed)
+    with pytest.raises(ValueError, match="untile_packed"):
+        untile_ternary(tiles, n_out + 128)
+
+
 def test_tiled_extreme_sums_do_not_overflow(cpu_isa):
     # 4096 channels of -128 against all +1 weights: 2048 pairs, widened every 64 before int16 saturates
     k_in = 4096

@@ -99,7 +99,7 @@ def projection_bytes(model: torch.nn.Module) -> int:
     total = 0
     for module in model.modules():
         if isinstance(module, PackedTernaryLinear):
-            total += module.packed.numel()
+            total += module.tiles.numel()
         elif isinstance(module, SparseInputLinear):
             total += module.weight_t.numel() * module.weight_t.element_size()
         elif isinstance(module, FullPrecisionLinear):

@@ -12,7 +12,7 @@ This package imports nothing above it (no Lightning, no YAML, no ``zoo.models``)
 
 # ternary_matmul (the function) stays in its sub-package: re-exporting it here would shadow the module.
 from zoo.kernels._dispatch import cpu_kernel_can_run, triton_can_run
-from zoo.kernels.pack import pack_ternary, quantize_pack_ternary, unpack_ternary
+from zoo.kernels.pack import pack_ternary, quantize_pack_ternary, tile_ternary, unpack_ternary, untile_ternary
 from zoo.kernels.quant import int8_quantize, int8_quantize_raw, ternary_quantize, ternary_quantize_raw
 from zoo.kernels.rule import InputRule
 from zoo.kernels.ternary_matmul import ternary_accumulate, ternary_linear
@@ -45,5 +45,7 @@ __all__ = [
     "topk_int8_quantize",
     "topk_sparsify",
     "triton_can_run",
+    "tile_ternary",
     "unpack_ternary",
+    "untile_ternary",
 ]

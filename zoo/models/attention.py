@@ -56,7 +56,9 @@ class KVCache:
     @classmethod
     def empty(cls, batch: int, config: ModelConfig, max_len: int, device, dtype) -> KVCache:
         shape = (batch, config.kv_heads, max_len, config.head_dim)
-        return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+        # empty, not zeros: only positions < length are ever read, and untouched pages of a long
+        # context cost no memory until decoding reaches them
+        return cls(torch.empty(shape, device=device, dtype=dtype), torch.empty(shape, device=device, dtype=dtype))
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.length + k.shape[2]

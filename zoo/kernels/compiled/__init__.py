@@ -301,15 +301,19 @@ class PackedLinear(_Prepared):
     ) -> None:
         if not rule.int8:
             raise ValueError(f"packed_linear: the packed GEMV multiplies int8 inputs; got the rule {rule}")
-        if packed.dtype != torch.uint8 or packed.dim() != 2 or packed.device.type != "cpu":
+        if packed.dtype != torch.uint8 or packed.dim() not in (2, 3) or packed.device.type != "cpu":
             raise TypeError(
-                f"packed_linear: expected a uint8 CPU packed weight [K, ceil(N/4)], got {packed.dtype} {tuple(packed.shape)} on {packed.device}"
+                f"packed_linear: expected a uint8 CPU packed weight [K, ceil(N/4)] or its tiles [ceil(N/128), K, 32], "
+                f"got {packed.dtype} {tuple(packed.shape)} on {packed.device}"
             )
-        self.k_in, self.nb = packed.shape
-        if not (self.nb - 1) * 4 < n_out <= self.nb * 4:
+        tiled = packed.dim() == 3
+        self.k_in, self.nb = (packed.shape[1], -(-n_out // 4)) if tiled else packed.shape
+        if not (self.nb - 1) * 4 < n_out <= self.nb * 4 or (tiled and tuple(packed.shape[::2]) != (-(-self.nb // 32), 32)):
             raise ValueError(f"packed_linear: packed {tuple(packed.shape)} does not hold n_out={n_out} outputs")
-        # Only the tiled copy is kept: decoding reads that one (ternary_tiles.c says why).
-        self.tiles, self.n_out, self.alpha = ternary_tiles(packed), n_out, float(alpha)
+        # Only the tiled layout is held: decoding reads that one (ternary_tiles.c says why); tiles
+        # given are used as they are, not copied.
+        self.tiles = packed.contiguous() if tiled else ternary_tiles(packed)
+        self.n_out, self.alpha = n_out, float(alpha)
         self.bias = None if bias is None else bias.detach().float().contiguous()
         rule.check(self.k_in, "packed_linear")
         self.rule = rule

@@ -68,4 +68,20 @@ def quantize_pack_ternary(w: torch.Tensor, *, impl: str = "auto") -> tuple[torch
     return reference.pack_ternary(values), alpha
 
 
-__all__ = ["pack_ternary", "quantize_pack_ternary", "unpack_ternary"]
+def tile_ternary(packed: torch.Tensor) -> torch.Tensor:
+    """The decoding layout of a packed weight (``[K, nb]`` → ``[ceil(nb/32), K, 32]``, tiles of 128
+    outputs; ``zoo/kernels/compiled/ternary_tiles.c`` says why), the form the inference layers
+    hold. A byte permutation, exact; through the compiled kernel where it runs, else torch."""
+    from zoo.kernels import compiled
+
+    if packed.device.type == "cpu" and compiled.available():
+        return compiled.ternary_tiles(packed)
+    return reference.tile_packed(packed)
+
+
+def untile_ternary(tiles: torch.Tensor, n_out: int) -> torch.Tensor:
+    """Inverse of :func:`tile_ternary` for a weight of ``n_out`` outputs: back to ``[K, ceil(n_out/4)]``."""
+    return reference.untile_packed(tiles, -(-n_out // 4))
+
+
+__all__ = ["pack_ternary", "quantize_pack_ternary", "tile_ternary", "unpack_ternary", "untile_ternary"]

@@ -65,3 +65,16 @@ def tile_packed(packed: torch.Tensor) -> torch.Tensor:
         output_at[_tile_byte(o), o // 32] = o
     per_tile = codes.reshape(k_in, n_tiles, TILE).transpose(0, 1)  # [T, K, 128]
     return (per_tile[:, :, output_at] << _SHIFTS).sum(dim=-1, dtype=torch.uint8).contiguous()
+
+
+def untile_packed(tiles: torch.Tensor, n_bytes: int) -> torch.Tensor:
+    """Inverse of :func:`tile_packed`: the tiled layout ``[ceil(nb/32), K, 32]`` back to the
+    canonical ``[K, nb]`` (the padding outputs dropped)."""
+    if tiles.dtype != torch.uint8 or tiles.dim() != 3 or tiles.shape[2] != 32 or tiles.shape[0] != -(-n_bytes // 32):
+        raise ValueError(f"untile_packed: expected uint8 tiles [ceil({n_bytes}/32), K, 32], got {tiles.dtype} {tuple(tiles.shape)}")
+    n_tiles, k_in = tiles.shape[0], tiles.shape[1]
+    byte_of = torch.tensor([_tile_byte(o) for o in range(TILE)], device=tiles.device)
+    pair_of = torch.arange(TILE, device=tiles.device) // 32
+    codes = (tiles[:, :, byte_of] >> (2 * pair_of).to(torch.uint8)) & 3  # [T, K, 128], output order
+    codes = codes.transpose(0, 1).reshape(k_in, n_tiles * TILE)[:, : 4 * n_bytes].reshape(k_in, n_bytes, 4)
+    return (codes << _SHIFTS.to(tiles.device)).sum(dim=-1, dtype=torch.uint8).contiguous()

@@ -22,6 +22,7 @@ import torch
 from zoo.kernels import compiled
 from zoo.kernels._dispatch import resolve_impl
 from zoo.kernels.compiled import isa as cpu_kernel_isa
+from zoo.kernels.pack import untile_ternary
 from zoo.kernels.rule import InputRule
 from zoo.kernels.ternary_matmul import reference
 from zoo.kernels.ternary_matmul.reference import rms_norm
@@ -77,7 +78,9 @@ def prepare_packed_ternary_linear(
     """The inference form's whole projection, chosen and checked once: a function of ``x`` returning
     ``(y fp32 [..., n_out], number of non-zero int8 inputs)``. [RMSNorm], ``rule`` (top-K / N:M,
     then int8: the packed GEMV multiplies int8 inputs, so the rule must have ``int8``), packed
-    ternary GEMV, rescale.
+    ternary GEMV, rescale. ``packed`` is the canonical ``[K, nb]`` layout or its decoding tiles
+    ``[ceil(nb/32), K, 32]`` (:func:`zoo.kernels.tile_ternary`), which the compiled kernel then holds
+    without a copy.
 
     ``auto``: the compiled CPU kernel for CPU weights (one call), else the torch reference, equal to
     it bit for bit without ``norm``. ``triton`` (opt-in until a GPU run shows it faster): the Triton
@@ -88,12 +91,15 @@ def prepare_packed_ternary_linear(
     """
     if not rule.int8:
         raise ValueError(f"packed_ternary_linear: the packed ternary GEMV multiplies int8 inputs; got the rule {rule}")
-    rule.check(packed.shape[0], "packed_ternary_linear")
+    rule.check(packed.shape[-2 if packed.dim() == 3 else 0], "packed_ternary_linear")
+    cpu = impl != "triton" and resolve_impl(impl, packed, op="packed_ternary_linear", has_triton=False, has_cpu=True) == "cpu"
+    if cpu:  # either layout: the compiled kernel holds tiles
+        return compiled.PackedLinear(packed, float(alpha), n_out, bias, rule, norm)
+    if packed.dim() == 3:  # the tiled decoding layout: the torch and Triton paths read the canonical one
+        packed = untile_ternary(packed, n_out)
     args = (packed, alpha, n_out, bias, rule, norm)
     if impl == "triton":
         return lambda x: _triton_packed_linear(x, *args)
-    if resolve_impl(impl, packed, op="packed_ternary_linear", has_triton=False, has_cpu=True) == "cpu":
-        return compiled.PackedLinear(packed, float(alpha), n_out, bias, rule, norm)
     return lambda x: reference.packed_ternary_linear(x, *args)
 
 

@@ -78,7 +78,8 @@ class PreparedProjection:
 
 
 class PackedTernaryLinear(PreparedProjection, TransformedInput, Accounted, nn.Module):
-    """``y = (x_q · T) · α / s_x (+ b)`` with ``T`` packed 2 bits a weight (``[in, ceil(out/4)]`` uint8).
+    """``y = (x_q · T) · α / s_x (+ b)`` with ``T`` packed 2 bits a weight, held in the decoding tiles
+    (``[ceil(out/128), in, 32]`` uint8, :func:`zoo.kernels.tile_ternary`; ``packed`` gives ``[in, ceil(out/4)]``).
 
     ``x_q, s_x`` come from the training form's own :class:`InputTransform` rule, kept as integers;
     the kernel layer runs the whole projection (``zoo.kernels.ternary_matmul.prepare_packed_ternary_linear``).
@@ -92,7 +93,9 @@ class PackedTernaryLinear(PreparedProjection, TransformedInput, Accounted, nn.Mo
         self.weight_quant, self.kernel = "ternary", source.kernel
         self.input_transform = source.input_transform
         values, alpha = kernels.ternary_quantize_raw(source.weight.detach().float())
-        self.register_buffer("packed", kernels.pack_ternary(values.to(torch.int8)))
+        # held in the decoding layout only (tiles of 128 outputs), which the compiled kernel reads
+        # in place: one copy of the weight; `packed` gives the canonical layout when asked
+        self.register_buffer("tiles", kernels.tile_ternary(kernels.pack_ternary(values.to(torch.int8))))
         self.register_buffer("scale", alpha.reshape(()).float())
         self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
         self.register_buffer("norm_weight", None)
@@ -107,9 +110,14 @@ class PackedTernaryLinear(PreparedProjection, TransformedInput, Accounted, nn.Mo
         scale = scale.detach().float().reshape(-1)
         if scale.numel() not in (1, self.out_features) or (scale.numel() > 1 and self.bias is not None):
             raise ValueError(f"set_ternary: {scale.numel()} scales for {self.out_features} outputs (one, or one per output without a bias)")
-        self.packed = kernels.pack_ternary(values.to(torch.int8))
+        self.tiles = kernels.tile_ternary(kernels.pack_ternary(values.to(torch.int8)))
         self.scale = scale.reshape(()) if scale.numel() == 1 else scale.contiguous()
         self.forget_prepared()
+
+    @property
+    def packed(self) -> torch.Tensor:
+        """The weight in the canonical packed layout ``[in, ceil(out/4)]`` (made from the tiles)."""
+        return kernels.untile_ternary(self.tiles, self.out_features)
 
     @property
     def row_scale(self) -> torch.Tensor | None:
@@ -119,7 +127,7 @@ class PackedTernaryLinear(PreparedProjection, TransformedInput, Accounted, nn.Mo
     def prepare(self):
         # with per-output scales the kernel sums at a scale of one and forward applies them after
         return prepare_packed_ternary_linear(
-            self.packed,
+            self.tiles,
             float(self.scale) if self.row_scale is None else 1.0,
             self.out_features,
             self.bias,
