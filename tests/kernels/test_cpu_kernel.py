@@ -189,6 +189,26 @@ def test_sparse_projection_matches_the_reference(dtype, sparsity, n_keep, block,
     assert got_kept == kept
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_prompt_of_rows_takes_one_gemm_with_the_same_result(dtype):
+    # from BATCHED_ROWS rows on, the kept inputs go through one GEMM that reads the weight once
+    from zoo.kernels.ternary_matmul import reference as ref
+
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(compiled.SparseLinear.BATCHED_ROWS * 2, 128, generator=generator)
+    weight_t = torch.randn(128, 300, generator=generator).to(dtype)
+    bias, gain = torch.randn(300, generator=generator), torch.rand(128, generator=generator) + 0.5
+    layer = compiled.SparseLinear(weight_t, bias, InputRule("topk", 40), norm=(gain, 1e-5))
+    rows = [layer(x[i : i + 1]) for i in range(x.shape[0])]  # one at a time: the per-row kernel
+    batched, kept = layer(x)
+    expected, expected_kept = ref.sparse_projection(x, weight_t, bias, InputRule("topk", 40), (gain, 1e-5))
+    assert kept == expected_kept == sum(n for _, n in rows) == 40 * x.shape[0]
+    # fp32 weights: fp32 sums in another order; bf16: the GEMM rounds its inputs to bf16, as F.linear does
+    tolerance = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2 * float(expected.abs().max()))
+    torch.testing.assert_close(batched, expected, **tolerance)
+    torch.testing.assert_close(torch.cat([y for y, _ in rows]), expected, rtol=1e-5, atol=1e-4)
+
+
 def test_a_fused_rms_norm_agrees_with_the_reference():
     from zoo.kernels.ternary_matmul import packed_ternary_linear, sparse_projection
 
