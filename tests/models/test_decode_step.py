@@ -105,12 +105,17 @@ def test_prefill_fills_the_cache_like_the_modules(variant, length):
 
 
 @pytest.mark.parametrize("variant", ["bitnet-qsparse-gqa", "dense-gqa-bias"])
-def test_bf16_embedding_and_lm_head_run_compiled(variant, cpu_isa):
-    # the real-shape form: the tied 128k-vocabulary table held once, in bf16, read by both ends
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.int8])
+def test_bf16_or_int8_embedding_and_lm_head_run_compiled(variant, dtype, cpu_isa):
+    # the real-shape form: the tied 128k-vocabulary table held once, in bf16 or int8, read by both ends
     model = inference_model(variant)
-    to_inference(model, embedding_dtype=torch.bfloat16)
+    original = model.tok_embeddings.weight.detach().clone()
+    to_inference(model, embedding_dtype=dtype)
     table = model.tok_embeddings.weight
-    assert table.dtype == torch.bfloat16 and model.lm_head.weight is table
+    assert table.dtype == dtype and model.lm_head.weight is table
+    if dtype == torch.int8:  # each row within half a step of its absmax / 127
+        step = original.abs().amax(dim=1, keepdim=True) / 127
+        assert ((model.tok_embeddings(torch.arange(64)) - original).abs() <= step / 2 + 1e-7).all()
     fast, slow = module_logits(model, torch.tensor([[5, 9, 2]]), 7)
     assert decode_step_for(model).unsupported is None and fast.dtype == torch.float32
     assert table.data_ptr() in [op.weight for op in decode_step_for(model).program.ops]  # no fp32 copy

@@ -51,3 +51,27 @@ def test_unknown_names_are_refused_in_one_line():
         shape_config("llama-9b", "dense")
     with pytest.raises(ValueError, match="unknown variant 'ternary'"):
         shape_config("bitnet-2b4t", "ternary")
+
+
+def test_an_int8_table_runs_compiled_and_exports_its_values(tmp_path):
+    import gguf
+
+    from zoo.interop.gguf import write_gguf
+
+    model = random_inference_model(shape_config("bitnet-2b4t", "bitnet", **SMALL), embedding_dtype=torch.int8)
+    assert model.tok_embeddings.weight.dtype == torch.int8 and model.lm_head.weight is model.tok_embeddings.weight
+    if compiled.available():
+        with torch.no_grad():
+            caches = model.new_cache(1)
+            model(torch.tensor([[5, 9]]), caches)
+            fast = decode_step_for(model).logits(model, torch.tensor([7]), caches)
+            caches = model.new_cache(1)
+            model(torch.tensor([[5, 9]]), caches)
+            slow = model(torch.tensor([[7]]), caches)[:, -1]
+        torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4 * slow.abs().max().item())
+    # llama.cpp gets the int8 rows times their scales (F16 there)
+    reader = gguf.GGUFReader(str(write_gguf(model, tmp_path / "int8.gguf", "tq2_0")))
+    (table,) = [t for t in reader.tensors if t.name == "token_embd.weight"]
+    written = torch.from_numpy(gguf.quants.dequantize(table.data, table.tensor_type).reshape(SMALL["vocab_size"], -1).copy())
+    expected = model.tok_embeddings(torch.arange(SMALL["vocab_size"]))
+    torch.testing.assert_close(written.float(), expected, rtol=1e-3, atol=1e-6)

@@ -116,13 +116,18 @@ def without_input_sparsity(model: torch.nn.Module) -> torch.nn.Module:
     return dense_inputs
 
 
-# name -> (public shape, variant, GGUF type): the sizes people run (zoo.models.inference.shapes),
-# random weights, built straight into the inference form; full precision in bf16 on both sides
-PUBLIC: dict[str, tuple[str, str, str]] = {
-    "bitnet@bitnet-2b4t": ("bitnet-2b4t", "bitnet", "tq2_0"),
-    "bitnet-qsparse@bitnet-2b4t": ("bitnet-2b4t", "bitnet-qsparse", "tq2_0"),
-    "dense@llama-3.2-1b": ("llama-3.2-1b", "dense", "bf16"),
-    "qsparse@llama-3.2-1b": ("llama-3.2-1b", "qsparse", "bf16"),
+# the sizes people run (zoo.models.inference.shapes), random weights, built straight into the
+# inference form; full precision in bf16 on both sides.
+# name -> (public shape, variant, GGUF type, the zoo's embedding/LM head dtype): the int8-table
+# shapes hold the table as int8 rows (zoo.models.inference.int8_table) where llama.cpp reads the
+# same values in F16, as the BitNet GGUFs people download hold it
+PUBLIC: dict[str, tuple[str, str, str, torch.dtype]] = {
+    "bitnet@bitnet-2b4t": ("bitnet-2b4t", "bitnet", "tq2_0", torch.bfloat16),
+    "bitnet-qsparse@bitnet-2b4t": ("bitnet-2b4t", "bitnet-qsparse", "tq2_0", torch.bfloat16),
+    "bitnet-int8table@bitnet-2b4t": ("bitnet-2b4t", "bitnet", "tq2_0", torch.int8),
+    "bitnet-qsparse-int8table@bitnet-2b4t": ("bitnet-2b4t", "bitnet-qsparse", "tq2_0", torch.int8),
+    "dense@llama-3.2-1b": ("llama-3.2-1b", "dense", "bf16", torch.bfloat16),
+    "qsparse@llama-3.2-1b": ("llama-3.2-1b", "qsparse", "bf16", torch.bfloat16),
 }
 
 
@@ -135,11 +140,12 @@ def build(shape: str, gguf_path: Path):
     from zoo.models.inference.shapes import random_inference_model, shape_config
 
     if shape in PUBLIC:
-        public, variant, kind = PUBLIC[shape]
+        public, variant, kind, table = PUBLIC[shape]
         config = shape_config(public, variant)
-        engine = random_inference_model(config)
+        engine = random_inference_model(config, embedding_dtype=table)
         # the same seed gives the same weights whatever the input rule: the twin is built, written, dropped
-        peer = engine if config.sparsity == "none" else random_inference_model(config.replace(sparsity="none"))
+        twin = config.replace(sparsity="none")
+        peer = engine if config.sparsity == "none" else random_inference_model(twin, embedding_dtype=table)
         write_gguf(peer, gguf_path, kind, name=shape)
         return engine, kind
     if shape not in SHAPES:

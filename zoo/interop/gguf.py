@@ -106,12 +106,16 @@ def inference_state(model: torch.nn.Module) -> dict[str, Callable[[], torch.Tens
     from it. Each tensor is made when asked, so a 2B-parameter model is never whole in fp32."""
     from zoo.kernels import unpack_ternary
     from zoo.models.inference import FullPrecisionLinear, PackedTernaryLinear, SparseInputLinear
+    from zoo.models.inference.int8_table import Int8Embedding, Int8Head
 
     state: dict[str, Callable[[], torch.Tensor]] = {}
     for name, tensor in model.state_dict().items():
         state[name] = lambda tensor=tensor: tensor.detach().float()
     for name, module in model.named_modules():
         prefix = name + "."
+        if isinstance(module, (Int8Embedding, Int8Head)):  # int8 rows times their scales
+            state[prefix + "weight"] = lambda m=module: m.weight.float() * m.row_scale[:, None]
+            continue
         if isinstance(module, PackedTernaryLinear):
             state[prefix + "weight"] = lambda m=module: unpack_ternary(m.packed, m.out_features).float() * m.scale.float().reshape(-1, 1)
         elif isinstance(module, SparseInputLinear):

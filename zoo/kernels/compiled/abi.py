@@ -59,6 +59,7 @@ class Projection(ctypes.Structure):
         ("norm_w", ctypes.c_void_p),
         ("alpha", ctypes.c_float),
         ("norm_eps", ctypes.c_float),
+        ("row_scale", ctypes.c_void_p),
     ]
 
 
@@ -113,6 +114,7 @@ class Op(ctypes.Structure):
         ("n_kv_heads", ctypes.c_int64),
         ("head_dim", ctypes.c_int64),
         ("max_len", ctypes.c_int64),
+        ("row_scale", ctypes.c_void_p),
     ]
 
 

@@ -126,6 +126,67 @@ static void round_to_bf16(const float *x, int64_t k, uint16_t *xb) {
 }
 #endif
 
+/* int8 rows (weight-only int8: x stays fp32), each dot product times its row's scale. */
+static void dense_rows_int8_scalar(const int8_t *w, const float *row_scale, const float *x, int64_t k, int64_t n0, int64_t n1, float *y) {
+    for (int64_t n = n0; n < n1; ++n) {
+        const int8_t *r = w + n * k;
+        float acc = 0.0f;
+        for (int64_t i = 0; i < k; ++i) acc += (float)r[i] * x[i];
+        y[n] = acc * row_scale[n];
+    }
+}
+
+#ifdef ZOO_X86
+/* One row at a time (one stream), 64 weights a step widened to fp32 in four registers. */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void dense_rows_int8_avx512(const int8_t *w, const float *row_scale, const float *x,
+                                                                                       int64_t k, int64_t n0, int64_t n1, float *y) {
+    for (int64_t n = n0; n < n1; ++n) {
+        const int8_t *r = w + n * k;
+        __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        int64_t i = 0;
+        for (; i + 64 <= k; i += 64)
+            for (int j = 0; j < 4; ++j) {
+                const __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(r + i + 16 * j))));
+                a[j] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x + i + 16 * j), a[j]);
+            }
+        float tail = 0.0f;
+        for (; i < k; ++i) tail += (float)r[i] * x[i];
+        y[n] = (_mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]))) + tail) * row_scale[n];
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void dense_rows_int8_avx2(const int8_t *w, const float *row_scale, const float *x, int64_t k,
+                                                                    int64_t n0, int64_t n1, float *y) {
+    for (int64_t n = n0; n < n1; ++n) {
+        const int8_t *r = w + n * k;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        int64_t i = 0;
+        for (; i + 16 <= k; i += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(r + i)))), _mm256_loadu_ps(x + i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(r + i + 8)))), _mm256_loadu_ps(x + i + 8),
+                                 a1);
+        }
+        float tail = 0.0f;
+        for (; i < k; ++i) tail += (float)r[i] * x[i];
+        y[n] = (hsum_avx2(_mm256_add_ps(a0, a1)) + tail) * row_scale[n];
+    }
+}
+#endif
+
+static void dense_rows_int8(const int8_t *w, const float *row_scale, const float *x, int64_t k, int64_t n0, int64_t n1, float *y) {
+#ifdef ZOO_X86
+    if (zoo_use_avx512()) {
+        dense_rows_int8_avx512(w, row_scale, x, k, n0, n1, y);
+        return;
+    }
+    if (zoo_use_avx2()) {
+        dense_rows_int8_avx2(w, row_scale, x, k, n0, n1, y);
+        return;
+    }
+#endif
+    dense_rows_int8_scalar(w, row_scale, x, k, n0, n1, y);
+}
+
 static void dense_rows(const void *w, int bf16, const float *x, int64_t k, int64_t n0, int64_t n1, float *y) {
 #ifdef ZOO_X86
     if (zoo_use_avx2()) {
@@ -137,7 +198,8 @@ static void dense_rows(const void *w, int bf16, const float *x, int64_t k, int64
     for (int64_t n = n0; n < n1; ++n) y[n] = dot_scalar(weight_row(w, n, k, bf16), x, 0, k, bf16);
 }
 
-static void dense_gemv(const void *w, int bf16, const float *x, int64_t k, int64_t n_out, const float *bias, float *y, int threads) {
+static void dense_gemv(const void *w, int bf16, const float *row_scale, const float *x, int64_t k, int64_t n_out, const float *bias, float *y,
+                       int threads) {
 #ifdef ZOO_X86
     /* the AVX-512 BF16 path reads x as bf16, rounded once here for every thread */
     const int bf16_dot = bf16 && zoo_use_avx512_bf16();
@@ -145,7 +207,7 @@ static void dense_gemv(const void *w, int bf16, const float *x, int64_t k, int64
     if (xb) round_to_bf16(x, k, xb);
 #endif
     /* Threads only past about a megabyte of weights: below, the fork and join cost more than they save. */
-    const int parallel = threads > 1 && n_out * k * (bf16 ? 2 : 4) >= (1 << 20);
+    const int parallel = threads > 1 && n_out * k * (row_scale ? 1 : (bf16 ? 2 : 4)) >= (1 << 20);
 #pragma omp parallel num_threads(threads) if (parallel)
     {
 #ifdef _OPENMP
@@ -155,12 +217,11 @@ static void dense_gemv(const void *w, int bf16, const float *x, int64_t k, int64
 #endif
         const int64_t chunk = (n_out / count + 3) & ~(int64_t)3;
         const int64_t n0 = id * chunk < n_out ? id * chunk : n_out, n1 = id + 1 == count ? n_out : (n0 + chunk < n_out ? n0 + chunk : n_out);
+        if (row_scale) dense_rows_int8((const int8_t *)w, row_scale, x, k, n0, n1, y);
 #ifdef ZOO_X86
-        if (xb) dense_rows_bf16_avx512(w, xb, k, n0, n1, y);
-        else dense_rows(w, bf16, x, k, n0, n1, y);
-#else
-        dense_rows(w, bf16, x, k, n0, n1, y);
+        else if (xb) dense_rows_bf16_avx512(w, xb, k, n0, n1, y);
 #endif
+        else dense_rows(w, bf16, x, k, n0, n1, y);
     }
 #ifdef ZOO_X86
     free(xb);
@@ -182,7 +243,7 @@ static void project(const zoo_projection *p, const float *x, float *y, const zoo
             zoo_rms_norm_row(x, p->k_in, p->norm_w, p->norm_eps, work->normed);
             in = work->normed;
         }
-        dense_gemv(p->weight, p->w_bf16, in, p->k_in, p->n_out, p->bias, y, threads);
+        dense_gemv(p->weight, p->w_bf16, p->row_scale, in, p->k_in, p->n_out, p->bias, y, threads);
     }
 }
 
@@ -290,7 +351,9 @@ int64_t zoo_run_program(const zoo_op *ops, int64_t n_ops, float *const *slots, f
         float *dst = op->dst >= 0 ? slots[op->dst] : out;
         switch (op->kind) {
         case ZOO_OP_EMBED:
-            if (op->bf16)
+            if (op->row_scale)
+                for (int64_t c = 0; c < op->width; ++c) dst[c] = (float)((const int8_t *)op->weight)[token * op->width + c] * op->row_scale[token];
+            else if (op->bf16)
                 for (int64_t c = 0; c < op->width; ++c) dst[c] = weight_at(op->weight, token * op->width + c, 1);
             else
                 memcpy(dst, (const float *)op->weight + token * op->width, sizeof(float) * op->width);

@@ -51,12 +51,16 @@ def _fp32_cpu(tensor: torch.Tensor, what: str) -> torch.Tensor:
     return tensor
 
 
-def _weight_cpu(tensor: torch.Tensor, what: str) -> torch.Tensor:
-    """An embedding table or dense weight: fp32 or bf16 (a bf16 checkpoint's, read at half the bytes)."""
-    if tensor.dtype not in (torch.float32, torch.bfloat16) or tensor.device.type != "cpu" or not tensor.is_contiguous():
-        raise Unsupported(
-            f"{what}: the compiled decode step needs a contiguous fp32 or bf16 CPU tensor, got {tensor.dtype} on {tensor.device}"
-        )
+def _weight_cpu(tensor: torch.Tensor, what: str, row_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """An embedding table or dense weight: fp32 or bf16 (a bf16 checkpoint's, read at half the
+    bytes), or int8 with one fp32 scale per row (``row_scale``)."""
+    dtypes = (torch.int8,) if row_scale is not None else (torch.float32, torch.bfloat16)
+    if tensor.dtype not in dtypes or tensor.device.type != "cpu" or not tensor.is_contiguous():
+        raise Unsupported(f"{what}: the compiled decode step needs a contiguous {dtypes} CPU tensor, got {tensor.dtype} on {tensor.device}")
+    if row_scale is not None:
+        _fp32_cpu(row_scale, f"{what} row scales")
+        if row_scale.shape != tensor.shape[:1]:
+            raise Unsupported(f"{what}: {tuple(row_scale.shape)} row scales for {tensor.shape[0]} rows")
     return tensor
 
 
@@ -96,13 +100,21 @@ class DecodeProgram:
         if width > limit:
             raise Unsupported(f"decode program: {width} values do not fit a slot of {limit}")
 
-    def embed(self, table: torch.Tensor, dst: int) -> None:
-        """dst = table[token] (``table [vocab, width]``, fp32 or bf16)."""
-        table = _weight_cpu(table.detach(), "embedding")
+    def embed(self, table: torch.Tensor, dst: int, row_scale: torch.Tensor | None = None) -> None:
+        """dst = table[token] (``table [vocab, width]``, fp32 or bf16, or int8 times ``row_scale[token]``)."""
+        table = _weight_cpu(table.detach(), "embedding", row_scale)
         self._check_width(table.shape[1], dst)
-        self.keep_alive.append(table)
+        self.keep_alive.append((table, row_scale))
         self.vocab = table.shape[0]
-        self._add(OP_EMBED, -1, dst, width=table.shape[1], weight=table.data_ptr(), bf16=table.dtype == torch.bfloat16)
+        self._add(
+            OP_EMBED,
+            -1,
+            dst,
+            width=table.shape[1],
+            weight=table.data_ptr(),
+            bf16=table.dtype == torch.bfloat16,
+            row_scale=None if row_scale is None else row_scale.data_ptr(),
+        )
 
     def norm(self, src: int, dst: int, weight: torch.Tensor, eps: float) -> None:
         """dst = RMSNorm(src) with gain ``weight``."""
@@ -112,16 +124,17 @@ class DecodeProgram:
 
     def projection(self, prepared) -> Projection:
         """The C descriptor of a prepared projection (PackedLinear, SparseLinear) or a dense
-        ``(weight [out, in], bias)`` pair (an fp32 or bf16 weight, an fp32 bias), kept alive with the program."""
+        ``(weight [out, in], bias[, row_scale])`` (an fp32 or bf16 weight, or int8 with one scale per
+        row; an fp32 bias), kept alive with the program."""
         if isinstance(prepared, (compiled.PackedLinear, compiled.SparseLinear)):
             p = Projection.from_buffer_copy(prepared.projection)  # its pointers stay valid: prepared is kept alive
             if isinstance(prepared, compiled.PackedLinear):
                 self.widest_nb = max(self.widest_nb, prepared.nb)
         elif isinstance(prepared, tuple):
-            weight, bias = prepared
-            weight = _weight_cpu(weight.detach(), "dense projection weight")
+            weight, bias, row_scale = (*prepared, None)[:3]
+            weight = _weight_cpu(weight.detach(), "dense projection weight", row_scale)
             bias = None if bias is None else _fp32_cpu(bias.detach(), "dense projection bias")
-            prepared = (weight, bias)
+            prepared = (weight, bias, row_scale)
             p = Projection(
                 kind=PROJ_DENSE,
                 w_bf16=weight.dtype == torch.bfloat16,
@@ -129,6 +142,7 @@ class DecodeProgram:
                 n_out=weight.shape[0],
                 weight=weight.data_ptr(),
                 bias=None if bias is None else bias.data_ptr(),
+                row_scale=None if row_scale is None else row_scale.data_ptr(),
             )
         else:
             raise Unsupported(f"decode program: no compiled form for a {type(prepared).__name__} projection")

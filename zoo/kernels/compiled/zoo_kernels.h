@@ -61,6 +61,7 @@ typedef struct {
     const float *norm_w; /* the RMSNorm in front, fused: its gain [k_in], or NULL for none */
     float alpha;         /* PACKED: the ternary weight's scale */
     float norm_eps;
+    const float *row_scale; /* DENSE: set when the weight is int8, one scale per output row (w_bf16 = 0); else NULL */
 } zoo_projection;
 
 /* The work buffers of every kernel that needs some, owned by the caller and reused across calls
@@ -98,6 +99,7 @@ typedef struct {
     int64_t n_experts, top_k, renormalize, hidden;  /* MOE */
     float *k_cache, *v_cache;                       /* ATTEND: [n_kv_heads][max_len][head_dim] */
     int64_t n_heads, n_kv_heads, head_dim, max_len; /* ATTEND */
+    const float *row_scale;                         /* EMBED: set when the table is int8, one scale per row; else NULL */
 } zoo_op;
 
 /* ---- kernels ------------------------------------------------------------------------------- */

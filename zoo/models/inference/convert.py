@@ -19,6 +19,7 @@ from torch import nn
 from zoo.models.decoder import Decoder
 from zoo.models.ffn import GatedFeedForward
 from zoo.models.inference.decode_step import forget_decode_step
+from zoo.models.inference.int8_table import int8_table
 from zoo.models.inference.layers import PreparedProjection, inference_projection
 from zoo.models.inference.moe import InferenceMoE
 from zoo.models.linear import ZooLinear
@@ -68,8 +69,11 @@ def fuse_norms(model: nn.Module) -> None:
 def to_inference(model: nn.Module, *, embedding_dtype: torch.dtype | None = None) -> nn.Module:
     """Converts ``model`` in place into its inference form (see the module docstring); returns it in
     eval mode. ``embedding_dtype`` (``torch.bfloat16``) casts the embedding and LM head, which at a
-    vocabulary of 128k are the largest tensors a decoding step reads, to half the bytes."""
-    if embedding_dtype is not None and isinstance(model, Decoder):
+    vocabulary of 128k are the largest tensors a decoding step reads, to half the bytes;
+    ``torch.int8`` holds them as int8 rows with one scale each (:mod:`~zoo.models.inference.int8_table`)."""
+    if embedding_dtype == torch.int8 and isinstance(model, Decoder):
+        int8_table(model)  # one absmax scale per row, weight-only
+    elif embedding_dtype is not None and isinstance(model, Decoder):
         model.tok_embeddings.to(embedding_dtype)
         model.lm_head.to(embedding_dtype)  # the same tensor when the embeddings are tied
     replace_modules(model)

@@ -94,7 +94,7 @@ def compile_decode_step(model: nn.Module):
     config = model.config
     widths = [config.dim] + [getattr(m, name, 0) for m in model.modules() for name in ("in_features", "out_features")]
     program = DecodeProgram(n_slots=5, slot_width=max(widths), output_width=config.vocab_size, impl=config.kernel)
-    program.embed(model.tok_embeddings.weight, RESIDUAL)
+    program.embed(model.tok_embeddings.weight, RESIDUAL, getattr(model.tok_embeddings, "row_scale", None))
     rope = model.rope(model.tok_embeddings.weight.device)
     for block in model.layers:
         attn = block.attn
@@ -103,9 +103,10 @@ def compile_decode_step(model: nn.Module):
         _project(program, attn.wo, _norm(program, attn.sub_norm, HIDDEN, HIDDEN), BRANCH)
         program.add(BRANCH, RESIDUAL, config.dim)
         _ffn(program, block.ffn, _norm(program, block.ffn_norm, RESIDUAL, NORMED), config.dim)
-    if model.lm_head.bias is not None:
+    if getattr(model.lm_head, "bias", None) is not None:
         raise Unsupported("decode step: an LM head with a bias has no compiled form")
-    program.project(_norm(program, model.norm, RESIDUAL, NORMED), OUTPUT, (model.lm_head.weight, None))
+    head = (model.lm_head.weight, None, getattr(model.lm_head, "row_scale", None))  # row scales: an int8 head
+    program.project(_norm(program, model.norm, RESIDUAL, NORMED), OUTPUT, head)
     return program
 
 

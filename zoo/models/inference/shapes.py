@@ -30,6 +30,7 @@ from zoo.models.config import ModelConfig
 from zoo.models.decoder import Block, Decoder
 from zoo.models.inference.convert import fuse_norms, replace_modules
 from zoo.models.inference.decode_step import forget_decode_step
+from zoo.models.inference.int8_table import int8_table
 from zoo.models.inference.layers import FullPrecisionLinear, SparseInputLinear
 from zoo.models.initialization import init_weights
 from zoo.models.norm import RMSNorm
@@ -61,15 +62,17 @@ def random_inference_model(
     config: ModelConfig, *, seed: int = 0, embedding_dtype: torch.dtype = torch.bfloat16, weight_dtype: torch.dtype = torch.bfloat16
 ) -> Decoder:
     """The inference form of ``config`` with random weights (GPT-2's initialisation, as
-    ``zoo.models.initialization``), built block by block (see the module docstring). Full-precision
+    ``zoo.models.initialization``), built block by block (see the module docstring); the table in
+    ``embedding_dtype`` (bf16, or int8 rows with a scale each). Full-precision
     projections hold ``weight_dtype`` (bf16: what a released checkpoint of these models holds);
     packed ternary ones are 2-bit whatever it is. The same seed gives the same weights whatever
     the input rule, so a Q-Sparse variant and its dense-input twin share them."""
     torch.manual_seed(seed)
     model = Decoder.on_meta(config)
-    model.tok_embeddings = nn.Embedding(config.vocab_size, config.dim, dtype=embedding_dtype)
+    table_dtype = torch.bfloat16 if embedding_dtype == torch.int8 else embedding_dtype  # int8: quantised below
+    model.tok_embeddings = nn.Embedding(config.vocab_size, config.dim, dtype=table_dtype)
     nn.init.normal_(model.tok_embeddings.weight, std=config.init_std)
-    model.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False, dtype=embedding_dtype)
+    model.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False, dtype=table_dtype)
     if config.tie_embeddings:
         model.lm_head.weight = model.tok_embeddings.weight
     else:
@@ -86,6 +89,8 @@ def random_inference_model(
                 module.weight_t = module.weight_t.to(weight_dtype)
                 module.forget_prepared()
         model.layers[index] = block
+    if embedding_dtype == torch.int8:
+        int8_table(model)
     fuse_norms(model)
     forget_decode_step(model)
     return model.eval()
