@@ -20,11 +20,12 @@ def create_model(name: str, pretrained: bool = False, inference: bool = False, *
     return _create(name, pretrained=pretrained, inference=inference, **overrides)
 
 
-def to_inference(model):
-    """Converts a trained model in place into its inference form (see :mod:`zoo.models.inference`)."""
+def to_inference(model, *, embedding_dtype=None):
+    """Converts a trained model in place into its inference form (see :mod:`zoo.models.inference`);
+    ``embedding_dtype`` (``torch.bfloat16`` or ``torch.int8``) also shrinks the embedding and LM head."""
     from zoo.models.inference import to_inference as _convert
 
-    return _convert(model)
+    return _convert(model, embedding_dtype=embedding_dtype)
 
 
 def generate(model, prompt_ids, max_new_tokens: int, *, temperature: float = 0.0, top_k=None, top_p=None, seed=None):

@@ -215,3 +215,12 @@ def test_a_model_that_generated_in_training_form_decodes_compiled_once_converted
     generate(model, prompt, 3, temperature=0)
     step = decode_step_for(model)
     assert step is not None and step.unsupported is None and step.program is not None
+
+
+def test_the_public_to_inference_passes_the_table_dtype():
+    import zoo
+    from zoo.models.inference.int8_table import Int8Embedding, Int8Head
+
+    torch.manual_seed(0)
+    model = zoo.to_inference(Decoder(ModelConfig(**TINY)), embedding_dtype=torch.int8)
+    assert isinstance(model.tok_embeddings, Int8Embedding) and isinstance(model.lm_head, Int8Head)
