@@ -75,3 +75,22 @@ def test_an_int8_table_runs_compiled_and_exports_its_values(tmp_path):
     written = torch.from_numpy(gguf.quants.dequantize(table.data, table.tensor_type).reshape(SMALL["vocab_size"], -1).copy())
     expected = model.tok_embeddings(torch.arange(SMALL["vocab_size"]))
     torch.testing.assert_close(written.float(), expected, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, variant", [("bitnet-2b4t", "bitnet-qsparse"), ("llama-3.2-1b", "qsparse")])
+def test_one_full_width_block_and_the_128k_table_run_compiled(shape, variant):
+    # the real widths (dim 2560 / 2048, FFN 6912 / 8192, 128,256 rows of table): every offset the
+    # kernels compute at these sizes, checked against the modules on the last rows of the vocabulary
+    if not compiled.available():
+        pytest.skip("needs the compiled CPU kernels (a C compiler)")
+    model = random_inference_model(shape_config(shape, variant, n_layers=1, max_seq_len=16))
+    last = model.config.vocab_size - 1
+    with torch.no_grad():
+        caches = model.new_cache(1)
+        model(torch.tensor([[last, 3]]), caches)
+        fast = decode_step_for(model).logits(model, torch.tensor([last - 1]), caches)
+        caches = model.new_cache(1)
+        model(torch.tensor([[last, 3]]), caches)
+        slow = model(torch.tensor([[last - 1]]), caches)[:, -1].float()
+    assert fast.shape == (1, 128256) and decode_step_for(model).unsupported is None
+    torch.testing.assert_close(fast, slow, rtol=2e-2, atol=2e-2 * slow.abs().max().item())
