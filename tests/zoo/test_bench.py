@@ -124,7 +124,7 @@ def test_bench_peer_interleaves_llama_bench_on_the_same_weights(tmp_path, monkey
     assert peer["peer_tokens_per_s"] == 400.0 and peer["peer_prefill_tokens_per_s"] == 2000.0
     assert peer["speedup"] == pytest.approx(peer["tokens_per_s"] / 400.0)
     assert peer["gguf_bytes"] > 0 and peer["projection_bytes"] > 0 and peer["read_bandwidth_gbps"] > 0
-    assert peer["compiled_decode_step"] is True
+    assert peer["compiled_decode_step"] is True and peer["device"].endswith("(1 threads)")  # the threads it ran on
     assert peer["head_bytes"] == 256 * 256 * 4  # bitnet-tiny's fp32 LM head (vocabulary x dim), read every token as well
     assert peer["effective_gbps"] == pytest.approx((peer["projection_bytes"] + peer["head_bytes"]) * peer["tokens_per_s"] / 1e9)
 

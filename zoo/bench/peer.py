@@ -195,36 +195,37 @@ def run(quick: bool = False, configs: list[str] | None = None, threads: int | No
                             zoo_prefill.append(n_prompt / (time.perf_counter() - start))
                         llama_prefill.append(float(llama_bench(binary, gguf_path, count, n_prompt, 0)["avg_ts"]))
                 decode, peer_decode = statistics.median(zoo_decode), statistics.median(llama_decode)
-                records.append(
-                    record(
-                        "peer_decode",
-                        shape=shape,
-                        entry=SHAPES[shape][0] if shape in SHAPES else PUBLIC[shape][1],
-                        overrides=SHAPES[shape][1] if shape in SHAPES else {"shape": PUBLIC[shape][0]},
-                        peer="llama.cpp",
-                        peer_format=kind.upper(),
-                        input_sparsity=config.sparsity,
-                        peer_input_sparsity="none",  # llama.cpp reads every input channel
-                        threads=count,
-                        rounds=rounds,
-                        new_tokens=n_gen,
-                        tokens_per_s=decode,
-                        time_s=1 / decode,
-                        baseline_s=1 / peer_decode,
-                        baseline="llama.cpp " + kind.upper(),
-                        peer_tokens_per_s=peer_decode,
-                        prompt_tokens=n_prompt,
-                        prefill_tokens_per_s=statistics.median(zoo_prefill),
-                        peer_prefill_tokens_per_s=statistics.median(llama_prefill),
-                        prefill_ratio=statistics.median(zoo_prefill) / statistics.median(llama_prefill),
-                        projection_bytes=weight_bytes,
-                        head_bytes=lm_head_bytes,
-                        gguf_bytes=gguf_path.stat().st_size,
-                        effective_gbps=(weight_bytes + lm_head_bytes) * decode / 1e9,
-                        read_bandwidth_gbps=bandwidth,
-                        compiled_decode_step=compiled_step_applies(engine),
+                with pinned_threads(count):  # the record's device names the threads it ran on
+                    records.append(
+                        record(
+                            "peer_decode",
+                            shape=shape,
+                            entry=SHAPES[shape][0] if shape in SHAPES else PUBLIC[shape][1],
+                            overrides=SHAPES[shape][1] if shape in SHAPES else {"shape": PUBLIC[shape][0]},
+                            peer="llama.cpp",
+                            peer_format=kind.upper(),
+                            input_sparsity=config.sparsity,
+                            peer_input_sparsity="none",  # llama.cpp reads every input channel
+                            threads=count,
+                            rounds=rounds,
+                            new_tokens=n_gen,
+                            tokens_per_s=decode,
+                            time_s=1 / decode,
+                            baseline_s=1 / peer_decode,
+                            baseline="llama.cpp " + kind.upper(),
+                            peer_tokens_per_s=peer_decode,
+                            prompt_tokens=n_prompt,
+                            prefill_tokens_per_s=statistics.median(zoo_prefill),
+                            peer_prefill_tokens_per_s=statistics.median(llama_prefill),
+                            prefill_ratio=statistics.median(zoo_prefill) / statistics.median(llama_prefill),
+                            projection_bytes=weight_bytes,
+                            head_bytes=lm_head_bytes,
+                            gguf_bytes=gguf_path.stat().st_size,
+                            effective_gbps=(weight_bytes + lm_head_bytes) * decode / 1e9,
+                            read_bandwidth_gbps=bandwidth,
+                            compiled_decode_step=compiled_step_applies(engine),
+                        )
                     )
-                )
             del engine
             gguf_path.unlink()
     return records
