@@ -8,7 +8,8 @@ What a source string means is :mod:`zoo.hub.source`'s business (a zoo name, a lo
 
 - a zoo name: the published checkpoint, downloaded and verified from the hub (``hub=``,
   ``$ZOO_HUB`` or the shipped store), as :func:`zoo.create_model` with ``pretrained=True`` does;
-- a folder: a zoo release (``config.yaml``) or a transformers folder (``config.json`` +
+- a folder: a zoo release (``config.yaml``), an inference-form release (``inference.json``,
+  memory-mapped) or a transformers folder (``config.json`` +
   safetensors: Llama, Mistral, Qwen2, Mixtral, or a ``zoo export-hf`` folder), converted in memory;
 - a file: a ``zoo fit`` checkpoint (``torch.load(weights_only=True)``: nothing is unpickled);
 - a Hugging Face repository: a zoo release if the repository holds one, else its transformers
@@ -27,17 +28,32 @@ from zoo.hub.registry import load_published
 from zoo.hub.release import RELEASE_FILES, load_lightning_checkpoint, load_release
 from zoo.hub.source import Source, SourceError, missing_path, parse_source
 from zoo.interop.hf import HUB_FILES, read_hf_folder, snapshot
+from zoo.models.inference.release import META as INFERENCE_META
+from zoo.models.inference.release import load_inference
 
 __all__ = ["SourceError", "from_pretrained", "load_source", "parse_source"]
 
 
 def load_folder(folder: Path, **overrides: Any):
-    """(model, tokenizer, metrics) of a local folder: a zoo release or a transformers folder."""
+    """(model, tokenizer, metrics) of a local folder: a zoo release, an inference-form release or a
+    transformers folder."""
+    if (folder / INFERENCE_META).is_file():
+        return load_inference_release(folder, **overrides)
     if (folder / "config.yaml").is_file():
         return load_release(folder, **overrides)
     if (folder / "config.json").is_file():
         return read_hf_folder(folder, **overrides)
     return None
+
+
+def load_inference_release(folder: Path, **overrides: Any):
+    """An inference-form release (:mod:`zoo.models.inference.release`): memory-mapped, with the byte
+    tokenizer (the only one it records yet); overrides would change what was packed, so none."""
+    from zoo.tokenizer import ByteTokenizer
+
+    if overrides:
+        raise ValueError(f"{folder}: an inference-form release takes no overrides yet, got {', '.join(sorted(overrides))}")
+    return load_inference(folder), ByteTokenizer(), {"source": "inference release", "path": str(folder.resolve())}
 
 
 def load_hf(source: Source, **overrides: Any):

@@ -92,11 +92,16 @@ class PackedTernaryLinear(PreparedProjection, TransformedInput, Accounted, nn.Mo
         self.in_features, self.out_features, self.site = source.in_features, source.out_features, source.site
         self.weight_quant, self.kernel = "ternary", source.kernel
         self.input_transform = source.input_transform
-        values, alpha = kernels.ternary_quantize_raw(source.weight.detach().float())
-        # held in the decoding layout only (tiles of 128 outputs), which the compiled kernel reads
-        # in place: one copy of the weight; `packed` gives the canonical layout when asked
-        self.register_buffer("tiles", kernels.tile_ternary(kernels.pack_ternary(values.to(torch.int8))))
-        self.register_buffer("scale", alpha.reshape(()).float())
+        if source.weight.is_meta:  # a skeleton that a release's tensors fill (zoo.models.inference.release)
+            tiles_shape = (-(-self.out_features // 128), self.in_features, 32)
+            self.register_buffer("tiles", torch.empty(tiles_shape, dtype=torch.uint8, device="meta"))
+            self.register_buffer("scale", torch.empty((), device="meta"))
+        else:
+            values, alpha = kernels.ternary_quantize_raw(source.weight.detach().float())
+            # held in the decoding layout only (tiles of 128 outputs), which the compiled kernel
+            # reads in place: one copy of the weight; `packed` gives the canonical layout when asked
+            self.register_buffer("tiles", kernels.tile_ternary(kernels.pack_ternary(values.to(torch.int8))))
+            self.register_buffer("scale", alpha.reshape(()).float())
         self.register_buffer("bias", None if source.bias is None else source.bias.detach().clone())
         self.register_buffer("norm_weight", None)
 
