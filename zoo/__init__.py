@@ -38,11 +38,17 @@ def generate(model, prompt_ids, max_new_tokens: int, *, temperature: float = 0.0
     return _generate(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
 
 
-def list_models() -> list[str]:
-    """Names of every registered zoo entry."""
-    from zoo.hub.registry import list_models as _list
+def list_models(filter: str = "", pretrained: bool = False, *, hub=None) -> list[str]:
+    """Names of the registered zoo entries, as timm's ``list_models``: ``filter`` a shell pattern
+    (``"*bitnet*"``), ``pretrained=True`` only those with published weights on ``hub`` (default:
+    ``$ZOO_HUB`` or the shipped store's manifest)."""
+    from fnmatch import fnmatchcase
 
-    return _list()
+    from zoo.hub.registry import list_models as _list
+    from zoo.hub.registry import pretrained_models
+
+    names = pretrained_models(hub) if pretrained else _list()
+    return [name for name in names if not filter or fnmatchcase(name, filter)]
 
 
 def from_pretrained(source, *, inference: bool = False, hub=None, **overrides):

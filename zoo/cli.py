@@ -162,6 +162,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed distribution's version (the source tree's pyproject when run from a checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("moezoo")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from zoo.hub.source import SOURCE_HELP
 
@@ -170,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="moezoo: sparse decoder LLMs. Training: zoo {fit,validate,test,predict} --config configs/<entry>-<size>.yaml "
         "(LightningCLI; see zoo fit --help).",
     )
+    parser.add_argument("--version", action="version", version=f"moezoo {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("list", help="list the registered zoo models, which have weights, and their parameter counts")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table (key 'pretrained': has weights)")

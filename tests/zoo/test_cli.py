@@ -29,3 +29,21 @@ def test_hf_argument_choices_match_the_converter():
 
     assert hf_cli.HF_MODEL_TYPES == MODEL_TYPES
     assert set(hf_cli.DTYPE_NAMES) == set(DTYPES)
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    result = subprocess.run([sys.executable, "-m", "zoo.cli", "--version"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == f"moezoo {version('moezoo')}"
+
+
+def test_list_models_filters_like_timm():
+    import zoo
+    from zoo.hub.registry import list_models, pretrained_models
+
+    assert zoo.list_models() == list_models()
+    bitnet = zoo.list_models("*bitnet*")
+    assert bitnet and all("bitnet" in name for name in bitnet) and set(bitnet) < set(list_models())
+    assert zoo.list_models("*-tiny", pretrained=True) == [n for n in pretrained_models() if n.endswith("-tiny")]
+    assert zoo.list_models("no-such-*") == []
