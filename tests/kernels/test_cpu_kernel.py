@@ -152,7 +152,8 @@ def test_ops_without_a_cpu_kernel_refuse_impl_cpu():
 
 @pytest.mark.parametrize("sparsity, n_keep, block", [("none", 0, 1), ("topk", 45, 1), ("block", 5, 16), ("topk", 64, 1)])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_fused_packed_linear_equals_the_reference_bit_for_bit(sparsity, n_keep, block, with_bias, cpu_isa):
+@pytest.mark.parametrize("per_row", [False, True])
+def test_fused_packed_linear_equals_the_reference_bit_for_bit(sparsity, n_keep, block, with_bias, per_row, cpu_isa):
     from zoo.kernels.ternary_matmul import packed_ternary_linear
 
     generator = torch.Generator().manual_seed(3)
@@ -162,7 +163,8 @@ def test_fused_packed_linear_equals_the_reference_bit_for_bit(sparsity, n_keep, 
     x[1, :] = torch.randint(-3, 4, (k_in,), generator=generator).float()  # many tied magnitudes: ties go to the lower index
     x[2, :] = 0.0  # an all-zero row: scale clamps, every q is 0
     x[3, 7] = 1e6  # one huge value: the others round to zero
-    alpha = torch.tensor(0.0371)
+    # one scale, or one per output row (an imported checkpoint's separately quantised q/k/v segments)
+    alpha = torch.rand(n_out, generator=generator) * 0.1 + 0.01 if per_row else torch.tensor(0.0371)
     bias = torch.randn(n_out, generator=generator) if with_bias else None
     options = dict(rule=InputRule(sparsity, n_keep, block, int8=True))
     y_ref, nz_ref = packed_ternary_linear(x, packed, alpha, n_out, bias, impl="torch", **options)

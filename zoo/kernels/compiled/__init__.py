@@ -293,7 +293,7 @@ class PackedLinear(_Prepared):
     def __init__(
         self,
         packed: torch.Tensor,
-        alpha: float,
+        alpha: float | torch.Tensor,
         n_out: int,
         bias: torch.Tensor | None,
         rule: InputRule,
@@ -313,7 +313,12 @@ class PackedLinear(_Prepared):
         # Only the tiled layout is held: decoding reads that one (ternary_tiles.c says why); tiles
         # given are used as they are, not copied.
         self.tiles = packed.contiguous() if tiled else ternary_tiles(packed)
-        self.n_out, self.alpha = n_out, float(alpha)
+        # one scale, or one per output row (a tensor of n_out)
+        alpha = torch.as_tensor(alpha, dtype=torch.float32).detach()
+        if alpha.numel() not in (1, n_out):
+            raise ValueError(f"packed_linear: {alpha.numel()} scales for n_out={n_out} outputs (one, or one per output)")
+        self.row_scale = alpha.reshape(-1).contiguous() if alpha.numel() > 1 else None
+        self.n_out, self.alpha = n_out, 1.0 if self.row_scale is not None else float(alpha)
         self.bias = None if bias is None else bias.detach().float().contiguous()
         rule.check(self.k_in, "packed_linear")
         self.rule = rule
@@ -322,7 +327,7 @@ class PackedLinear(_Prepared):
 
     def _describe(self) -> abi.Projection:
         p = self._common(abi.PROJ_PACKED, abi.InputRule.of(self.rule))
-        p.nb, p.weight, p.alpha = self.nb, self.tiles.data_ptr(), self.alpha
+        p.nb, p.weight, p.alpha, p.row_scale = self.nb, self.tiles.data_ptr(), self.alpha, _pointer(self.row_scale)
         return p
 
     def scratch(self) -> abi.Scratch:
@@ -332,7 +337,7 @@ class PackedLinear(_Prepared):
 def packed_linear(
     x: torch.Tensor,
     packed: torch.Tensor,
-    alpha: float,
+    alpha: float | torch.Tensor,
     n_out: int,
     bias: torch.Tensor | None,
     rule: InputRule,

@@ -23,7 +23,7 @@ SPARSITY_MODES = {"none": 0, "topk": 1, "block": 2}
 # enum zoo_projection_kind
 PROJ_DENSE, PROJ_SPARSE_INPUT, PROJ_PACKED = 0, 1, 2
 # enum zoo_op_kind
-OP_EMBED, OP_NORM, OP_PROJECT, OP_ATTEND, OP_GLU, OP_ADD, OP_MOE, OP_SCALE = range(8)
+OP_EMBED, OP_NORM, OP_PROJECT, OP_ATTEND, OP_GLU, OP_ADD, OP_MOE = range(7)
 # enum zoo_activation
 ACTIVATIONS = {"swiglu": 0, "relu2": 1}
 

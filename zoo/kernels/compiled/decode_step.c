@@ -374,9 +374,6 @@ int64_t zoo_run_program(const zoo_op *ops, int64_t n_ops, float *const *slots, f
         case ZOO_OP_ADD:
             for (int64_t c = 0; c < op->width; ++c) dst[c] += src[c];
             break;
-        case ZOO_OP_SCALE:
-            for (int64_t c = 0; c < op->width; ++c) dst[c] = src[c] * ((const float *)op->weight)[c];
-            break;
         case ZOO_OP_MOE:
             if (op->top_k > 64 || op->top_k > op->n_experts) return -1 - i;
             moe(op, src, dst, work, threads);

@@ -31,7 +31,6 @@ from zoo.kernels.compiled.abi import (
     OP_MOE,
     OP_NORM,
     OP_PROJECT,
-    OP_SCALE,
     PROJ_DENSE,
     Op,
     Projection,
@@ -68,7 +67,7 @@ class DecodeProgram:
     """The ops of one decoding step over ``n_slots`` fp32 buffers of ``slot_width`` values.
 
     Build with :meth:`embed`, :meth:`norm`, :meth:`project`, :meth:`attend`, :meth:`glu`,
-    :meth:`add`, :meth:`scale` and :meth:`moe` (slots are small ints; :data:`OUTPUT` as a dst is the result),
+    :meth:`add` and :meth:`moe` (slots are small ints; :data:`OUTPUT` as a dst is the result),
     then call :meth:`run` once per token. The program keeps every tensor it points at alive.
     """
 
@@ -180,13 +179,6 @@ class DecodeProgram:
     def add(self, src: int, dst: int, width: int) -> None:
         """dst += src (a residual)."""
         self._add(OP_ADD, src, dst, width=width)
-
-    def scale(self, src: int, dst: int, gain: torch.Tensor) -> None:
-        """dst = src * gain, channel by channel (a ternary projection's per-output scales)."""
-        gain = _fp32_cpu(gain.detach(), "scale gain")
-        self._check_width(gain.numel(), dst)
-        self.keep_alive.append(gain)
-        self._add(OP_SCALE, src, dst, width=gain.numel(), weight=gain.data_ptr())
 
     def moe(
         self,

@@ -256,7 +256,10 @@ int64_t zoo_packed_linear(const zoo_projection *p, const float *x, int64_t rows,
         zoo_ternary_gemv_tiled((const uint8_t *)p->weight, k_in, (p->nb + 31) / 32, q, 1, scratch->acc, scratch, threads);
         const float factor = p->alpha / scale;
         float *yr = y + r * n_out;
-        for (int64_t n = 0; n < n_out; ++n) yr[n] = (float)scratch->acc[n] * factor + (p->bias ? p->bias[n] : 0.0f);
+        if (p->row_scale) /* one scale per output row (a checkpoint that quantised fused segments apart) */
+            for (int64_t n = 0; n < n_out; ++n) yr[n] = (float)scratch->acc[n] * (p->row_scale[n] / scale) + (p->bias ? p->bias[n] : 0.0f);
+        else
+            for (int64_t n = 0; n < n_out; ++n) yr[n] = (float)scratch->acc[n] * factor + (p->bias ? p->bias[n] : 0.0f);
     }
     return nonzero;
 }

@@ -25,7 +25,7 @@
  * AVX-512 F, BW and VL, which the ternary GEMV uses (every other kernel keeps its AVX2 path). */
 enum zoo_isa { ZOO_ISA_AUTO = 0, ZOO_ISA_SCALAR = 1, ZOO_ISA_AVX2 = 2, ZOO_ISA_AVX512 = 3 };
 
-/* The instruction set every kernel dispatches to now (ZOO_ISA_SCALAR or ZOO_ISA_AVX2). */
+/* The instruction set every kernel dispatches to now (ZOO_ISA_SCALAR, ZOO_ISA_AVX2 or ZOO_ISA_AVX512). */
 ZOO_API int zoo_isa(void);
 
 /* The one override of the dispatch, for tests and benchmarks: caps every kernel at `isa`
@@ -61,7 +61,8 @@ typedef struct {
     const float *norm_w; /* the RMSNorm in front, fused: its gain [k_in], or NULL for none */
     float alpha;         /* PACKED: the ternary weight's scale */
     float norm_eps;
-    const float *row_scale; /* DENSE: set when the weight is int8, one scale per output row (w_bf16 = 0); else NULL */
+    const float *row_scale; /* DENSE: set when the weight is int8, one scale per output row (w_bf16 = 0);
+                               PACKED: one scale per output row in place of alpha; else NULL */
 } zoo_projection;
 
 /* The work buffers of every kernel that needs some, owned by the caller and reused across calls
@@ -84,7 +85,7 @@ typedef struct {
 } zoo_scratch;
 
 /* One op of a decode program. Slots index the caller's fp32 buffers; -1 as dst is the output. */
-enum zoo_op_kind { ZOO_OP_EMBED = 0, ZOO_OP_NORM = 1, ZOO_OP_PROJECT = 2, ZOO_OP_ATTEND = 3, ZOO_OP_GLU = 4, ZOO_OP_ADD = 5, ZOO_OP_MOE = 6, ZOO_OP_SCALE = 7 };
+enum zoo_op_kind { ZOO_OP_EMBED = 0, ZOO_OP_NORM = 1, ZOO_OP_PROJECT = 2, ZOO_OP_ATTEND = 3, ZOO_OP_GLU = 4, ZOO_OP_ADD = 5, ZOO_OP_MOE = 6 };
 enum zoo_activation { ZOO_ACT_SWIGLU = 0, ZOO_ACT_RELU2 = 1 };
 
 typedef struct {
@@ -92,7 +93,7 @@ typedef struct {
     int64_t width;
     float eps;
     int32_t bf16; /* EMBED: the table is bf16 (else fp32) */
-    const void *weight;                             /* EMBED: table [vocab][width]; NORM, SCALE: gain; ATTEND: rope (cos, sin) [max_seq][head_dim/2][2] */
+    const void *weight;                             /* EMBED: table [vocab][width]; NORM: gain; ATTEND: rope (cos, sin) [max_seq][head_dim/2][2] */
     const zoo_projection *proj;                     /* PROJECT; MOE: the router */
     const zoo_projection *gate_up, *down;           /* MOE: one per expert */
     const float *selection_bias;                    /* MOE: shifts the logits for selection only, or NULL */

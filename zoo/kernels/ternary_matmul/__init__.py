@@ -78,7 +78,7 @@ def prepare_packed_ternary_linear(
     """The inference form's whole projection, chosen and checked once: a function of ``x`` returning
     ``(y fp32 [..., n_out], number of non-zero int8 inputs)``. [RMSNorm], ``rule`` (top-K / N:M,
     then int8: the packed GEMV multiplies int8 inputs, so the rule must have ``int8``), packed
-    ternary GEMV, rescale. ``packed`` is the canonical ``[K, nb]`` layout or its decoding tiles
+    ternary GEMV, rescale by ``alpha`` (one scale, or a tensor of one per output row). ``packed`` is the canonical ``[K, nb]`` layout or its decoding tiles
     ``[ceil(nb/32), K, 32]`` (:func:`zoo.kernels.tile_ternary`), which the compiled kernel then holds
     without a copy.
 
@@ -94,7 +94,7 @@ def prepare_packed_ternary_linear(
     rule.check(packed.shape[-2 if packed.dim() == 3 else 0], "packed_ternary_linear")
     cpu = impl != "triton" and resolve_impl(impl, packed, op="packed_ternary_linear", has_triton=False, has_cpu=True) == "cpu"
     if cpu:  # either layout: the compiled kernel holds tiles
-        return compiled.PackedLinear(packed, float(alpha), n_out, bias, rule, norm)
+        return compiled.PackedLinear(packed, alpha, n_out, bias, rule, norm)
     if packed.dim() == 3:  # the tiled decoding layout: the torch and Triton paths read the canonical one
         packed = untile_ternary(packed, n_out)
     args = (packed, alpha, n_out, bias, rule, norm)
@@ -123,7 +123,9 @@ def _triton_packed_linear(x, packed, alpha, n_out, bias, rule: InputRule, norm):
             rows = topk.block_topk_sparsify(rows, rule.n_keep, rule.block_size, impl="triton")
         values, scale = quant.int8_quantize_raw(rows, impl="triton")
     values = values.to(torch.int8)
-    y = _triton.ternary_gemv(values, packed, alpha, n_out, scale)
+    per_row = torch.is_tensor(alpha) and alpha.numel() > 1  # one scale per output: applied after the GEMV
+    y = _triton.ternary_gemv(values, packed, 1.0 if per_row else alpha, n_out, scale)
+    y = y * alpha.to(y) if per_row else y
     return (y + bias if bias is not None else y), (values != 0).sum()
 
 

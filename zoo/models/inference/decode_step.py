@@ -43,14 +43,6 @@ def _prepared(projection: nn.Module):
     raise Unsupported(f"decode step: no compiled form for {type(projection).__name__}")
 
 
-def _project(program, projection: nn.Module, src: int, dst: int) -> None:
-    """Emits ``projection`` from slot ``src`` into ``dst``, then its per-output scales if it has them."""
-    program.project(src, dst, _prepared(projection))
-    row_scale = getattr(projection, "row_scale", None)
-    if row_scale is not None:
-        program.scale(dst, dst, row_scale)
-
-
 def _norm(program, norm: nn.Module, src: int, dst: int) -> int:
     """Emits ``norm`` (an RMSNorm, or an Identity left by a fused one); returns the slot to read next."""
     if isinstance(norm, nn.Identity):
@@ -63,14 +55,12 @@ def _norm(program, norm: nn.Module, src: int, dst: int) -> int:
 
 def _ffn(program, ffn: nn.Module, src: int, dim: int) -> None:
     if isinstance(ffn, GatedFeedForward):
-        _project(program, ffn.w_gate_up, src, WIDE)
+        program.project(src, WIDE, _prepared(ffn.w_gate_up))
         program.glu(WIDE, HIDDEN, ffn.hidden_dim, ffn.act)
-        _project(program, ffn.w_down, _norm(program, ffn.sub_norm, HIDDEN, HIDDEN), BRANCH)
+        program.project(_norm(program, ffn.sub_norm, HIDDEN, HIDDEN), BRANCH, _prepared(ffn.w_down))
     elif isinstance(ffn, InferenceMoE):
         if ffn.shared is not None or ffn.sub_norm is not None:
             raise Unsupported("decode step: shared experts and unfused expert sub-norms have no compiled form")
-        if any(getattr(p, "row_scale", None) is not None for p in [*ffn.gate_up, *ffn.down]):
-            raise Unsupported("decode step: experts with per-output scales have no compiled form")
         program.moe(
             src,
             BRANCH,
@@ -98,9 +88,9 @@ def compile_decode_step(model: nn.Module):
     rope = model.rope(model.tok_embeddings.weight.device)
     for block in model.layers:
         attn = block.attn
-        _project(program, attn.wqkv, _norm(program, block.attn_norm, RESIDUAL, NORMED), WIDE)
+        program.project(_norm(program, block.attn_norm, RESIDUAL, NORMED), WIDE, _prepared(attn.wqkv))
         program.attend(WIDE, HIDDEN, rope, attn.n_heads, attn.n_kv_heads, attn.head_dim)
-        _project(program, attn.wo, _norm(program, attn.sub_norm, HIDDEN, HIDDEN), BRANCH)
+        program.project(_norm(program, attn.sub_norm, HIDDEN, HIDDEN), BRANCH, _prepared(attn.wo))
         program.add(BRANCH, RESIDUAL, config.dim)
         _ffn(program, block.ffn, _norm(program, block.ffn_norm, RESIDUAL, NORMED), config.dim)
     if getattr(model.lm_head, "bias", None) is not None:

@@ -130,20 +130,15 @@ class PackedTernaryLinear(PreparedProjection, TransformedInput, Accounted, nn.Mo
         return self.scale if self.scale.dim() == 1 else None
 
     def prepare(self):
-        # with per-output scales the kernel sums at a scale of one and forward applies them after
         return prepare_packed_ternary_linear(
             self.tiles,
-            float(self.scale) if self.row_scale is None else 1.0,
+            self.scale,
             self.out_features,
             self.bias,
             rule=self.rule,
             impl=self.kernel,
             norm=self.norm,
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x)
-        return y if self.row_scale is None else y * self.row_scale.to(y.dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # a checkpoint's per-row scales replace the one scale the training form's conversion made
