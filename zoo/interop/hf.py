@@ -182,6 +182,19 @@ def resolve_hf_source(src: str | Path) -> Path:
     raise SourceError(src, given, HF_FORMS)
 
 
+def _import_metrics(src: Path, hf_config: dict[str, Any], tokenizer, overrides: dict[str, Any]) -> dict[str, Any]:
+    """What a model read from a transformers folder records of where it came from."""
+    return {
+        "source": "huggingface",
+        "hf_model_type": hf_config["model_type"],
+        "hf_source": str(src.resolve()),
+        "hf_special_tokens": {k: hf_config[k] for k in SPECIAL_TOKEN_FIELDS if hf_config.get(k) is not None},
+        "tokenizer": tokenizer.name,
+        "overrides": dict(overrides),
+        "steps": 0,
+    }
+
+
 def read_hf_folder(src: str | Path, **overrides: Any) -> tuple[Decoder, Any, dict[str, Any]]:
     """(model, tokenizer, metrics) of the Hugging Face checkpoint in the folder ``src``: Llama,
     Mistral, Qwen2 or Mixtral through :mod:`zoo.interop.convert`, or a folder ``zoo export-hf``
@@ -204,16 +217,7 @@ def read_hf_folder(src: str | Path, **overrides: Any) -> tuple[Decoder, Any, dic
     state = {k.removeprefix("model."): v for k, v in hf_state.items()} if own_classes else state_dict_from_hf(hf_state, config)
     del hf_state
     model = load_weights(Decoder(target), state, str(src))
-    metrics = {
-        "source": "huggingface",
-        "hf_model_type": hf_config["model_type"],
-        "hf_source": str(src.resolve()),
-        "hf_special_tokens": {k: hf_config[k] for k in SPECIAL_TOKEN_FIELDS if hf_config.get(k) is not None},
-        "tokenizer": tokenizer.name,
-        "overrides": dict(overrides),
-        "steps": 0,
-    }
-    return apply_dtype(model.eval(), dtype), tokenizer, metrics
+    return apply_dtype(model.eval(), dtype), tokenizer, _import_metrics(src, hf_config, tokenizer, overrides)
 
 
 def _read_bitnet_folder(src: Path, hf_config: dict[str, Any], dtype: str | None, overrides: dict[str, Any]):
@@ -226,16 +230,7 @@ def _read_bitnet_folder(src: Path, hf_config: dict[str, Any], dtype: str | None,
     hf_weight_files(src)  # refuse pickles and missing shards before anything else is read
     tokenizer = _import_tokenizer(src, config.vocab_size)
     model = bitnet_model(hf_config, read_hf_weights(src), DTYPES[dtype] if dtype else None)
-    metrics = {
-        "source": "huggingface",
-        "hf_model_type": "bitnet",
-        "hf_source": str(src.resolve()),
-        "hf_special_tokens": {k: hf_config[k] for k in SPECIAL_TOKEN_FIELDS if hf_config.get(k) is not None},
-        "tokenizer": tokenizer.name,
-        "overrides": {},
-        "steps": 0,
-    }
-    return model, tokenizer, metrics
+    return model, tokenizer, _import_metrics(src, hf_config, tokenizer, {})
 
 
 def import_hf(
