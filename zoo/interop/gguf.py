@@ -28,6 +28,7 @@ with its packed weights unpacked and its fused norms taken back, one tensor at a
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -140,8 +141,11 @@ def gguf_tensors(model: torch.nn.Module, plan: GGUFPlan) -> dict[str, Callable[[
     state = inference_state(model) if inference else training_state(model)
     q_rows, kv_rows = config.dim, config.kv_heads * config.head_dim
 
+    # a fused projection is made once for its two or three parts (they are written one after another)
+    fused = functools.lru_cache(maxsize=2)(lambda name: state[name]())
+
     def qkv(layer: str, part: int) -> torch.Tensor:
-        tensor = state[layer + "attn.wqkv.weight"]().split([q_rows, kv_rows, kv_rows])[part]
+        tensor = fused(layer + "attn.wqkv.weight").split([q_rows, kv_rows, kv_rows])[part]
         if plan.rotate_half and part < 2:
             tensor = _interleaved_to_rotate_half(tensor, config.n_heads if part == 0 else config.kv_heads)
         return tensor
@@ -158,8 +162,8 @@ def gguf_tensors(model: torch.nn.Module, plan: GGUFPlan) -> dict[str, Callable[[
             blk + "attn_v.weight": lambda layer=layer: qkv(layer, 2),
             blk + "attn_output.weight": state[layer + "attn.wo.weight"],
             blk + "ffn_norm.weight": state[layer + "ffn_norm.weight"],
-            blk + "ffn_gate.weight": lambda layer=layer: state[layer + "ffn.w_gate_up.weight"]().chunk(2)[0],
-            blk + "ffn_up.weight": lambda layer=layer: state[layer + "ffn.w_gate_up.weight"]().chunk(2)[1],
+            blk + "ffn_gate.weight": lambda layer=layer: fused(layer + "ffn.w_gate_up.weight").chunk(2)[0],
+            blk + "ffn_up.weight": lambda layer=layer: fused(layer + "ffn.w_gate_up.weight").chunk(2)[1],
             blk + "ffn_down.weight": state[layer + "ffn.w_down.weight"],
         }
         if plan.architecture == "bitnet":
