@@ -33,7 +33,6 @@ from zoo.models.config import ModelConfig
 from zoo.models.decoder import Block, Decoder
 from zoo.models.inference.convert import fuse_norms, replace_modules
 from zoo.models.inference.decode_step import forget_decode_step
-from zoo.models.initialization import init_weights
 
 LINEAR_CLASSES = ("autobitlinear", "bitlinear")
 MODES = ("offline", "online")
@@ -134,9 +133,9 @@ def bitnet_model(hf_config: Mapping[str, Any], state: Mapping[str, torch.Tensor]
     kv = config.kv_heads
     for i in range(config.n_layers):
         hf = f"model.layers.{i}."
-        block = Block(config)
-        init_weights(block, config)  # replaced below; initialised so the conversion packs finite values
-        replace_modules(block)
+        with torch.device("meta"):  # no storage: every tensor of the block is set from the checkpoint below
+            block = Block(config)
+            replace_modules(block)
         q, k, v = (ternary_of(state, hf + f"self_attn.{p}_proj", linear, mode) for p in "qkv")
         q = (_rotate_half_to_interleaved(q[0], config.n_heads), q[1])
         k = (_rotate_half_to_interleaved(k[0], kv), k[1])
@@ -151,7 +150,9 @@ def bitnet_model(hf_config: Mapping[str, Any], state: Mapping[str, torch.Tensor]
             (block.attn.sub_norm, "self_attn.attn_sub_norm"),
             (block.ffn.sub_norm, "mlp.ffn_sub_norm"),
         ):
-            zoo_norm.weight.copy_(state[hf + hf_norm + ".weight"])
+            zoo_norm.weight = torch.nn.Parameter(state[hf + hf_norm + ".weight"].float().clone())
+        if any(t.is_meta for t in block.state_dict().values()):
+            raise ValueError(f"bitnet: block {i} has a tensor the checkpoint did not set")  # the mapping above is incomplete
         model.layers[i] = block
     fuse_norms(model)
     forget_decode_step(model)
