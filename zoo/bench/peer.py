@@ -8,7 +8,7 @@ and llama.cpp's ``llama-bench`` alternating, so that drift of the machine hits b
 - decode: ``n_gen`` greedy tokens, batch 1 (``zoo.generate`` through the compiled decode step;
   ``llama-bench -p 0 -n n_gen``), tokens/s as the median over the rounds;
 - prefill: a prompt of ``n_prompt`` tokens as ``zoo.generate`` takes it in (``zoo.models.generate.prefill``:
-  token by token through the compiled step, batch 1), against ``llama-bench -p n_prompt -n 0``;
+  the modules' batched GEMMs for a prompt of this length), against ``llama-bench -p n_prompt -n 0``;
 - the machine's read bandwidth, measured in the same run (a sum over a 256 MB tensor), against
   which each engine's effective weight bandwidth (bytes it holds for the projections × tokens/s)
   is stated.

@@ -84,8 +84,8 @@ class Decoder(nn.Module):
         x = self.tok_embeddings(tokens).to(self.norm.weight.dtype)
         for i, layer in enumerate(self.layers):
             x = layer(x, freqs, caches[i] if caches else None)
-        head = self.lm_head.weight  # an int8 head (zoo.models.inference.int8_table) takes fp32 inputs
-        return self.lm_head(self.norm(x).to(head.dtype) if head.is_floating_point() else self.norm(x))
+        h, head = self.norm(x), self.lm_head.weight  # an int8 head (zoo.models.inference.int8_table) takes fp32 inputs
+        return self.lm_head(h.to(head.dtype) if head.is_floating_point() else h)
 
     def balance_experts(self) -> None:
         """One step of every MoE layer's bias balancing (``ModelConfig.balance_bias_rate``); the
