@@ -86,7 +86,9 @@ def test_corpora_and_token_windows_import_without_lightning():
 # lm-eval interchange, and the one loader of model sources, which reads transformers folders too)
 # above the hub, which never imports it; eval reads data and loads through interop; training above
 # that; bench measures models from the hub, and against llama.cpp through interop's GGUF export;
-# scaling trains and measures; the cli and `import zoo` see all.
+# scaling trains and measures; text (prompts as strings, stop strings, streaming) sits on the
+# models and the tokenizer, serving (the HTTP server) on text, and the text commands load through
+# interop and serve; the cli and `import zoo` see all.
 SHARED = {"files", "paths", "tokenizer", "machine"}
 ZOO_CONTRACTS = {
     **{name: SHARED - {name} for name in SHARED},
@@ -97,6 +99,9 @@ ZOO_CONTRACTS = {
     "bench": SHARED | {"hub", "interop"},
     "train": SHARED | {"data", "hub", "interop", "eval"},
     "scaling": SHARED | {"data", "hub", "train", "bench"},
+    "text": SHARED,
+    "serving": SHARED | {"text"},
+    "text_cli": SHARED | {"text", "serving", "hub", "interop"},
 }
 UNRESTRICTED = {"cli", "__init__", "__main__"}
 

@@ -7,7 +7,17 @@ Kept light on purpose: importing ``zoo`` loads neither Lightning nor Triton, so 
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "from_pretrained", "generate", "list_models", "push_to_hub", "save_pretrained", "to_inference", "__version__"]
+__all__ = [
+    "create_model",
+    "from_pretrained",
+    "generate",
+    "list_models",
+    "push_to_hub",
+    "save_pretrained",
+    "stream",
+    "to_inference",
+    "__version__",
+]
 
 
 def create_model(name: str, pretrained: bool = False, inference: bool = False, **overrides):
@@ -28,14 +38,50 @@ def to_inference(model, *, embedding_dtype=None):
     return _convert(model, embedding_dtype=embedding_dtype)
 
 
-def generate(model, prompt_ids, max_new_tokens: int, *, temperature: float = 0.0, top_k=None, top_p=None, seed=None):
-    """Continues ``prompt_ids`` (``[B, T]`` token ids) by ``max_new_tokens``; greedy by default.
+def generate(
+    model,
+    prompt,
+    max_new_tokens: int = 200,
+    *,
+    stream: bool = False,
+    tokenizer=None,
+    stop=None,
+    stop_ids=(),
+    temperature: float = 0.8,
+    top_k=None,
+    top_p=0.95,
+    seed=None,
+    report=None,
+):
+    """Continues ``prompt`` by up to ``max_new_tokens`` tokens and returns what it was given:
 
-    Returns only the new tokens, ``[B, max_new_tokens]``; sampling is reproducible from ``seed``.
+    - a string: the continuation's text (without the prompt), through ``tokenizer`` or the model's
+      own (``model.tokenizer``), ending before a ``stop`` string or at a token of ``stop_ids``;
+    - token ids ``[B, T]``: the new ids ``[B, max_new_tokens]``.
+
+    ``stream=True`` returns an iterator instead: text pieces for a string (see :mod:`zoo.text`),
+    a ``[B]`` tensor a step for ids. Sampling defaults to temperature 0.8 with nucleus top-p 0.95,
+    the CLI's default too; ``temperature=0`` is greedy; ``seed`` makes it reproducible. ``report``,
+    a dict, receives a text prompt's token counts and why it ended (``"stop"`` or ``"length"``).
     """
-    from zoo.models.generate import generate as _generate
+    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+    if isinstance(prompt, str):
+        from zoo.text import generate_text, stream_text
 
-    return _generate(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        text_options = {"tokenizer": tokenizer, "stop": stop, "stop_ids": stop_ids, "report": report, **sampling}
+        run = stream_text if stream else generate_text
+        return run(model, prompt, max_new_tokens, **text_options)
+    if stop is not None or tuple(stop_ids) or report is not None:
+        raise ValueError("stop, stop_ids and report apply to a text prompt; with token ids, stop iterating zoo.generate(..., stream=True)")
+    from zoo.models.generate import generate as generate_ids
+    from zoo.models.generate import stream_tokens
+
+    return (stream_tokens if stream else generate_ids)(model, prompt, max_new_tokens, **sampling)
+
+
+def stream(model, prompt: str, max_new_tokens: int = 200, **options):
+    """``zoo.generate(model, prompt, ..., stream=True)``: yields the continuation's text piece by piece."""
+    return generate(model, prompt, max_new_tokens, stream=True, **options)
 
 
 def list_models(filter: str = "", pretrained: bool = False, *, hub=None) -> list[str]:

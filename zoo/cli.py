@@ -1,7 +1,8 @@
 """The ``zoo`` command: LightningCLI's ``fit/validate/test/predict`` plus the zoo's own subcommands.
 
-``zoo fit --config configs/<entry>-<size>.yaml`` trains; ``zoo list``, ``zoo generate``,
-``zoo export``, ``zoo download``, ``zoo eval`` and ``zoo bench`` are plain argparse commands.
+``zoo fit --config configs/<entry>-<size>.yaml`` trains; ``zoo list``, ``zoo export``,
+``zoo download``, ``zoo eval`` and ``zoo bench`` are plain argparse commands, and ``zoo generate``,
+``zoo chat`` and ``zoo serve`` come from :mod:`zoo.text_cli`.
 Everything heavy (Lightning, Triton, datasets) is imported inside the command that needs it.
 """
 
@@ -73,19 +74,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         "* activated parameters per token (Q-Sparse §3.6) from the configured top-K alone; "
         "measured values on data are in leaderboard/LEADERBOARD.md"
     )
-    return 0
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    import torch
-
-    from zoo.interop.loader import load_source
-    from zoo.models.generate import generate
-
-    model, tokenizer, _ = load_source(args.source, hub=args.hub, inference=True)
-    ids = torch.tensor([tokenizer.encode(args.prompt)])
-    new = generate(model, ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
-    print(args.prompt + tokenizer.decode(new[0].tolist()))
     return 0
 
 
@@ -172,10 +160,17 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """Bad arguments get one line naming the option and where to read more, not a usage wall."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from zoo.hub.source import SOURCE_HELP
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="zoo",
         description="moezoo: sparse decoder LLMs. Training: zoo {fit,validate,test,predict} --config configs/<entry>-<size>.yaml "
         "(LightningCLI; see zoo fit --help).",
@@ -186,16 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table (key 'pretrained': has weights)")
     p.add_argument("--hub", default=None, help="hub whose manifest says which names have weights (default: $ZOO_HUB or the store)")
     p.set_defaults(func=cmd_list)
-    p = sub.add_parser("generate", help="sample text from any model source (zoo name, local path, hf:org/name)")
-    p.add_argument("source", help=SOURCE_HELP)
-    p.add_argument("--prompt", default="ROMEO:")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hub", default=None, help="hub URL for zoo names (default: $ZOO_HUB or the shipped store)")
-    p.set_defaults(func=cmd_generate)
+    from zoo.text_cli import add_text_commands
+
+    add_text_commands(sub)
 
     p = sub.add_parser("export", help="write a release directory (safetensors, config, tokenizer, metrics) from any model source")
     p.add_argument("checkpoint", help=SOURCE_HELP)

@@ -19,12 +19,22 @@ from zoo.hub.source import REPO_ID
 def save_pretrained(
     model, out_dir: str | Path, *, tokenizer=None, metrics: dict | None = None, name: str | None = None, bf16: bool = False
 ) -> Path:
-    """Writes ``model`` as a release folder (the byte tokenizer unless another is given)."""
+    """Writes ``model`` as a release folder with ``tokenizer`` (default: the model's own, else raw
+    bytes). A model in the inference form is written as an inference-form release (its packed
+    tensors as they are, :mod:`zoo.models.inference.release`); ``zoo.from_pretrained`` reads both."""
     from zoo.hub.release import save_release
+    from zoo.models.inference.release import is_inference_form, save_inference
     from zoo.tokenizer import ByteTokenizer
 
     out = Path(out_dir)
-    return save_release(model, tokenizer or ByteTokenizer(), out, metrics or {}, name=name or out.name, bf16=bf16)
+    tokenizer = tokenizer or getattr(model, "tokenizer", None) or ByteTokenizer()
+    if is_inference_form(model):
+        if bf16:
+            raise ValueError("save_pretrained: bf16=True rounds a training-form release; an inference-form model is written as it is held")
+        save_inference(model, out)
+        tokenizer.save(out)
+        return out
+    return save_release(model, tokenizer, out, metrics or {}, name=name or out.name, bf16=bf16)
 
 
 def push_to_hub(

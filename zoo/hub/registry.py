@@ -132,7 +132,8 @@ def create_model(name: str, pretrained: bool = False, inference: bool = False, *
     if pretrained:
         # the loader's own path for a zoo name (zoo.interop.loader): a registered name (bare entry
         # names mean -tiny) or any other checkpoint the hub publishes, with the same overrides
-        model = load_published(name, **overrides)[0]
+        model, tokenizer, _ = load_published(name, **overrides)
+        model.tokenizer = tokenizer  # text in and out (zoo.text)
     else:
         from zoo.models.decoder import Decoder
 

@@ -47,13 +47,15 @@ def load_folder(folder: Path, **overrides: Any):
 
 
 def load_inference_release(folder: Path, **overrides: Any):
-    """An inference-form release (:mod:`zoo.models.inference.release`): memory-mapped, with the byte
-    tokenizer (the only one it records yet); overrides would change what was packed, so none."""
-    from zoo.tokenizer import ByteTokenizer
+    """An inference-form release (:mod:`zoo.models.inference.release`): memory-mapped, with the
+    tokenizer saved beside it (raw bytes when there is none: the releases written before they
+    carried one); overrides would change what was packed, so none."""
+    from zoo.tokenizer import TOKENIZER_FILE, ByteTokenizer, load_tokenizer
 
     if overrides:
         raise ValueError(f"{folder}: an inference-form release takes no overrides yet, got {', '.join(sorted(overrides))}")
-    return load_inference(folder), ByteTokenizer(), {"source": "inference release", "path": str(folder.resolve())}
+    tokenizer = load_tokenizer(folder) if (folder / TOKENIZER_FILE).is_file() else ByteTokenizer()
+    return load_inference(folder), tokenizer, {"source": "inference release", "path": str(folder.resolve())}
 
 
 def load_hf(source: Source, **overrides: Any):
@@ -95,6 +97,7 @@ def load_source(source: str | Path, *, hub: str | None = None, inference: bool =
         from zoo.models.inference import to_inference
 
         model = to_inference(model)
+    model.tokenizer = tokenizer  # text in and out (zoo.text) without passing it separately
     return model, tokenizer, metrics
 
 

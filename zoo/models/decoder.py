@@ -37,6 +37,10 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
+    # The tokenizer a loader attached (zoo.interop.loader), read by the text layer (zoo.text);
+    # an object beside the weights, not state: None for a bare decoder, which then reads bytes.
+    tokenizer = None
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config

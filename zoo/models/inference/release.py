@@ -44,11 +44,16 @@ def _write_atomically(path: Path, write) -> None:
             os.unlink(partial)
 
 
-def save_inference(model: Decoder, folder: str | Path) -> Path:
-    """Writes the inference-form ``model`` to ``folder`` (each file whole or not at all)."""
+def is_inference_form(model: Decoder) -> bool:
+    """Whether ``model`` was converted by ``to_inference`` (its projections are prepared ones)."""
     from zoo.models.inference.decode_step import INFERENCE_LAYERS
 
-    if not any(isinstance(m, INFERENCE_LAYERS) for m in model.modules()):
+    return any(isinstance(m, INFERENCE_LAYERS) for m in model.modules())
+
+
+def save_inference(model: Decoder, folder: str | Path) -> Path:
+    """Writes the inference-form ``model`` to ``folder`` (each file whole or not at all)."""
+    if not is_inference_form(model):
         raise ValueError("save_inference: the model is in training form; convert it with to_inference first")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
