@@ -27,8 +27,7 @@ def _format_count(n: float) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     from zoo.hub import DownloadError
     from zoo.hub.registry import list_models, model_config, pretrained_models
-    from zoo.models import Decoder
-    from zoo.models.accounting import account
+    from zoo.models.counts import config_counts
 
     try:
         published: set[str] | None = set(pretrained_models(args.hub))
@@ -37,7 +36,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         published = None
     rows = []
     for name in list_models():
-        stats = account(Decoder.on_meta(model_config(name)))
+        stats = config_counts(model_config(name))  # arithmetic: no model is built, torch is not imported
         rows.append(
             {
                 "name": name,
@@ -46,7 +45,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "non_embedding_params": stats.non_embedding_params,
                 "activated_params": round(stats.activated_params),
                 "weight_bytes_per_token": round(stats.weight_bytes_per_token),
-                "basis": stats.basis,
+                "basis": "nominal",
             }
         )
     if args.json:
@@ -120,11 +119,37 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+# What a local file's extension says about the datasets builder that reads it (zoo eval --data-files).
+LOCAL_BUILDER_OF = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def eval_data(corpus: str, split: str, data_files: list[str] | None) -> tuple[str, dict | None]:
+    """(corpus, data_files) for ``zoo eval``: a corpus that names an existing file, or ``--data-files``,
+    means local text (never a Hub dataset of that name), read by the builder its extension implies."""
+    if data_files is None and os.path.isfile(corpus):
+        data_files, corpus = [corpus], ""
+    if data_files is None:
+        return corpus, None
+    if corpus not in ("", "shakespeare", "text", "json", "csv", "parquet"):
+        raise ValueError(f"--data-files reads local files; --corpus must be text, json, csv or parquet with it, got {corpus!r}")
+    if corpus in ("", "shakespeare"):  # the default: let the first file's extension decide
+        corpus = LOCAL_BUILDER_OF.get(os.path.splitext(data_files[0])[1].lower(), "text")
+    return corpus, {split: list(data_files)}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from zoo.eval.bpb import evaluate_source
 
+    corpus, data_files = eval_data(args.corpus, args.split, args.data_files)
     result = evaluate_source(
-        args.source, corpus=args.corpus, split=args.split, hub=args.hub, max_batches=args.max_batches, batch_size=args.batch_size
+        args.source,
+        corpus=corpus,
+        data_files=data_files,
+        split=args.split,
+        hub=args.hub,
+        max_batches=args.max_batches,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
     )
     print(json.dumps(result, indent=2))
     return 0
@@ -220,11 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="bits per byte and perplexity of a model on a corpus split")
     p.add_argument("source", help=SOURCE_HELP)
-    p.add_argument("--corpus", default="shakespeare")
+    p.add_argument("--corpus", default="shakespeare", help="shakespeare, ptb, a Hugging Face dataset name, or a local file")
+    p.add_argument("--data-files", nargs="+", default=None, help="local files to score (.txt as text, .json/.jsonl, .csv, .parquet)")
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-batches", type=int, default=None)
     p.add_argument("--hub", default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="benchmarks; results appended as JSON lines to --out (default ./bench_<what>.jsonl)")

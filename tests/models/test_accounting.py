@@ -5,6 +5,7 @@ import torch
 
 from zoo.models import Decoder, ModelConfig
 from zoo.models.accounting import account, count_params
+from zoo.models.counts import config_counts
 
 MISTRAL_7B = ModelConfig(
     vocab_size=32000, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_dim=14336, max_seq_len=4096, tie_embeddings=False
@@ -56,3 +57,35 @@ def test_dense_model_activates_every_linear_weight():
 def test_sparsity_out_of_range_is_refused():
     with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
         account(Decoder.on_meta(MISTRAL_7B), {"attn_in": 1.2})
+
+
+def registered_and_edge_configs():
+    from zoo.hub.registry import list_models, model_config
+    from zoo.models.inference.shapes import PUBLIC_SHAPES, VARIANTS, shape_config
+
+    configs = {name: model_config(name) for name in list_models()}
+    configs |= {f"{v}@{s}": shape_config(s, v) for s in PUBLIC_SHAPES for v in VARIANTS}
+    base = model_config("bitnet-qsparse-moe-tiny")
+    configs["shared-experts-untied-bias"] = base.replace(n_shared_experts=2, tie_embeddings=False, qkv_bias=True)
+    configs["sub-norm-full-precision-block"] = MISTRAL_7B.replace(sub_norm=True, sparsity="block", k_ratio=0.5, n_layers=2)
+    return configs
+
+
+@pytest.mark.parametrize("name", sorted(registered_and_edge_configs()))
+def test_config_arithmetic_equals_the_built_models_count(name):
+    """zoo list counts from the config alone (zoo.models.counts); the built model is the truth."""
+    config = registered_and_edge_configs()[name]
+    built, counted = account(Decoder.on_meta(config)), config_counts(config)
+    assert (counted.total_params, counted.non_embedding_params) == (built.total_params, built.non_embedding_params)
+    assert counted.activated_params == pytest.approx(built.activated_params, rel=1e-12)
+    assert counted.weight_bytes_per_token == pytest.approx(built.weight_bytes_per_token, rel=1e-12)
+
+
+def test_zoo_list_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from zoo.cli import main; main(['list']); print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "['numpy']"  # numpy: the scaling commands' parser; torch never

@@ -4,6 +4,8 @@ with the modules whose commands it defers to."""
 import subprocess
 import sys
 
+import pytest
+
 from zoo.interop import hf_cli
 
 
@@ -47,3 +49,22 @@ def test_list_models_filters_like_timm():
     assert bitnet and all("bitnet" in name for name in bitnet) and set(bitnet) < set(list_models())
     assert zoo.list_models("*-tiny", pretrained=True) == [n for n in pretrained_models() if n.endswith("-tiny")]
     assert zoo.list_models("no-such-*") == []
+
+
+def test_eval_reads_local_files_and_shows_progress(tmp_path, capsys):
+    import json
+
+    from zoo.cli import eval_data, main
+
+    text = tmp_path / "notes.txt"
+    text.write_text("To be, or not to be, that is the question.\n" * 200)
+    assert eval_data(str(text), "test", None) == ("text", {"test": [str(text)]})  # a file is never a Hub dataset name
+    assert eval_data("shakespeare", "test", ["a.jsonl"]) == ("json", {"test": ["a.jsonl"]})
+    assert eval_data("shakespeare", "test", None) == ("shakespeare", None)
+    with pytest.raises(ValueError, match="--corpus must be text, json, csv or parquet"):
+        eval_data("ptb", "test", ["a.txt"])
+    assert main(["eval", "dense-tiny", "--data-files", str(text), "--max-batches", "2", "--batch-size", "2"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["corpus"] == "text" and result["tokens"] == 2 * 2 * 256 and 0 < result["bpb"] < 8
+    assert "/2 [" in captured.err and "batch" in captured.err  # the progress bar over 2 batches

@@ -135,7 +135,9 @@ class Corpus:
                 raise ValueError(f"holdout_documents is for train-only corpora; the built-in corpus {name!r} has its own splits")
         elif name in _LOCAL_BUILDERS:
             if self.data_files is None:
-                raise ValueError(f"corpus {name!r} reads local files: set data_files, e.g. {{'train': 'train.{name}'}}")
+                raise ValueError(
+                    f"corpus {name!r} reads local files: set data_files (zoo eval: --data-files FILE), e.g. {{'train': 'train.{name}'}}"
+                )
             if name == "text" and text_field != "text":
                 raise ValueError(f"corpus 'text' yields the field 'text' only; text_field is {text_field!r}")
             if holdout_documents is not None and set(self.data_files) != {"train"}:

@@ -54,12 +54,13 @@ def window_losses(
     windows: Sequence[int] | None = None,
     max_windows: int | None = None,
     data_files=None,
+    progress: bool = False,
 ) -> WindowLosses:
     """Summed negative log-likelihood (nats) and target count of each evaluation window.
 
     ``windows`` picks window indices (default: all, in order; ``max_windows`` keeps the first ones).
     They are evaluated ``batch_size`` at a time in the order given, so the same indices in the same
-    batches give the same sums.
+    batches give the same sums. ``progress`` draws a bar of the batches on stderr.
     """
     from zoo.data import TokenizedCorpus
     from zoo.data.tokens import collate_windows
@@ -85,8 +86,11 @@ def window_losses(
     device = next(model.parameters()).device
     nll: list[float] = []
     tokens: list[int] = []
+    from tqdm.auto import tqdm
+
+    starts = range(0, len(indices), batch_size)
     try:
-        for start in range(0, len(indices), batch_size):
+        for start in tqdm(starts, desc=f"{corpus} {split}", unit="batch", disable=not progress, leave=False):
             inputs, targets = collate_windows([dataset[i] for i in indices[start : start + batch_size]])
             logits = model(inputs.to(device)).float()
             losses = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(), reduction="none")
@@ -107,6 +111,7 @@ def evaluate_model(
     batch_size: int = 8,
     max_batches: int | None = None,
     data_files=None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Bits per byte, loss and perplexity of ``model`` on a corpus split: all of it, or its first
     ``max_batches`` batches of ``batch_size`` windows. With two or more blocks of
@@ -119,6 +124,7 @@ def evaluate_model(
         batch_size=batch_size,
         max_windows=None if max_batches is None else max_batches * batch_size,
         data_files=data_files,
+        progress=progress,
     )
     if not result.tokens:
         raise ValueError(f"corpus {corpus!r} split {split!r} produced no evaluation tokens")

@@ -10,21 +10,37 @@ names; what several share sits here: ``_dispatch.py`` (the path choice), ``_trit
 This package imports nothing above it (no Lightning, no YAML, no ``zoo.models``).
 """
 
-# ternary_matmul (the function) stays in its sub-package: re-exporting it here would shadow the module.
-from zoo.kernels._dispatch import cpu_kernel_can_run, triton_can_run
-from zoo.kernels.pack import pack_ternary, quantize_pack_ternary, tile_ternary, unpack_ternary, untile_ternary
-from zoo.kernels.quant import int8_quantize, int8_quantize_raw, ternary_quantize, ternary_quantize_raw
-from zoo.kernels.rule import InputRule
-from zoo.kernels.ternary_matmul import ternary_accumulate, ternary_linear
-from zoo.kernels.topk import (
-    block_topk_mask,
-    block_topk_sparsify,
-    input_transform,
-    topk_int8_quantize,
-    topk_int8_quantize_raw,
-    topk_mask,
-    topk_sparsify,
-)
+# Names are loaded on first use (PEP 562), so that a light module that only needs InputRule (the
+# config, ``zoo list``) does not import torch. ternary_matmul (the function) stays in its
+# sub-package: re-exporting it here would shadow the module.
+_EXPORTS = {
+    "zoo.kernels._dispatch": ("cpu_kernel_can_run", "triton_can_run"),
+    "zoo.kernels.pack": ("pack_ternary", "quantize_pack_ternary", "tile_ternary", "unpack_ternary", "untile_ternary"),
+    "zoo.kernels.quant": ("int8_quantize", "int8_quantize_raw", "ternary_quantize", "ternary_quantize_raw"),
+    "zoo.kernels.rule": ("InputRule",),
+    "zoo.kernels.ternary_matmul": ("ternary_accumulate", "ternary_linear"),
+    "zoo.kernels.topk": (
+        "block_topk_mask",
+        "block_topk_sparsify",
+        "input_transform",
+        "topk_int8_quantize",
+        "topk_int8_quantize_raw",
+        "topk_mask",
+        "topk_sparsify",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'zoo.kernels' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value  # the next access skips this function
+    return value
+
 
 __all__ = [
     "InputRule",

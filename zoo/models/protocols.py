@@ -18,24 +18,11 @@ out of a count.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 import torch
 
-BF16_BITS = 16
-TERNARY_PACKED_BITS = 2
-SCALE_BYTES = 4  # one fp32 absmean scale per ternary tensor (or per expert)
-
-
-@dataclass(frozen=True)
-class LinearAccount:
-    """What a projection contributes to the count: its weights, how often it is used, how it is stored."""
-
-    params: int
-    site: str  # attn_in | attn_out | ffn_in | ffn_down | router | ...
-    bits_per_weight: int
-    scale_bytes: int = 0
-    usage: float = 1.0  # mean fraction of a token's forward that reads this weight (k/E for routed experts)
+# The storage constants and the account record live with the count arithmetic, which has no torch.
+from zoo.models.counts import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount  # noqa: F401
 
 
 class Accounted(ABC):
