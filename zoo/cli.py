@@ -257,8 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks; results appended as JSON lines to --out (default ./bench_<what>.jsonl)")
     p.add_argument(
         "what",
-        choices=("kernels", "moe", "train", "decode", "peer", "gpu"),
-        help="gpu: every GPU test and benchmark in one call (--out is a folder)",
+        choices=("kernels", "moe", "train", "decode", "peer", "hf", "gpu"),
+        help="hf: greedy decode through transformers (the export-hf class) against zoo.generate; "
+        "gpu: every GPU test and benchmark in one call (--out is a folder)",
     )
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer shapes, for a smoke run")

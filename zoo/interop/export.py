@@ -67,11 +67,14 @@ def export_hf(source: str | Path, out_dir: str | Path, model_type: str | None = 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / SINGLE_FILE), metadata={"format": "pt"})
-    # plain Llama cannot read an id past its vocabulary, so no <|endoftext|> here (lm-eval: pass
-    # prefix_token_id=<the separator's last id>); a release imported from transformers keeps its own
-    special = {**write_tokenizer(tokenizer, out, config.max_seq_len), **(metrics.get("hf_special_tokens") or {})}
+    # plain Llama cannot read an id past its vocabulary, so no <|endoftext|> here: the separator's
+    # last token is the bos lm-eval conditions on; a release imported from transformers keeps its own
+    imported = metrics.get("hf_special_tokens") or {}
+    prefix = None if imported else tokenizer.encode("\n\n")[-1]
+    special = {**write_tokenizer(tokenizer, out, config.max_seq_len, prefix_id=prefix), **imported}
+    hf_config.update(special)
     (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    generation = {"do_sample": False, "max_length": config.max_seq_len, **special}
+    generation = {"do_sample": False, **special}
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     return out
 

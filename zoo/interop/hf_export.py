@@ -5,7 +5,7 @@ and a working ``generate()``.
 The folder holds ``config.json`` (``model_type: moezoo``, the :class:`~zoo.models.ModelConfig`
 under ``zoo_config``, ``auto_map`` to the classes), ``modeling_moezoo.py`` (the classes,
 :mod:`zoo.interop.modeling_moezoo`), ``model.safetensors`` (the decoder's tensors under ``model.``;
-ternary weights as the latent values that ternarise back to the released pattern and scale),
+ternary weights packed at 2 bits with their scale, as in a zoo release),
 the tokenizer in ``tokenizers``' JSON format (the byte tokenizer as a byte-level BPE without
 merges: id = byte), ``generation_config.json`` and a model card with Hub metadata.
 Dense full-precision entries can also go to plain Llama / Qwen2 (:func:`zoo.interop.export.export_hf`).
@@ -46,7 +46,9 @@ def byte_tokenizer_json() -> str:
 END_OF_TEXT = "<|endoftext|>"
 
 
-def write_tokenizer(tokenizer, out: Path, max_length: int, end_of_text_id: int | None = None) -> dict[str, Any]:
+def write_tokenizer(
+    tokenizer, out: Path, max_length: int, end_of_text_id: int | None = None, prefix_id: int | None = None
+) -> dict[str, Any]:
     """``tokenizer.json`` + ``tokenizer_config.json``; returns the special-token ids for the configs.
 
     The zoo's tokenizers define no special token: documents are separated by "\\n\\n". Tools such
@@ -54,6 +56,8 @@ def write_tokenizer(tokenizer, out: Path, max_length: int, end_of_text_id: int |
     past the model's vocabulary) adds ``<|endoftext|>`` as that token; the moezoo model reads it as
     the separator's last token, as the zoo's own lm-eval model does. A token of the vocabulary
     (the newline) cannot serve: transformers would then drop every newline as "special" in decode.
+    A plain Llama export cannot read an id past its vocabulary, so it names the separator's last
+    token (``prefix_id``) as its bos instead, at that price: lm-eval then runs without arguments.
     """
     data = json.loads(byte_tokenizer_json() if getattr(tokenizer, "name", None) == "bytes" else tokenizer.to_json())
     settings: dict[str, Any] = {
@@ -67,6 +71,10 @@ def write_tokenizer(tokenizer, out: Path, max_length: int, end_of_text_id: int |
         data.setdefault("added_tokens", []).append({**added, "normalized": False, "special": True})
         settings.update(bos_token=END_OF_TEXT, eos_token=END_OF_TEXT, add_bos_token=False, add_eos_token=False)
         special = {"bos_token_id": end_of_text_id, "eos_token_id": end_of_text_id}
+    elif prefix_id is not None:
+        symbol = {index: text for text, index in data["model"]["vocab"].items()}[prefix_id]
+        settings.update(bos_token=symbol, add_bos_token=False)
+        special = {"bos_token_id": prefix_id}
     (out / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
     (out / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")
     return special
@@ -104,10 +112,14 @@ def model_card(name: str, config, metrics: dict[str, Any], activated: float, tot
         "print(tokenizer.decode(model.generate(ids, max_new_tokens=50)[0]))",
         "```",
         "",
+        "It loads as moezoo's inference form: ternary weights stay packed at 2 bits (on disk too) "
+        "and run through moezoo's kernels, and `generate` keeps a KV cache (one compiled decode "
+        "step a token). `from_pretrained(..., zoo_inference=False)` keeps the training form for "
+        "fine-tuning.",
+        "",
         "Limitations: a small research model (the moezoo leaderboard ranks it); no padding mask "
-        "(batch prompts of equal length); generation recomputes the context each step (no KV "
-        "cache through transformers; moezoo's own `zoo generate` has one); the modeling code is "
-        "moezoo's, so `pip install moezoo` is needed.",
+        "(batch prompts of equal length); the modeling code is moezoo's, so `pip install moezoo` "
+        "is needed; `save_pretrained` is not supported (write exports with `zoo export-hf`).",
         "",
     ]
     return "\n".join(lines)
@@ -131,9 +143,14 @@ def export_zoo_hf(model, tokenizer, metrics: dict[str, Any], out_dir: str | Path
     config = model.config.resolved()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # every tensor under model.<zoo name>; a tied head is saved as its own copy (safetensors
-    # refuses shared storage) and loads back into the one tied parameter
-    state = {f"model.{key}": tensor.detach().clone().contiguous() for key, tensor in model.state_dict().items()}
+    from zoo.models.packing import pack_state_dict
+
+    # every tensor under model.<zoo name>, ternary weights packed at 2 bits with their scale (the
+    # class in modeling_moezoo.py reads them itself); a tied head is left out, the embedding is it
+    packed = pack_state_dict(model)
+    if config.tie_embeddings:
+        packed.pop("lm_head.weight", None)
+    state = {f"model.{key}": tensor.detach().clone().contiguous() for key, tensor in packed.items()}
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     special = write_tokenizer(tokenizer, out, config.max_seq_len, end_of_text_id=config.vocab_size)
     hf_config = {
@@ -141,18 +158,21 @@ def export_zoo_hf(model, tokenizer, metrics: dict[str, Any], out_dir: str | Path
         "architectures": ["MoezooForCausalLM"],
         "auto_map": {"AutoConfig": "modeling_moezoo.MoezooConfig", "AutoModelForCausalLM": "modeling_moezoo.MoezooForCausalLM"},
         "zoo_config": config.to_dict(),
-        "vocab_size": config.vocab_size,
+        # the tokenizer's size: <|endoftext|> is one id past the model's vocabulary, and the
+        # model's logits get a column for it (see MoezooForCausalLM.with_end_of_text)
+        "vocab_size": config.vocab_size + (1 if special else 0),
         "max_position_embeddings": config.max_seq_len,
         "tie_word_embeddings": config.tie_embeddings,
         "torch_dtype": "float32",
-        "use_cache": False,
+        "use_cache": True,
         # what the model reads for <|endoftext|>: the last token of the document separator
         "zoo_separator_token_id": tokenizer.encode("\n\n")[-1],
         **special,
     }
     (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    # no eos: the model never emits <|endoftext|> (it has no logit), so generation runs its length
-    generation = {"do_sample": False, "max_length": config.max_seq_len, "use_cache": False}
+    # the model never emits <|endoftext|> (it has no logit), so generation runs max_new_tokens; no
+    # max_length here: transformers warns when a caller's max_new_tokens meets one
+    generation = {"do_sample": False, "use_cache": True, **special}
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     shutil.copyfile(Path(__file__).with_name(MODELING_FILE), out / MODELING_FILE)
     stats = account(model)
