@@ -24,8 +24,16 @@ def _format_count(n: float) -> str:
     return f"{n:.0f}"
 
 
+def weights_label(source: str | None) -> str:
+    """The ``weights`` column of ``zoo list`` for a published name (see ``zoo.hub.fetch.weights_source``)."""
+    if source is None:
+        return "set ZOO_HUB"
+    return {"hub": "yes", "store": "store/", "cache": "cached"}.get(source) or source.split("://")[0]
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from zoo.hub import DownloadError
+    from zoo.hub.fetch import NO_COPY_HINT, weights_source
     from zoo.hub.registry import list_models, model_config, pretrained_models
     from zoo.models.counts import config_counts
 
@@ -37,10 +45,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for name in list_models():
         stats = config_counts(model_config(name))  # arithmetic: no model is built, torch is not imported
+        source = weights_source(name, args.hub) if published and name in published else None
         rows.append(
             {
                 "name": name,
                 "pretrained": None if published is None else name in published,
+                "weights_from": source,
                 "total_params": stats.total_params,
                 "non_embedding_params": stats.non_embedding_params,
                 "activated_params": round(stats.activated_params),
@@ -55,7 +65,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     table = [header] + [
         (
             r["name"],
-            {True: "yes", False: "-", None: "?"}[r["pretrained"]],
+            {True: weights_label(r["weights_from"]), False: "-", None: "?"}[r["pretrained"]],
             _format_count(r["total_params"]),
             _format_count(r["non_embedding_params"]),
             _format_count(r["activated_params"]),
@@ -68,7 +78,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))))
         if i == 0:
             print("  ".join("-" * w for w in widths))
-    print("\nweights: yes = zoo.create_model(name, pretrained=True) / zoo download name work (bare entry names mean -tiny)")
+    print(
+        "\nweights: where zoo.create_model(name, pretrained=True) / zoo download name get them: store/ (this checkout's), "
+        "cached, hf or https (a source the manifest lists), yes (the hub you named); bare entry names mean -tiny"
+    )
+    if any(r["pretrained"] and r["weights_from"] is None for r in rows):
+        print(f"set ZOO_HUB: published in the project's store/, which a pip install does not carry: {NO_COPY_HINT}")
     print(
         "* activated parameters per token (Q-Sparse §3.6) from the configured top-K alone; "
         "measured values on data are in leaderboard/LEADERBOARD.md"

@@ -1,5 +1,7 @@
 """Pretrained zoo models by name: publish into a hub store, download with verification, generate."""
 
+import re
+
 import pytest
 import torch
 
@@ -107,3 +109,29 @@ def test_overrides_that_hold_no_parameter_apply_to_pretrained_weights(hub):
     assert not torch.allclose(sparse(tokens), plain(tokens))  # top-K 50% really runs
     with pytest.raises(ValueError, match="override of dim changes the released parameters"):
         zoo.create_model("toy-tiny", pretrained=True, dim=64)
+
+
+def test_zoo_list_says_where_weights_come_from_and_what_a_pip_install_must_do(tmp_path, monkeypatch, capsys):
+    """In a checkout the store has the files; a wheel has the manifest alone: zoo list and the
+    download error then name ZOO_HUB instead of promising weights."""
+    import shutil
+
+    from zoo.hub import fetch, manifest, shipped_store
+
+    monkeypatch.delenv("ZOO_HUB", raising=False)
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^bitnet-tiny\s+store/", out, re.M) and "set ZOO_HUB:" not in out
+    wheel_store = tmp_path / "wheel-store"  # what pip installs: the manifest, no weights
+    wheel_store.mkdir()
+    shutil.copy(shipped_store() / "manifest.json", wheel_store / "manifest.json")
+    monkeypatch.setattr(fetch, "shipped_store", lambda: wheel_store)
+    monkeypatch.setattr(manifest, "shipped_store", lambda: wheel_store)
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^bitnet-tiny\s+set ZOO_HUB", out, re.M) and re.search(r"^dense-small\s+-", out, re.M)
+    assert "set ZOO_HUB: published in the project's store/, which a pip install does not carry" in out
+    assert main(["generate", "bitnet-tiny"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "set ZOO_HUB to a moezoo checkout's store/ folder" in error[0]

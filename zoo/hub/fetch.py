@@ -379,8 +379,34 @@ def download(
                 raise
             failures.append(f"{candidate}: {error.cause}")
     kind = NotCachedError if offline else DownloadError
-    hint = "" if entry.get("sources") else "; the manifest lists no other hub for it (set ZOO_HUB to one that has it)"
+    hint = "" if entry.get("sources") else f"; the manifest lists no other hub for it: {NO_COPY_HINT}"
     raise kind(name, None, "no hub could supply it: " + "; ".join(failures) + hint)
+
+
+# What to do where a published checkpoint has no copy within reach: a wheel carries the manifest
+# and never the weights, which live in a source checkout's store/ (or wherever the manifest's
+# sources, or ZOO_HUB, point).
+NO_COPY_HINT = "set ZOO_HUB to a moezoo checkout's store/ folder, a mirror or hf://org/repo that has it"
+
+
+def weights_source(name: str, hub: str | None = None) -> str | None:
+    """Where :func:`download` would get the published checkpoint ``name`` from, without fetching:
+    ``"hub"`` (a hub the user named), ``"store"`` (the project's store holds the files),
+    ``"cache"`` (downloaded before), the first of the manifest's ``sources``, or None (nowhere:
+    the manifest lists it, but a pip install has no store; see :data:`NO_COPY_HINT`)."""
+    explicit = hub or os.environ.get("ZOO_HUB")
+    if explicit:
+        return "hub"
+    entry = trusted_manifest()["checkpoints"].get(name)
+    if entry is None:
+        return None
+    store = shipped_store() / name
+    if all((store / rel).is_file() and (store / rel).stat().st_size == spec["size"] for rel, spec in entry["files"].items()):
+        return "store"
+    cached = _settings(None, None, None, None)[3] / name
+    if all(_stamp_path(cached / rel).is_file() for rel in entry["files"]):
+        return "cache"
+    return (entry.get("sources") or [None])[0]
 
 
 def _download_from(hub: str, name: str, entry: dict, root: Path, *, offline: bool, progress: bool, timeout: float) -> Path:

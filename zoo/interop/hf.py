@@ -34,6 +34,7 @@ from zoo.interop.bitnet import bitnet_model, config_from_bitnet
 from zoo.interop.convert import config_from_hf, state_dict_from_hf
 from zoo.models.config import ModelConfig
 from zoo.models.decoder import Decoder
+from zoo.models.packing import unpack_state_dict
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -214,9 +215,13 @@ def read_hf_folder(src: str | Path, **overrides: Any) -> tuple[Decoder, Any, dic
     hf_weight_files(src)  # refuse pickles and missing shards before anything else is read
     tokenizer = _import_tokenizer(src, config.vocab_size)
     hf_state = read_hf_weights(src)
-    state = {k.removeprefix("model."): v for k, v in hf_state.items()} if own_classes else state_dict_from_hf(hf_state, config)
+    model = Decoder(target)
+    if own_classes:  # the zoo's keys under model., ternary weights packed as in a release
+        state = unpack_state_dict({k.removeprefix("model."): v for k, v in hf_state.items()}, model)
+    else:
+        state = state_dict_from_hf(hf_state, config)
     del hf_state
-    model = load_weights(Decoder(target), state, str(src))
+    model = load_weights(model, state, str(src))
     return apply_dtype(model.eval(), dtype), tokenizer, _import_metrics(src, hf_config, tokenizer, overrides)
 
 
