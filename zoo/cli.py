@@ -129,8 +129,21 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from zoo.hub import publish
 
-    entry = publish(args.release_dir, args.name, store=args.store, source=args.source)
-    print(json.dumps({args.name: entry}, indent=2))
+    if (args.release_dir is None) != (args.name is None):
+        raise ValueError("zoo publish takes a release folder and its name together (or neither, with --to)")
+    names = None
+    if args.release_dir is not None:
+        entry = publish(args.release_dir, args.name, store=args.store, source=args.source)
+        print(json.dumps({args.name: entry}, indent=2))
+        names = [args.name]
+    elif args.to is None:
+        raise ValueError("zoo publish needs a release folder and a name, or --to hf:org/repo to upload the store")
+    if args.to is not None:
+        from zoo.hub.hf_source import upload_to_hf
+
+        url = "hf://" + args.to.removeprefix("hf://").removeprefix("hf:")
+        uploaded = upload_to_hf(args.store, url, names)
+        print(f"uploaded {', '.join(uploaded)} to {url}; recorded it among their sources in {args.store}/manifest.json")
     return 0
 
 
@@ -251,9 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="use the cache only (same as ZOO_OFFLINE=1)")
     p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("publish", help="copy a release directory into a hub store and update its manifest")
-    p.add_argument("release_dir")
-    p.add_argument("name")
+    p = sub.add_parser(
+        "publish", help="copy a release directory into a hub store and update its manifest; --to uploads the store to the Hugging Face Hub"
+    )
+    p.add_argument("release_dir", nargs="?", default=None)
+    p.add_argument("name", nargs="?", default=None)
+    p.add_argument("--to", default=None, help="hf:org/repo[@revision]: upload the store's checkpoints (or just NAME) there")
     p.add_argument("--store", required=True, help="store folder to publish into (created; its manifest.json is updated)")
     p.add_argument("--source", default="", help="how the checkpoint was produced (free text)")
     p.set_defaults(func=cmd_publish)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -545,7 +546,7 @@ def test_without_weights_or_sources_the_error_says_what_to_do(store, monkeypatch
     monkeypatch.setattr(hub_fetch, "shipped_store", lambda: store)
     monkeypatch.setattr(hub_fetch, "default_hub", lambda: store.as_uri())
     shutil.rmtree(store / NAME)
-    with pytest.raises(DownloadError, match="no hub could supply it: .*not found.*lists no other hub for it \\(set ZOO_HUB"):
+    with pytest.raises(DownloadError, match="no hub could supply it: .*not found.*lists no other hub for it: set ZOO_HUB"):
         hub.download(NAME, progress=False)
 
 
@@ -569,3 +570,57 @@ def test_published_and_downloaded_files_get_the_usual_permissions(tmp_path, rele
     assert stat.S_IMODE((store / NAME).stat().st_mode) == folder
     for path in [store / "manifest.json", *(store / NAME).iterdir(), *local.iterdir()]:
         assert stat.S_IMODE(path.stat().st_mode) == file, path
+
+
+def test_publish_to_hf_uploads_the_store_and_downloads_come_back_from_it(store, release, tmp_path, monkeypatch, capsys):
+    """zoo publish --to hf:org/repo against a mocked huggingface_hub: the files land in the layout
+    downloads read, the manifest records the repository as a source, and a store without the
+    weights (a pip install) then gets them from there, verified."""
+    import huggingface_hub
+
+    from zoo.cli import main
+
+    remote = tmp_path / "remote"
+    uploads = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, exist_ok=False):
+            (remote / repo_id).mkdir(parents=True, exist_ok=True)
+
+        def create_branch(self, repo_id, branch, exist_ok=False):
+            pass
+
+        def upload_folder(self, *, repo_id, folder_path, path_in_repo=None, allow_patterns=None, revision=None, commit_message=""):
+            uploads.append({"repo": repo_id, "patterns": allow_patterns, "revision": revision})
+            for path in Path(folder_path).rglob("*"):
+                rel = path.relative_to(folder_path).as_posix()
+                if path.is_file() and any(fnmatch.fnmatch(rel, p) for p in allow_patterns):
+                    target = remote / repo_id / (path_in_repo or "") / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(path, target)
+
+    def hf_hub_download(repo_id, filename, *, subfolder=None, revision=None, local_files_only=False, etag_timeout=None):
+        path = remote / repo_id / (subfolder or "") / filename
+        if not path.is_file():
+            raise FileNotFoundError(f"404 {repo_id}/{subfolder}/{filename}")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    assert main(["publish", "--to", "hf:moezoo/store", "--store", str(store)]) == 0
+    assert "uploaded tiny-test to hf://moezoo/store" in capsys.readouterr().out
+    assert uploads == [{"repo": "moezoo/store", "patterns": [f"{NAME}/**"], "revision": None}]
+    assert sorted(p.name for p in (remote / "moezoo/store" / NAME).iterdir()) == sorted(FILES)
+    assert hub.load_manifest(store / "manifest.json")["checkpoints"][NAME]["sources"] == ["hf://moezoo/store"]
+    # a pip install: the manifest without the weights; the download falls back to the repository
+    monkeypatch.setattr(hub_fetch, "default_hub", lambda: store.as_uri())
+    monkeypatch.setattr(hub_fetch, "shipped_store", lambda: store)
+    shutil.rmtree(store / NAME)
+    _assert_same(hub.download(NAME, progress=False), release)
+    # a store whose files do not match its manifest is refused before anything is uploaded
+    uploads.clear()
+    assert main(["publish", "--to", "hf:moezoo/store", "--store", str(store)]) == 1
+    assert "missing or not the file the manifest pins" in capsys.readouterr().err and not uploads

@@ -1,6 +1,7 @@
 """Checkpoints from a Hugging Face Hub repository (``hf://org/repo[@revision][/folder]``) through
 huggingface_hub's own download, cache and offline semantics (``HF_HOME``, ``HF_HUB_OFFLINE``), with
-every file checked against the zoo manifest's sha256 and size before use.
+every file checked against the zoo manifest's sha256 and size before use; and a store's
+checkpoints uploaded to such a repository (``zoo publish --to hf:org/repo``).
 
 A hub root holds each checkpoint at ``<root>/<name>/<file>``, as the other hubs do; the manifest
 comes from the zoo (the shipped one), never from the repository, so a pinned sha256 decides.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from zoo.hub.manifest import DownloadError, NotCachedError, file_sha256
+from zoo.hub.manifest import MANIFEST_NAME, DownloadError, NotCachedError, add_source, file_sha256, load_manifest
 
 HF_URL = re.compile(r"^hf://(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+?))?(?:/(?P<folder>[\w./-]+))?/?$")
 
@@ -58,3 +59,37 @@ def download_from_hf(url: str, name: str, files: dict[str, dict], *, offline: bo
         checkpoint_dir = local.parents[len(parts) - 1]
     assert checkpoint_dir is not None  # a manifest entry has at least one file
     return checkpoint_dir
+
+
+def upload_to_hf(store: str | Path, url: str, names: list[str] | None = None, *, token: str | None = None) -> list[str]:
+    """Uploads checkpoints of the store folder ``store`` (``names``, default all its manifest lists)
+    to the repository at ``url`` in the layout :func:`download_from_hf` reads, each file checked
+    against the manifest first, then records ``url`` among their manifest ``sources``. Returns the names."""
+    from huggingface_hub import HfApi
+
+    store = Path(store)
+    manifest = load_manifest(store / MANIFEST_NAME)
+    names = list(manifest["checkpoints"]) if names is None else names
+    unknown = [n for n in names if n not in manifest["checkpoints"]]
+    if unknown:
+        raise ValueError(f"{store / MANIFEST_NAME}: lists no checkpoint {unknown[0]!r}; it has {sorted(manifest['checkpoints'])}")
+    for name in names:  # a repository must never get a file the manifest would then refuse
+        for relpath, spec in manifest["checkpoints"][name]["files"].items():
+            path = store / name / relpath
+            if not path.is_file() or path.stat().st_size != spec["size"] or file_sha256(path) != spec["sha256"]:
+                raise ValueError(f"{path}: missing or not the file the manifest pins; republish {name} before uploading")
+    repo, revision, folder = parse_hf_url(url)
+    api = HfApi(token=token)
+    api.create_repo(repo, exist_ok=True)
+    if revision:
+        api.create_branch(repo, branch=revision, exist_ok=True)
+    api.upload_folder(
+        repo_id=repo,
+        folder_path=str(store),
+        path_in_repo=folder or None,
+        allow_patterns=[f"{name}/**" for name in names],
+        revision=revision,
+        commit_message=f"moezoo checkpoints: {', '.join(names)}",
+    )
+    add_source(store, names, url)
+    return names

@@ -263,3 +263,18 @@ def publish(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return entry
+
+
+def add_source(store: str | os.PathLike, names: list[str], url: str) -> None:
+    """Records ``url`` among the ``sources`` of each checkpoint ``names`` in ``store``'s manifest
+    (after the ones it lists), so downloads fall back to it where the store lacks the files."""
+    check_source(url)
+    store_dir = Path(store)
+    manifest_path = store_dir / MANIFEST_NAME
+    with locked(store_dir / f".{MANIFEST_NAME}.lock"):
+        manifest = load_manifest(manifest_path)
+        for name in names:
+            entry = manifest["checkpoints"][name]
+            entry["sources"] = [*[s for s in entry.get("sources", []) if s != url], url]
+        validate_manifest(manifest, str(manifest_path))
+        atomic_write_bytes(manifest_path, dump_manifest(manifest))
