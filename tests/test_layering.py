@@ -100,6 +100,7 @@ ZOO_CONTRACTS = {
     "train": SHARED | {"data", "hub", "interop", "eval"},
     "scaling": SHARED | {"data", "hub", "train", "bench"},
     "text": SHARED,
+    "curves": SHARED,
     "serving": SHARED | {"text"},
     "text_cli": SHARED | {"text", "serving", "hub", "interop"},
 }

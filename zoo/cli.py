@@ -183,6 +183,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from zoo.curves import plot_run
+
+    out = plot_run(args.run, args.out or f"{os.path.basename(os.path.abspath(args.run))}-curves.png")
+    print(f"curves drawn to {out}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
@@ -284,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub", default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plot", help="draw a zoo fit run's loss, bpb, learning-rate and sparsity curves into a PNG")
+    p.add_argument("run", help="the run folder (its newest lightning_logs/version_*), a version folder, or a metrics.csv")
+    p.add_argument("--out", default=None, help="the PNG to write (default: ./<run>-curves.png)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("bench", help="benchmarks; results appended as JSON lines to --out (default ./bench_<what>.jsonl)")
     p.add_argument(

@@ -182,10 +182,22 @@ def test_sigterm_exits_non_zero_with_a_resumable_checkpoint(tmp_path):
     assert resumed.trainer.global_step == saved["global_step"] + 2
 
 
-def test_checkpoint_names_and_a_users_own_checkpoint_callback(tmp_path):
-    run_lightning_cli(fit_args(tmp_path / "default", "dense-tiny", 4, "--trainer.val_check_interval", "2"))
+def test_checkpoint_names_and_a_users_own_checkpoint_callback(tmp_path, capsys):
+    run_lightning_cli(fit_args(tmp_path / "default", "qsparse-tiny", 4, "--trainer.val_check_interval", "2"))
     names = sorted(p.name for p in (tmp_path / "default").rglob("*.ckpt"))
     assert names == ["last.ckpt", "step=4.ckpt"]
+    # zoo plot draws the run's curves where --out says, from the CSV the run logged
+    from zoo.curves import PANELS, find_metrics, read_curves
+
+    curves = read_curves(find_metrics(tmp_path / "default"))
+    assert {"train/loss", "val/bpb"} <= set(curves) and any(c.startswith("lr-") for c in curves)
+    assert any(c.startswith("sparsity/") for c in curves)  # qsparse-tiny logs its measured top-K sparsity
+    assert all(any(wanted(c) for c in curves) for _, wanted in PANELS)
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "default"), "--out", str(tmp_path / "curves.png")]) == 0
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "curves drawn to" in capsys.readouterr().out
+    assert main(["plot", str(tmp_path / "nowhere")]) == 1
+    assert "no such run folder or metrics file" in capsys.readouterr().err
     mine = fit_args(tmp_path / "mine", "dense-tiny", 3) + [
         "--trainer.callbacks+=ModelCheckpoint",
         f"--trainer.callbacks.dirpath={tmp_path / 'mine-ckpts'}",
