@@ -34,17 +34,19 @@ def weights_label(source: str | None) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     from zoo.hub import DownloadError
     from zoo.hub.fetch import NO_COPY_HINT, weights_source
-    from zoo.hub.registry import list_models, model_config, pretrained_models
+    from zoo.hub.registry import entry_of, list_models, model_config, pretrained_models
     from zoo.models.counts import config_counts
 
     try:
-        published: set[str] | None = set(pretrained_models(args.hub))
+        published: list[str] | None = pretrained_models(args.hub)  # entries, each with its seed replicates after it
     except DownloadError as error:  # an unreachable hub must not hide the registry
         print(f"zoo list: cannot tell which names have weights: {error}", file=sys.stderr)
         published = None
     rows = []
-    for name in list_models():
-        stats = config_counts(model_config(name))  # arithmetic: no model is built, torch is not imported
+    # every registered name, each followed by its published seed replicates (same config)
+    names = [n for name in list_models() for n in [name, *(p for p in published or () if entry_of(p) == name and p != name)]]
+    for name in names:
+        stats = config_counts(model_config(entry_of(name)))  # arithmetic: no model is built, torch is not imported
         source = weights_source(name, args.hub) if published and name in published else None
         rows.append(
             {
@@ -348,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
+    except BrokenPipeError:  # `zoo list | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, FileNotFoundError, KeyError, RuntimeError, NotImplementedError) as error:
         # Bad input and failed downloads are the user's to fix: one clear line, no traceback.
         if os.environ.get("ZOO_DEBUG"):

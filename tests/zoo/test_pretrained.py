@@ -89,8 +89,12 @@ def test_zoo_list_says_which_names_have_weights_and_each_loads_by_name(tmp_path,
     monkeypatch.setenv("ZOO_HOME", str(tmp_path))
     assert main(["list", "--json"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
-    with_weights = sorted(name for name, row in rows.items() if row["pretrained"])
+    with_weights = sorted(name for name, row in rows.items() if row["pretrained"] and "-seed" not in name)
     assert with_weights == sorted(n for n in rows if n.endswith("-tiny"))  # the 8 shipped checkpoints
+    replicates = [name for name in rows if "-seed" in name]  # the leaderboard's extra seeds, listed after their entry
+    assert sorted(replicates) == sorted(f"{e}-tiny-seed{k}" for e in ("dense", "bitnet", "bitnet-qsparse") for k in (1, 2))
+    assert list(rows).index("bitnet-tiny-seed1") == list(rows).index("bitnet-tiny") + 1
+    assert zoo.list_models("*bitnet-tiny*", pretrained=True) == ["bitnet-tiny", "bitnet-tiny-seed1", "bitnet-tiny-seed2"]
     assert all(row["pretrained"] is False for name, row in rows.items() if name.endswith("-small"))
     for name in with_weights:  # each loads by name, into the architecture the registry builds
         shapes = {k: v.shape for k, v in zoo.create_model(name, pretrained=True).state_dict().items()}

@@ -10,6 +10,7 @@ in that order, here for :func:`create_model` and in ``zoo fit`` as LightningCLI'
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,11 +58,27 @@ def config_path(name: str) -> Path:
 
 
 def pretrained_models(hub: str | None = None) -> list[str]:
-    """The registered names with published weights in the manifest ``download`` trusts for ``hub``."""
+    """The registered names with published weights in the manifest ``download`` trusts for ``hub``,
+    each followed by its published seed replicates."""
     from zoo.hub.fetch import trusted_manifest
 
     published = trusted_manifest(hub)["checkpoints"]
-    return [name for name in list_models() if name in published]
+    names = []
+    for name in list_models():
+        if name in published:  # each entry, then its seed replicates (the leaderboard's <entry>-seed<k>)
+            names += [name, *sorted(replicate_names(name, published), key=lambda n: int(n.rsplit("seed", 1)[1]))]
+    return names
+
+
+def replicate_names(name: str, published) -> list[str]:
+    """The published seed replicates of a registered name: ``<name>-seed<k>``."""
+    pattern = re.compile(rf"^{re.escape(name)}-seed\d+$")
+    return [other for other in published if pattern.match(other)]
+
+
+def entry_of(name: str) -> str:
+    """The registered name a checkpoint name is of: itself, or the entry of a seed replicate."""
+    return re.sub(r"-seed\d+$", "", with_size(name))
 
 
 def size_config_path(size: str) -> Path:

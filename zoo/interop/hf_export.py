@@ -80,8 +80,29 @@ def write_tokenizer(
     return special
 
 
-def model_card(name: str, config, metrics: dict[str, Any], activated: float, total: int) -> str:
-    """A Hub model card: YAML metadata, what the model is, how to load it, its limits."""
+OWN_CLASSES_NOTES = (
+    "It loads as moezoo's inference form: ternary weights stay packed at 2 bits (on disk too) "
+    "and run through moezoo's kernels, and `generate` keeps a KV cache (one compiled decode "
+    "step a token). `from_pretrained(..., zoo_inference=False)` keeps the training form for "
+    "fine-tuning.",
+    "",
+    "Limitations: a small research model (the moezoo leaderboard ranks it); no padding mask "
+    "(batch prompts of equal length); the modeling code is moezoo's, so `pip install moezoo` "
+    "is needed; `save_pretrained` is not supported (write exports with `zoo export-hf`).",
+)
+PLAIN_NOTES = (
+    "A plain transformers checkpoint (transformers' own classes compute the zoo's function, up to float rounding). Its "
+    "tokenizer is the zoo's byte tokenizer (id = UTF-8 byte); bos is the newline that separates "
+    "documents, which lm-eval conditions empty contexts on (so `decode(..., skip_special_tokens=True)` "
+    "drops newlines).",
+    "",
+    "Limitations: a small research model (the moezoo leaderboard ranks it).",
+)
+
+
+def model_card(name: str, config, metrics: dict[str, Any], activated: float, total: int, *, own_classes: bool = True) -> str:
+    """A Hub model card: YAML metadata, what the model is, how to load it, its limits. ``own_classes``:
+    the folder runs moezoo's classes (``trust_remote_code``), else transformers' own (plain Llama...)."""
     corpus = metrics.get("corpus") or "shakespeare"
     lines = [
         "---",
@@ -105,21 +126,14 @@ def model_card(name: str, config, metrics: dict[str, Any], activated: float, tot
         f"validation bits per byte {metrics.get('val_bpb')}.",
         "",
         "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer  # and: pip install moezoo",
-        'model = AutoModelForCausalLM.from_pretrained("PATH", trust_remote_code=True)',
+        "from transformers import AutoModelForCausalLM, AutoTokenizer" + ("  # and: pip install moezoo" if own_classes else ""),
+        'model = AutoModelForCausalLM.from_pretrained("PATH"' + (", trust_remote_code=True)" if own_classes else ")"),
         'tokenizer = AutoTokenizer.from_pretrained("PATH")',
         'ids = tokenizer("ROMEO:", return_tensors="pt").input_ids',
         "print(tokenizer.decode(model.generate(ids, max_new_tokens=50)[0]))",
         "```",
         "",
-        "It loads as moezoo's inference form: ternary weights stay packed at 2 bits (on disk too) "
-        "and run through moezoo's kernels, and `generate` keeps a KV cache (one compiled decode "
-        "step a token). `from_pretrained(..., zoo_inference=False)` keeps the training form for "
-        "fine-tuning.",
-        "",
-        "Limitations: a small research model (the moezoo leaderboard ranks it); no padding mask "
-        "(batch prompts of equal length); the modeling code is moezoo's, so `pip install moezoo` "
-        "is needed; `save_pretrained` is not supported (write exports with `zoo export-hf`).",
+        *(OWN_CLASSES_NOTES if own_classes else PLAIN_NOTES),
         "",
     ]
     return "\n".join(lines)
