@@ -21,6 +21,7 @@ from typing import Any
 from safetensors.torch import save_file
 
 MODELING_FILE = "modeling_moezoo.py"
+TORCH_TWIN_FILE = "moezoo_torch.py"  # the decoder in plain PyTorch, for where moezoo is not installed
 
 
 def byte_level_symbols() -> list[str]:
@@ -188,7 +189,8 @@ def export_zoo_hf(model, tokenizer, metrics: dict[str, Any], out_dir: str | Path
     # max_length here: transformers warns when a caller's max_new_tokens meets one
     generation = {"do_sample": False, "use_cache": True, **special}
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    shutil.copyfile(Path(__file__).with_name(MODELING_FILE), out / MODELING_FILE)
+    for code in (MODELING_FILE, TORCH_TWIN_FILE):  # the classes, and their plain-PyTorch twin
+        shutil.copyfile(Path(__file__).with_name(code), out / code)
     stats = account(model)
     (out / "README.md").write_text(model_card(name, config, metrics, stats.activated_params, stats.total_params))
     return out

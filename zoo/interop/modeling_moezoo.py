@@ -3,7 +3,9 @@ BitNet b1.58 ternary weights (arXiv 2402.17764), Q-Sparse top-K activations (arX
 MegaBlocks-style dropless MoE (arXiv 2211.15841) — behind ``PreTrainedModel`` and ``GenerationMixin``.
 
 ``zoo export-hf`` copies this file next to ``config.json``; transformers imports it from there, and
-it runs moezoo's own code (``pip install moezoo``). Loading reads the folder's ``model.safetensors``
+it runs moezoo's own code (``pip install moezoo``); without moezoo it runs the plain-PyTorch twin
+``moezoo_torch.py`` copied beside it (the zoo's function, exactly, without the engine: no KV cache,
+each step recomputes the window). Loading reads the folder's ``model.safetensors``
 itself: ternary weights are stored packed at 2 bits with one scale each, as in a zoo release, which
 transformers' loader cannot map onto parameters. The loaded model is moezoo's inference form (the
 packed kernels, the compiled decode step) unless ``zoo_inference=False`` is passed, which keeps the
@@ -22,12 +24,20 @@ import torch.nn.functional as F
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from zoo.hub.release import load_weights
-from zoo.models.config import ModelConfig
-from zoo.models.decoder import Decoder
-from zoo.models.generate import next_logits, prefill
-from zoo.models.inference import to_inference
-from zoo.models.packing import unpack_state_dict
+try:  # moezoo's own code and engine; transformers' import check skips what a try block imports
+    from zoo.hub.release import load_weights
+    from zoo.models.config import ModelConfig
+    from zoo.models.decoder import Decoder
+    from zoo.models.generate import next_logits, prefill
+    from zoo.models.inference import to_inference
+    from zoo.models.packing import unpack_state_dict
+
+    HAVE_MOEZOO = True
+except ImportError:  # not installed: the plain-PyTorch twin beside this file, exact but slow
+    HAVE_MOEZOO = False
+
+if __package__:  # imported by transformers from the export folder, or as zoo.interop.modeling_moezoo
+    from .moezoo_torch import TorchDecoder
 
 WEIGHTS = "model.safetensors"
 # transformers 5 names the cache "cache" in model outputs and inputs, 4.x "past_key_values"
@@ -91,7 +101,10 @@ class MoezooForCausalLM(PreTrainedModel, GenerationMixin):
 
     def __init__(self, config: MoezooConfig) -> None:
         super().__init__(config)
-        self.model = Decoder(ModelConfig.from_dict(config.zoo_config, source="config.json zoo_config"))
+        if HAVE_MOEZOO:
+            self.model = Decoder(ModelConfig.from_dict(config.zoo_config, source="config.json zoo_config"))
+        else:
+            self.model = TorchDecoder(config.zoo_config)
         self.post_init()
 
     def _init_weights(self, module: torch.nn.Module) -> None:
@@ -108,6 +121,9 @@ class MoezooForCausalLM(PreTrainedModel, GenerationMixin):
         from safetensors.torch import load_file
 
         state = {key.removeprefix("model."): tensor for key, tensor in load_file(str(folder / WEIGHTS)).items()}
+        if not HAVE_MOEZOO:
+            model.model.load_export(state)
+            return model.eval()
         load_weights(model.model, unpack_state_dict(state, model.model), str(folder / WEIGHTS))
         if zoo_inference:
             to_inference(model.model)
@@ -131,9 +147,11 @@ class MoezooForCausalLM(PreTrainedModel, GenerationMixin):
         # last token of the document separator, which the model saw before every document
         separator = getattr(self.config, "zoo_separator_token_id", None)
         if separator is not None:
-            input_ids = input_ids.masked_fill(input_ids >= self.model.config.vocab_size, separator)
+            input_ids = input_ids.masked_fill(input_ids >= self.config.zoo_config["vocab_size"], separator)
         carrier = kwargs.get(CACHE_FIELD)
-        if labels is None and (use_cache or carrier is not None) and not torch.is_grad_enabled():
+        if not HAVE_MOEZOO and labels is None and (use_cache or carrier is not None):
+            input_ids = input_ids[:, -self.config.max_position_embeddings :]  # the fallback recomputes the window
+        elif labels is None and (use_cache or carrier is not None) and not torch.is_grad_enabled():
             carrier = carrier if carrier is not None else MoezooCache()
             logits = self.with_end_of_text(self.decode(input_ids, carrier)[:, None])
             return CausalLMOutputWithPast(logits=logits, **{CACHE_FIELD: carrier})
