@@ -12,6 +12,7 @@ import zoo
 from zoo.cli import main
 from zoo.hub import shipped_store
 from zoo.interop.hf_export import byte_tokenizer_json
+from zoo.text import DEFAULT_SAMPLING
 
 transformers = pytest.importorskip("transformers")
 # one checkpoint per entry: the leaderboard's extra seeds ("<entry>-seed<k>") share their entry's code path
@@ -75,6 +76,9 @@ def test_every_shipped_model_loads_in_transformers_with_the_zoos_logits(name, tm
     assert ("trust_remote_code=True" in card) == (not native)
     generated = model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1] :]
     assert generated.tolist() == zoo.generate(engine, ids, 12, temperature=0)[0].tolist()
+    # generate()'s default is the zoo's one sampling default, read by either loader
+    defaults = model.generation_config
+    assert defaults.do_sample and (defaults.temperature, defaults.top_p) == (DEFAULT_SAMPLING["temperature"], DEFAULT_SAMPLING["top_p"])
     generation = json.loads((out / "generation_config.json").read_text())
     assert "max_length" not in generation and all(generation.get(k, 0) < config["vocab_size"] for k in ("bos_token_id", "eos_token_id"))
     warnings = capfd.readouterr().err

@@ -20,7 +20,7 @@ from zoo.hub.release import DTYPES
 from zoo.hub.source import parse_source
 from zoo.interop.convert import check_exportable, config_to_hf, state_dict_to_hf
 from zoo.interop.hf import SINGLE_FILE
-from zoo.interop.hf_export import export_zoo_hf, model_card, write_tokenizer
+from zoo.interop.hf_export import GENERATION_DEFAULTS, export_zoo_hf, model_card, write_tokenizer
 from zoo.interop.loader import load_source
 from zoo.models.accounting import account
 
@@ -75,7 +75,7 @@ def export_hf(source: str | Path, out_dir: str | Path, model_type: str | None = 
     special = {**write_tokenizer(tokenizer, out, config.max_seq_len, prefix_id=prefix), **imported}
     hf_config.update(special)
     (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    generation = {"do_sample": False, **special}
+    generation = {**GENERATION_DEFAULTS, **special}
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     stats = account(model)
     card = model_card(Path(out_dir).name, config, metrics, stats.activated_params, stats.total_params, own_classes=False)

@@ -21,6 +21,9 @@ from typing import Any
 from safetensors.torch import save_file
 
 MODELING_FILE = "modeling_moezoo.py"
+# generate()'s defaults in every export: the zoo's one sampling default (zoo.text; greedy decoding
+# of the tiny byte-level entries falls into loops of spaces), not transformers' greedy
+GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.8, "top_p": 0.95, "top_k": 0}
 TORCH_TWIN_FILE = "moezoo_torch.py"  # the decoder in plain PyTorch, for where moezoo is not installed
 
 
@@ -187,7 +190,7 @@ def export_zoo_hf(model, tokenizer, metrics: dict[str, Any], out_dir: str | Path
     (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     # the model never emits <|endoftext|> (it has no logit), so generation runs max_new_tokens; no
     # max_length here: transformers warns when a caller's max_new_tokens meets one
-    generation = {"do_sample": False, "use_cache": True, **special}
+    generation = {**GENERATION_DEFAULTS, "use_cache": True, **special}
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     for code in (MODELING_FILE, TORCH_TWIN_FILE):  # the classes, and their plain-PyTorch twin
         shutil.copyfile(Path(__file__).with_name(code), out / code)

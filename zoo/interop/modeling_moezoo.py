@@ -118,6 +118,10 @@ class MoezooForCausalLM(PreTrainedModel, GenerationMixin):
         if not isinstance(config, MoezooConfig):
             config = MoezooConfig.from_pretrained(folder)
         model = cls(config)
+        if (folder / "generation_config.json").is_file():  # what transformers' own loader would read
+            from transformers import GenerationConfig
+
+            model.generation_config = GenerationConfig.from_pretrained(folder)
         from safetensors.torch import load_file
 
         state = {key.removeprefix("model."): tensor for key, tensor in load_file(str(folder / WEIGHTS)).items()}
