@@ -91,6 +91,10 @@ def build_app(model, name: str):
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         return error(exc.status_code, str(exc.detail), "not_found_error" if exc.status_code == 404 else "invalid_request_error")
 
+    @app.exception_handler(Exception)
+    async def server_error(_: Request, exc: Exception) -> JSONResponse:  # the model failed, not the request
+        return error(500, f"the model failed on this request: {type(exc).__name__}: {exc}", "server_error")
+
     def check(request: Sampling, prompt: str) -> dict:
         if request.model not in (None, name):
             raise HTTPException(404, f"model {request.model!r} is not served here; this server has {name!r}")
@@ -138,9 +142,14 @@ def build_app(model, name: str):
 
         async def events() -> AsyncIterator[str]:
             chunk_kind = f"{kind}.chunk" if kind == "chat.completion" else kind
-            async for piece in run(prompt, options, report):
-                choice = {"index": 0, **wrap(piece, final=False), "finish_reason": None}
-                yield f"data: {json.dumps({**envelope, 'object': chunk_kind, 'choices': [choice]})}\n\n"
+            try:
+                async for piece in run(prompt, options, report):
+                    choice = {"index": 0, **wrap(piece, final=False), "finish_reason": None}
+                    yield f"data: {json.dumps({**envelope, 'object': chunk_kind, 'choices': [choice]})}\n\n"
+            except Exception as exc:  # the status line has gone out: the error travels as an event
+                failure = {"message": f"the model failed on this request: {type(exc).__name__}: {exc}", "type": "server_error"}
+                yield f"data: {json.dumps({'error': failure})}\n\n"
+                return
             last = {"index": 0, **wrap("", final=False), "finish_reason": report["finish_reason"]}
             yield f"data: {json.dumps({**envelope, 'object': chunk_kind, 'choices': [last], 'usage': usage()})}\n\n"
             yield "data: [DONE]\n\n"

@@ -155,3 +155,37 @@ def test_zoo_serve_command_answers_a_streamed_completion():
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_failing_model_is_a_500_with_a_message_not_a_crash(monkeypatch):
+    """A model error (not the request's) comes back as OpenAI's error object: status 500 for a whole
+    answer, an error event for a stream; the server keeps serving."""
+    import zoo.serving
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of cheese")
+        yield ""  # a generator, as stream_text is
+
+    torch.manual_seed(0)
+    model = zoo.to_inference(Decoder(SMALL).eval())
+    port = free_port()
+    instance = uvicorn.Server(uvicorn.Config(build_app(model, "small"), host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    while not instance.started:
+        time.sleep(0.05)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        monkeypatch.setattr(zoo.serving, "stream_text", broken)
+        status, body = post(base + "/v1/completions", {"prompt": "a", "max_tokens": 4})
+        assert status == 500 and body["error"] == {
+            "message": "the model failed on this request: RuntimeError: out of cheese",
+            "type": "server_error",
+        }
+        status, text = post(base + "/v1/completions", {"prompt": "a", "max_tokens": 4, "stream": True}, raw=True)
+        assert status == 200 and '"error"' in text and "out of cheese" in text
+        monkeypatch.undo()
+        assert post(base + "/v1/completions", {"prompt": "a", "max_tokens": 2})[0] == 200
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=10)
