@@ -29,9 +29,15 @@ def test_bench_train_compares_with_dense(tmp_path, capsys):
     assert records[0]["speedup"] == 1.0 and all(r["baseline"] == "dense-tiny" for r in records)
 
 
-def test_bench_decode_times_the_inference_form_against_plain_dense(tmp_path):
+def test_bench_decode_times_the_inference_form_against_plain_dense(tmp_path, monkeypatch):
+    import zoo
+
     out = tmp_path / "decode.jsonl"
+    temperatures = []
+    timed = zoo.generate
+    monkeypatch.setattr(zoo, "generate", lambda *a, **k: temperatures.append(k.get("temperature")) or timed(*a, **k))
     assert main(["bench", "decode", "--quick", "--config", "bitnet-qsparse-tiny", "--config", "qsparse-tiny", "--out", str(out)]) == 0
+    assert temperatures and set(temperatures) == {0}  # greedy decoding is what the records call it, not the sampling default
     records = read_records(out)
     assert [r["entry"] for r in records] == ["bitnet-qsparse-tiny", "qsparse-tiny"]
     assert all(r["baseline"] == "dense-tiny (plain fp32)" and r["form"] == "inference" and r["weights"] == "shipped" for r in records)

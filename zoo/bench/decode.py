@@ -66,7 +66,7 @@ def run(device: str = "cpu", quick: bool = False, configs: list[str] | None = No
                 models[name] = to_inference(model).to(device)
             vocab = next(iter(models.values())).config.vocab_size
             prompt = torch.randint(0, vocab, (1, PROMPT_TOKENS), generator=torch.Generator().manual_seed(0)).to(device)
-            candidates = {label: (lambda m=m: zoo.generate(m, prompt, new_tokens)) for label, m in models.items()}
+            candidates = {label: (lambda m=m: zoo.generate(m, prompt, new_tokens, temperature=0)) for label, m in models.items()}
             seconds = interleaved_median_times(candidates, warmup=1, repeats=repeats, device=device)
             baseline_label = f"{baseline_name} (plain fp32)"
             # The engine-to-engine ratio too: against dense in its own inference form (the same

@@ -183,10 +183,10 @@ def run(quick: bool = False, configs: list[str] | None = None, threads: int | No
                 bandwidth = read_bandwidth_gbps(count)
                 zoo_decode, zoo_prefill, llama_decode, llama_prefill = [], [], [], []
                 with pinned_threads(count):
-                    zoo.generate(engine, prompt[:, :1], 2)  # builds the decode program
+                    zoo.generate(engine, prompt[:, :1], 2, temperature=0)  # builds the decode program
                     for _ in range(rounds):
                         start = time.perf_counter()
-                        zoo.generate(engine, prompt[:, :1], n_gen)
+                        zoo.generate(engine, prompt[:, :1], n_gen, temperature=0)  # greedy, as llama-bench
                         zoo_decode.append(n_gen / (time.perf_counter() - start))
                         llama_decode.append(float(llama_bench(binary, gguf_path, count, 0, n_gen)["avg_ts"]))
                         with torch.no_grad():
