@@ -33,21 +33,21 @@ def weights_label(source: str | None) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from zoo.hub import DownloadError
-    from zoo.hub.fetch import NO_COPY_HINT, weights_source
-    from zoo.hub.registry import entry_of, list_models, model_config, pretrained_models
+    from zoo.hub.fetch import NO_COPY_HINT, trusted_manifest, weights_source
+    from zoo.hub.registry import entry_of, list_models, model_config, pretrained_models, replicate_names
     from zoo.models.counts import config_counts
 
     try:
         published: list[str] | None = pretrained_models(args.hub)  # entries, each with its seed replicates after it
+        entries = trusted_manifest(args.hub)["checkpoints"]
     except DownloadError as error:  # an unreachable hub must not hide the registry
         print(f"zoo list: cannot tell which names have weights: {error}", file=sys.stderr)
-        published = None
+        published, entries = None, {}
     rows = []
     # every registered name, each followed by its published seed replicates (same config)
-    names = [n for name in list_models() for n in [name, *(p for p in published or () if entry_of(p) == name and p != name)]]
-    for name in names:
+    for name in [n for entry in list_models() for n in [entry, *replicate_names(entry, published or ())]]:
         stats = config_counts(model_config(entry_of(name)))  # arithmetic: no model is built, torch is not imported
-        source = weights_source(name, args.hub) if published and name in published else None
+        source = weights_source(name, entries[name], args.hub) if name in entries else None
         rows.append(
             {
                 "name": name,

@@ -389,17 +389,13 @@ def download(
 NO_COPY_HINT = "set ZOO_HUB to a moezoo checkout's store/ folder, a mirror or hf://org/repo that has it"
 
 
-def weights_source(name: str, hub: str | None = None) -> str | None:
-    """Where :func:`download` would get the published checkpoint ``name`` from, without fetching:
-    ``"hub"`` (a hub the user named), ``"store"`` (the project's store holds the files),
-    ``"cache"`` (downloaded before), the first of the manifest's ``sources``, or None (nowhere:
-    the manifest lists it, but a pip install has no store; see :data:`NO_COPY_HINT`)."""
-    explicit = hub or os.environ.get("ZOO_HUB")
-    if explicit:
+def weights_source(name: str, entry: dict, hub: str | None = None) -> str | None:
+    """Where :func:`download` would get the published checkpoint ``name`` (its manifest ``entry``)
+    from, without fetching: ``"hub"`` (a hub the user named), ``"store"`` (the project's store
+    holds the files), ``"cache"`` (downloaded before), the first of the manifest's ``sources``, or
+    None (nowhere: the manifest lists it, but a pip install has no store; see :data:`NO_COPY_HINT`)."""
+    if hub or os.environ.get("ZOO_HUB"):
         return "hub"
-    entry = trusted_manifest()["checkpoints"].get(name)
-    if entry is None:
-        return None
     store = shipped_store() / name
     if all((store / rel).is_file() and (store / rel).stat().st_size == spec["size"] for rel, spec in entry["files"].items()):
         return "store"
