@@ -160,8 +160,11 @@ def eval_data(corpus: str, split: str, data_files: list[str] | None) -> tuple[st
         data_files, corpus = [corpus], ""
     if data_files is None:
         return corpus, None
-    if corpus not in ("", "shakespeare", "text", "json", "csv", "parquet"):
-        raise ValueError(f"--data-files reads local files; --corpus must be text, json, csv or parquet with it, got {corpus!r}")
+    from zoo.data.corpus import LOCAL_BUILDERS
+
+    if corpus not in ("", "shakespeare", *LOCAL_BUILDERS):
+        allowed = ", ".join(LOCAL_BUILDERS[:-1]) + f" or {LOCAL_BUILDERS[-1]}"
+        raise ValueError(f"--data-files reads local files; --corpus must be {allowed} with it, got {corpus!r}")
     if corpus in ("", "shakespeare"):  # the default: let the first file's extension decide
         corpus = LOCAL_BUILDER_OF.get(os.path.splitext(data_files[0])[1].lower(), "text")
     return corpus, {split: list(data_files)}

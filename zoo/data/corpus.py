@@ -19,7 +19,7 @@ from zoo.data.splits import SPLITS, check_split
 from zoo.files import sha256_bytes, sha256_file
 from zoo.paths import cache_dir
 
-_LOCAL_BUILDERS = ("text", "json", "csv", "parquet")
+LOCAL_BUILDERS = ("text", "json", "csv", "parquet")
 _SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
 
 
@@ -125,7 +125,7 @@ class Corpus:
         if name in ("shakespeare", "ptb"):
             if self.data_files is not None:
                 raise ValueError(
-                    f"data_files is not used by the built-in corpus {name!r}; for local files set corpus to one of {_LOCAL_BUILDERS}"
+                    f"data_files is not used by the built-in corpus {name!r}; for local files set corpus to one of {LOCAL_BUILDERS}"
                 )
             if config is not None:
                 raise ValueError(f"corpus_config is not used by the built-in corpus {name!r}")
@@ -133,7 +133,7 @@ class Corpus:
                 raise ValueError(f"streaming is for Hugging Face datasets; the built-in corpus {name!r} is read whole")
             if holdout_documents is not None:
                 raise ValueError(f"holdout_documents is for train-only corpora; the built-in corpus {name!r} has its own splits")
-        elif name in _LOCAL_BUILDERS:
+        elif name in LOCAL_BUILDERS:
             if self.data_files is None:
                 raise ValueError(
                     f"corpus {name!r} reads local files: set data_files (zoo eval: --data-files FILE), e.g. {{'train': 'train.{name}'}}"
@@ -153,7 +153,7 @@ class Corpus:
     def kind(self) -> str:
         if self.name in ("shakespeare", "ptb"):
             return self.name
-        return "local" if self.name in _LOCAL_BUILDERS else "hub"
+        return "local" if self.name in LOCAL_BUILDERS else "hub"
 
     def _hub_dataset(self):
         if self._hub is None:
@@ -170,7 +170,7 @@ class Corpus:
                 reason = " ".join(str(error).split())[:300] or type(error).__name__
                 raise ValueError(
                     f"corpus {self.name!r}: not a built-in corpus (shakespeare, ptb), not a local-files builder "
-                    f"({', '.join(_LOCAL_BUILDERS)} with data_files), and the Hugging Face Hub could not provide it "
+                    f"({', '.join(LOCAL_BUILDERS)} with data_files), and the Hugging Face Hub could not provide it "
                     f"({type(error).__name__}: {reason})"
                 ) from None
             expected = datasets.IterableDatasetDict if self.streaming else datasets.DatasetDict
