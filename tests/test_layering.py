@@ -94,7 +94,7 @@ ZOO_CONTRACTS = {
     **{name: SHARED - {name} for name in SHARED},
     "data": SHARED,
     "hub": SHARED,
-    "interop": SHARED | {"hub"},
+    "interop": SHARED | {"hub", "text"},  # text: the one sampling default, written into exports
     "eval": SHARED | {"data", "hub", "interop"},
     "bench": SHARED | {"hub", "interop"},
     "train": SHARED | {"data", "hub", "interop", "eval"},

@@ -6,6 +6,8 @@ Kept light on purpose: importing ``zoo`` loads neither Lightning nor Triton, so 
 
 from __future__ import annotations
 
+from zoo.text import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SAMPLING  # the one sampling default (no torch there)
+
 __version__ = "0.1.0"
 __all__ = [
     "create_model",
@@ -41,15 +43,15 @@ def to_inference(model, *, embedding_dtype=None):
 def generate(
     model,
     prompt,
-    max_new_tokens: int = 200,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     *,
     stream: bool = False,
     tokenizer=None,
     stop=None,
     stop_ids=(),
-    temperature: float = 0.8,
-    top_k=None,
-    top_p=0.95,
+    temperature: float = DEFAULT_SAMPLING["temperature"],
+    top_k=DEFAULT_SAMPLING["top_k"],
+    top_p=DEFAULT_SAMPLING["top_p"],
     seed=None,
     report=None,
 ):
@@ -79,7 +81,7 @@ def generate(
     return (stream_tokens if stream else generate_ids)(model, prompt, max_new_tokens, **sampling)
 
 
-def stream(model, prompt: str, max_new_tokens: int = 200, **options):
+def stream(model, prompt: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, **options):
     """``zoo.generate(model, prompt, ..., stream=True)``: yields the continuation's text piece by piece."""
     return generate(model, prompt, max_new_tokens, stream=True, **options)
 

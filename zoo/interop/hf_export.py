@@ -20,10 +20,18 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from zoo.text import DEFAULT_SAMPLING
+
 MODELING_FILE = "modeling_moezoo.py"
-# generate()'s defaults in every export: the zoo's one sampling default (zoo.text; greedy decoding
-# of the tiny byte-level entries falls into loops of spaces), not transformers' greedy
-GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.8, "top_p": 0.95, "top_k": 0}
+# generate()'s defaults in every export: the zoo's one sampling default (greedy decoding of the
+# tiny byte-level entries falls into loops of spaces), not transformers' greedy; top_k 0 is
+# transformers' "no top-k" (its own default is 50)
+GENERATION_DEFAULTS = {
+    "do_sample": True,
+    "temperature": DEFAULT_SAMPLING["temperature"],
+    "top_p": DEFAULT_SAMPLING["top_p"],
+    "top_k": DEFAULT_SAMPLING["top_k"] or 0,
+}
 TORCH_TWIN_FILE = "moezoo_torch.py"  # the decoder in plain PyTorch, for where moezoo is not installed
 
 
