@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from zoo.models.protocols import BF16_BITS, Accounted, LinearAccount, ZeroCounting
+from zoo.models.counts import BF16_BITS, LinearAccount
+from zoo.models.protocols import Accounted, ZeroCounting
 
 
 @dataclass(frozen=True)

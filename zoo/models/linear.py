@@ -22,7 +22,8 @@ import zoo.kernels as kernels
 from zoo.kernels.rule import InputRule
 from zoo.kernels.ternary_matmul import latent_ternary_linear
 from zoo.models.config import ModelConfig
-from zoo.models.protocols import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, Accounted, LinearAccount, ZeroCounting
+from zoo.models.counts import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
+from zoo.models.protocols import Accounted, ZeroCounting
 
 IDENTITY = InputRule()  # no mask, no quantisation
 

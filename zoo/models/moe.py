@@ -28,6 +28,7 @@ import zoo.kernels as kernels
 from zoo.kernels import moe as moe_ops
 from zoo.kernels.norm.reference import rms_norm as reference_rms_norm
 from zoo.models.config import ModelConfig
+from zoo.models.counts import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
 from zoo.models.ffn import GatedFeedForward, glu_activation
 from zoo.models.linear import SparseProjection, frozen_cache
 from zoo.models.moe_backends import (
@@ -39,7 +40,7 @@ from zoo.models.moe_backends import (
     megablocks_ops,
     resolve_moe_backend,
 )
-from zoo.models.protocols import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, Accounted, ExpertRouting, LinearAccount
+from zoo.models.protocols import Accounted, ExpertRouting
 
 __all__ = ["ExpertBank", "ExpertGroups", "MoEBackendUnavailable", "MoEFeedForward", "Router", "from_megablocks", "to_megablocks"]
 

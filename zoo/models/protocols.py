@@ -21,8 +21,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-# The storage constants and the account record live with the count arithmetic, which has no torch.
-from zoo.models.counts import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount  # noqa: F401
+from zoo.models.counts import LinearAccount  # with the count arithmetic, which has no torch
 
 
 class Accounted(ABC):

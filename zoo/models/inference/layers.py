@@ -17,8 +17,9 @@ from torch import nn
 
 import zoo.kernels as kernels
 from zoo.kernels.ternary_matmul import prepare_packed_ternary_linear, prepare_sparse_projection
+from zoo.models.counts import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, LinearAccount
 from zoo.models.linear import TransformedInput, ZooLinear
-from zoo.models.protocols import BF16_BITS, SCALE_BYTES, TERNARY_PACKED_BITS, Accounted, LinearAccount
+from zoo.models.protocols import Accounted
 
 
 class PreparedProjection:
