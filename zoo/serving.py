@@ -182,7 +182,6 @@ def build_app(model, name: str):
         response = respond(request, prompt, "chat.completion", wrap)
         return response if request.stream else await response
 
-    app.state.worker = worker
     return app
 
 

@@ -60,12 +60,8 @@ def load_for_text(args: argparse.Namespace):
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: this machine has no CUDA device; use --device cpu")
-    model, tokenizer, _ = load_source(args.source, hub=args.hub)
-    model = model.to(device)
-    if not is_inference_form(model):
-        model = to_inference(model)
-    model.tokenizer = tokenizer
-    return model
+    model = load_source(args.source, hub=args.hub)[0].to(device)  # the tokenizer rides along (model.tokenizer)
+    return model if is_inference_form(model) else to_inference(model)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
